@@ -51,39 +51,41 @@ class VisionConfig:
 
 
 def rope_2d_table(grid: int, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin [G*G, hd] for EVA 2-D RoPE: first half of each head uses the row, second the column.
+    """cos and pair-signed sin [1 + G*G, hd] for EVA 2-D RoPE over CLS + patches.
 
-    Frequencies are duplicated into adjacent pairs because the rotation is the interleaved-pair form.
+    The first half of each head rotates by the patch row, the second by the column; frequencies are
+    duplicated into adjacent pairs (interleaved-pair rotation). CLS gets the identity (cos 1, sin 0).
+    The sin is pre-signed so that rope(x) = x * cos + swap_pairs(x) * sin.
     """
     quarter = head_dim // 4
     bands = base ** (-torch.arange(quarter, dtype=torch.float64) / quarter)  # [hd/4]
-    pos = torch.arange(grid, dtype=torch.float64)
-    angles = torch.outer(pos, bands).repeat_interleave(2, dim=-1)  # [G, hd/2]
+    angles = torch.outer(torch.arange(grid, dtype=torch.float64), bands).repeat_interleave(2, dim=-1)  # [G, hd/2]
     rows = angles[:, None, :].expand(grid, grid, -1)
     cols = angles[None, :, :].expand(grid, grid, -1)
     table = torch.cat([rows, cols], dim=-1).reshape(grid * grid, head_dim)  # [G*G, hd]
-    return table.cos().float(), table.sin().float()
+    table = torch.cat([torch.zeros(1, head_dim, dtype=table.dtype), table])  # CLS row: no rotation
+    sign = torch.tensor([-1.0, 1.0], dtype=table.dtype).repeat(head_dim // 2)  # rot(x)[2j] = -x[2j+1]
+    return table.cos().float(), (table.sin() * sign).float()
 
 
-def rotate_pairs(x: torch.Tensor) -> torch.Tensor:
-    """rot(x)[2j] = -x[2j+1], rot(x)[2j+1] = x[2j]."""
-    pairs = rearrange(x, "... (d two) -> ... d two", two=2)
-    rotated = torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1)
-    return rearrange(rotated, "... d two -> ... (d two)")
+def swap_pairs(x: torch.Tensor) -> torch.Tensor:
+    """[..., x0, x1, x2, x3, ...] -> [..., x1, x0, x3, x2, ...]"""
+    return x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
 
 
 class GatedMLP(nn.Module):
-    """y = fc2(norm?(fc11(x) * silu(fc12(x)))); fc12 is the gate."""
+    """y = fc2(norm?(up * silu(gate))). The checkpoint's fc11 (up) and fc12 (gate) are stored fused
+    as fc1 = [fc11; fc12], so one matmul serves both."""
 
     def __init__(self, dim: int, hidden: int, inner_norm: bool):
         super().__init__()
-        self.fc11 = nn.Linear(dim, hidden)
-        self.fc12 = nn.Linear(dim, hidden)
+        self.fc1 = nn.Linear(dim, 2 * hidden)
         self.norm = nn.LayerNorm(hidden) if inner_norm else None  # eps 1e-5: EVA's default, not the config's
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.fc11(x) * F.silu(self.fc12(x))
+        up, gate = self.fc1(x).chunk(2, dim=-1)  # [..., hidden] each
+        y = up * F.silu(gate)
         if self.norm is not None:
             y = self.norm(y)
         return self.fc2(y)
@@ -98,15 +100,9 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         q, k, v = rearrange(self.Wqkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)
-        q, k = (self._rope_patches(t, cos, sin) for t in (q, k))  # [B, H, N, hd]
+        q, k = (t * cos + swap_pairs(t) * sin for t in (q, k))  # [B, H, N, hd]
         out = F.scaled_dot_product_attention(q, k, v)
         return self.out_proj(rearrange(out, "b h n d -> b n (h d)"))
-
-    @staticmethod
-    def _rope_patches(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        cls_tok, patches = t[:, :, :1], t[:, :, 1:]  # CLS is never rotated
-        patches = patches * cos + rotate_pairs(patches) * sin
-        return torch.cat([cls_tok, patches], dim=2)
 
 
 class Block(nn.Module):
@@ -175,7 +171,7 @@ class NomicVisionModel(nn.Module):
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.selector = Selector(cfg)
         cos, sin = rope_2d_table(cfg.grid, cfg.hidden // cfg.heads, cfg.rope_base)
-        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_cos", cos, persistent=False)  # [N, hd]
         self.register_buffer("rope_sin", sin, persistent=False)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -190,3 +186,9 @@ class NomicVisionModel(nn.Module):
         """L2-normalized float32 embedding [B, D]."""
         return F.normalize(self.forward(pixels).float(), dim=-1)
 
+
+
+def official_keys(native_keys: list[str]) -> dict[str, list[str]]:
+    """native key -> the official checkpoint keys it is built from (fc1 = cat(fc11, fc12))."""
+    return {k: [k.replace(".fc1.", ".fc11."), k.replace(".fc1.", ".fc12.")] if ".fc1." in k else [k]
+            for k in native_keys}

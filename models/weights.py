@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors.torch import load_file
@@ -12,15 +13,26 @@ class CheckpointMismatch(Exception):
     pass
 
 
-def load_strict(module: nn.Module, path: Path, dtype: torch.dtype) -> None:
-    """Copy a safetensors file into `module` (cast to `dtype`); missing or unexpected keys are an error."""
+def load_strict(module: nn.Module, path: Path, dtype: torch.dtype,
+                key_map: Callable[[list[str]], dict[str, list[str]]] | None = None) -> None:
+    """Copy a safetensors file into `module`, cast to `dtype`.
+
+    key_map(native keys) -> {native key: [official keys concatenated along dim 0]}; identity if None.
+    Missing, unexpected or mis-shaped keys raise CheckpointMismatch naming them (official names).
+    """
     state = load_file(str(path))
     expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong_shape = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    sources = key_map(list(expected)) if key_map else {k: [k] for k in expected}
+    wanted = {k for keys in sources.values() for k in keys}
+    missing, unexpected = sorted(wanted - set(state)), sorted(set(state) - wanted)
+    native = {}
+    if not missing:
+        native = {k: torch.cat([state[s] for s in keys]) if len(keys) > 1 else state[keys[0]]
+                  for k, keys in sources.items()}
+    wrong_shape = sorted(k for k, v in native.items() if v.shape != expected[k].shape)
     if missing or unexpected or wrong_shape:
         parts = [f"{label}: {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
-                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)) if keys]
+                 for label, keys in (("missing", missing), ("unexpected", unexpected),
+                                     ("wrong shape", wrong_shape)) if keys]
         raise CheckpointMismatch(f"{path} does not match the model ({'; '.join(parts)})")
-    module.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True)
+    module.load_state_dict({k: v.to(dtype) for k, v in native.items()}, strict=True)

@@ -1,0 +1,178 @@
+"""The two encoders as Glance uses them: resolved from the Hub or a folder, paired, and run fast on CPU."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from . import hub
+from .preprocess import PREPROCESS_VERSION, Preprocess
+from .text import TextEncoder, with_prefix
+from .vision import NomicVisionModel, VisionConfig, official_keys
+from .weights import load_strict
+
+MATRYOSHKA_DIMS = (768, 512, 256, 128, 64)
+MIN_COSINE_TO_FP32 = 0.999
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+class MismatchedModels(Exception):
+    """Vision and text models from different releases do not share an embedding space."""
+
+
+def cpu_has_bf16() -> bool:
+    """True where the CPU multiplies bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags for flag in (" avx512_bf16", " amx_bf16"))
+
+
+def set_threads(threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+
+
+@dataclass
+class Precision:
+    """What a model runs in, and how far that is from fp32 on a fixed probe input."""
+    dtype: torch.dtype
+    cosine_to_fp32: float = 1.0
+
+    @property
+    def name(self) -> str:
+        return "bf16" if self.dtype == torch.bfloat16 else "fp32"
+
+
+def choose_precision(requested: str, model: torch.nn.Module, probe) -> Precision:
+    """fp32, bf16, or (auto) bf16 only where the CPU has it and it stays within MIN_COSINE_TO_FP32 of fp32.
+
+    `probe(model)` returns normalized embeddings of a fixed input; the model arrives in fp32.
+    """
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+    if requested == "fp32" or (requested == "auto" and not cpu_has_bf16()):
+        return Precision(torch.float32)
+    with torch.inference_mode():
+        reference = probe(model)
+        model.to(torch.bfloat16)
+        cosine = F.cosine_similarity(reference, probe(model)).min().item()
+    if requested == "auto" and cosine < MIN_COSINE_TO_FP32:
+        model.to(torch.float32)
+        return Precision(torch.float32, 1.0)
+    return Precision(torch.bfloat16, cosine)
+
+
+def probe_images(size: tuple[int, int], count: int = 2) -> list[Image.Image]:
+    """Deterministic, photo-like inputs (smooth gradients plus texture) for the precision check."""
+    gen = torch.Generator().manual_seed(0)
+    h, w = size
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    images = []
+    for i in range(count):
+        base = torch.stack([xs, ys, (xs + ys) / 2]) * (0.4 + 0.3 * i)
+        noise = torch.rand(3, h, w, generator=gen) * 0.3
+        pixels = ((base + noise).clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy()
+        images.append(Image.fromarray(pixels))
+    return images
+
+
+PROBE_TEXTS = ["search_query: a dog running on the beach at sunset", "search_query: receipts"]
+
+
+class VisionEncoder:
+    def __init__(self, spec: str = hub.DEFAULT_VISION, precision: str = "auto", flag: str = "--vision-model"):
+        self.spec = spec
+        self.folder = hub.resolve(spec, hub.VISION_FILES, flag=flag)
+        self.version = hub.model_version(spec, self.folder)
+        self.config = VisionConfig.from_official(json.loads((self.folder / "config.json").read_text()))
+        self.preprocess = Preprocess.from_folder(self.folder)
+        self.model = NomicVisionModel(self.config).eval()
+        load_strict(self.model, self.folder / "model.safetensors", torch.float32, key_map=official_keys)
+        probe = self.preprocess(probe_images(self.preprocess.input_size))
+        self.precision = choose_precision(precision, self.model, lambda m: m.embed(probe))
+
+    @property
+    def dim(self) -> int:
+        return self.config.hidden
+
+    @torch.inference_mode()
+    def embed_pixels(self, pixels: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+        """Normalized pixels [B, 3, H, W] -> L2-normalized float32 [B, dim]."""
+        return truncate(self.model.embed(pixels), dim)
+
+    def embed_images(self, images: list[Image.Image], dim: int | None = None, batch_size: int = 16) -> torch.Tensor:
+        """Decoded PIL images (any mode, EXIF orientation honoured) -> [N, dim]."""
+        out = [self.embed_pixels(self.preprocess(images[i:i + batch_size]), dim)
+               for i in range(0, len(images), batch_size)]
+        return torch.cat(out) if out else torch.empty(0, dim or self.dim)
+
+
+class TextEmbedder:
+    def __init__(self, spec: str = hub.DEFAULT_TEXT, precision: str = "auto", flag: str = "--text-model"):
+        self.spec = spec
+        self.folder = hub.resolve(spec, hub.TEXT_FILES, hub.TEXT_OPTIONAL_FILES, flag=flag)
+        self.version = hub.model_version(spec, self.folder)
+        _quiet_transformers()
+        self.encoder = TextEncoder(self.folder, self.version, torch.float32)
+        self.precision = choose_precision(precision, self.encoder.model, lambda m: self.encoder.embed(PROBE_TEXTS))
+
+    @property
+    def dim(self) -> int:
+        return self.encoder.hidden
+
+    def embed(self, texts: list[str], dim: int | None = None) -> torch.Tensor:
+        """Texts as given (task prefix included) -> L2-normalized float32 [N, dim]."""
+        return self.encoder.embed(texts, dim)
+
+    def embed_queries(self, texts: list[str], dim: int | None = None) -> torch.Tensor:
+        """Texts for the image space: `search_query: ` is added unless a task prefix is present."""
+        return self.embed([with_prefix(t) for t in texts], dim)
+
+
+def truncate(vectors: torch.Tensor, dim: int | None) -> torch.Tensor:
+    """Matryoshka slice + re-normalize (only the text side was trained for this)."""
+    if not dim or dim == vectors.shape[-1]:
+        return vectors
+    return F.normalize(vectors[:, :dim], dim=-1)
+
+
+def check_pair(vision_spec: str, vision_version: str, text_spec: str, text_version: str) -> None:
+    if vision_version != text_version:
+        raise MismatchedModels(
+            f"vision model {vision_spec} is {vision_version} but text model {text_spec} is {text_version}: "
+            f"their embeddings are not comparable. Pair vision v1.5 with text v1.5, and v1 with v1")
+
+
+def check_dim(dim: int | None, full: int, version: str) -> int:
+    dim = dim or full
+    allowed = (full,) if version == "v1" else tuple(sorted({full, *(d for d in MATRYOSHKA_DIMS if d < full)}, reverse=True))
+    if dim not in allowed:
+        raise ValueError(f"--dim {dim} is not available for this {version} model; choose one of {', '.join(map(str, allowed))}")
+    return dim
+
+
+def load_pair(vision: str = hub.DEFAULT_VISION, text: str = hub.DEFAULT_TEXT, precision: str = "auto",
+              threads: int | None = None) -> tuple[VisionEncoder, TextEmbedder]:
+    """Both encoders; a pair from different releases is refused before anything heavy is loaded."""
+    set_threads(threads)
+    vision_folder = hub.resolve(vision, hub.VISION_FILES, flag="--vision-model")
+    text_folder = hub.resolve(text, hub.TEXT_FILES, hub.TEXT_OPTIONAL_FILES, flag="--text-model")
+    check_pair(vision, hub.model_version(vision, vision_folder), text, hub.model_version(text, text_folder))
+    return VisionEncoder(vision, precision), TextEmbedder(text, precision)
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
+__all__ = ["VisionEncoder", "TextEmbedder", "load_pair", "check_pair", "check_dim", "MismatchedModels",
+           "PREPROCESS_VERSION", "MATRYOSHKA_DIMS", "cpu_has_bf16"]

@@ -1,0 +1,89 @@
+"""Random-weight checkpoints in the official Hub layout, for tests and benchmarks (no download needed).
+
+The configs are the official ones (template: the tiny fixture shipped in tests/fixtures, which carries every
+official key), resized; tensor names and shapes are the official checkpoint's.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from .text import native_config
+from .vision import NomicVisionModel, VisionConfig, official_keys
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "nomic-tiny"
+SIZES = {
+    "full": {"n_embd": 768, "n_head": 12, "n_layer": 12},
+    "tiny": {"n_embd": 128, "n_head": 2, "n_layer": 2},
+}
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+
+
+def _randomize(state: dict[str, torch.Tensor], gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """Matrices ~ N(0, 0.02); vectors (biases, LayerNorm) random too, so ordering bugs cannot hide."""
+    out = {}
+    for key, value in state.items():
+        if value.dim() >= 2:
+            out[key] = torch.randn(value.shape, generator=gen) * 0.02
+        elif key.endswith("weight"):
+            out[key] = 1.0 + torch.randn(value.shape, generator=gen) * 0.1
+        else:
+            out[key] = torch.randn(value.shape, generator=gen) * 0.05
+    return out
+
+
+def write_vision(folder: Path, size: str = "tiny", seed: int = 0, dtype: torch.dtype = torch.float16,
+                 preprocessor: dict | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    config = json.loads((TEMPLATE / "vision-v1.5" / "config.json").read_text())
+    config.update(SIZES[size], n_inner=2048.0 if size == "full" else 256.0)
+    model = NomicVisionModel(VisionConfig.from_official(config))
+    native = _randomize(model.state_dict(), torch.Generator().manual_seed(seed))
+    official = {}
+    for key, sources in official_keys(list(native)).items():
+        for part, name in zip(native[key].chunk(len(sources)), sources):
+            official[name] = part.contiguous().to(dtype)
+    save_file(official, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    pre = json.loads((TEMPLATE / "vision-v1.5" / "preprocessor_config.json").read_text())
+    (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor or pre, indent=2))
+    return folder
+
+
+def write_text(folder: Path, size: str = "tiny", seed: int = 0, dtype: torch.dtype = torch.float16) -> Path:
+    from transformers import NomicBertModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = json.loads((TEMPLATE / "text-v1.5" / "config.json").read_text())
+    config.update(SIZES[size], n_inner=3072 if size == "full" else 256)
+    native = _randomize(NomicBertModel(native_config(config)).state_dict(), torch.Generator().manual_seed(seed))
+    official = {}
+    for key, value in native.items():  # native transformers names -> official names
+        if "position_ids" in key or "token_type_ids" in key or "inv_freq" in key:
+            continue
+        name = (key.replace("embeddings.LayerNorm", "emb_ln").replace("layers.", "encoder.layers.")
+                .replace("self_attn.o_proj", "attn.out_proj").replace("mlp.up_proj", "mlp.fc11")
+                .replace("mlp.gate_proj", "mlp.fc12").replace("mlp.down_proj", "mlp.fc2")
+                .replace("post_attention_layernorm", "norm1").replace("post_mlp_layernorm", "norm2"))
+        if "self_attn.q_proj" in name:
+            qkv = [native[key.replace("q_proj", p)] for p in ("q_proj", "k_proj", "v_proj")]
+            official[name.replace("self_attn.q_proj", "attn.Wqkv")] = torch.cat(qkv).to(dtype)
+        elif "self_attn.k_proj" not in name and "self_attn.v_proj" not in name:
+            official[name] = value.contiguous().to(dtype)
+    save_file(official, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    for name in TOKENIZER_FILES:
+        shutil.copy(TEMPLATE / "text-v1.5" / name, folder / name)
+    return folder
+
+
+def write_pair(root: Path, size: str = "tiny", seed: int = 0, version: str = "v1.5",
+               dtype: torch.dtype = torch.float16) -> tuple[Path, Path]:
+    """(vision folder, text folder) named like the Hub repos, so the release is recognisable."""
+    vision = write_vision(root / f"nomic-embed-vision-{version}", size, seed, dtype)
+    text = write_text(root / f"nomic-embed-text-{version}", size, seed + 1, dtype)
+    return vision, text
