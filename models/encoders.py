@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from . import hub
+from .errors import MismatchedModels, UnsupportedDim
 from .preprocess import PREPROCESS_VERSION, Preprocess
 from .text import TextEncoder, with_prefix
 from .vision import NomicVisionModel, VisionConfig, official_keys
@@ -18,10 +19,6 @@ from .weights import load_strict
 MATRYOSHKA_DIMS = (768, 512, 256, 128, 64)
 MIN_COSINE_TO_FP32 = 0.999
 PRECISIONS = ("auto", "fp32", "bf16")
-
-
-class MismatchedModels(Exception):
-    """Vision and text models from different releases do not share an embedding space."""
 
 
 def cpu_has_bf16() -> bool:
@@ -49,14 +46,16 @@ class Precision:
         return "bf16" if self.dtype == torch.bfloat16 else "fp32"
 
 
-def choose_precision(requested: str, model: torch.nn.Module, probe) -> Precision:
+def choose_precision(requested: str, model: torch.nn.Module, probe, native_bf16: bool | None = None) -> Precision:
     """fp32, bf16, or (auto) bf16 only where the CPU has it and it stays within MIN_COSINE_TO_FP32 of fp32.
 
     `probe(model)` returns normalized embeddings of a fixed input; the model arrives in fp32.
+    `native_bf16` defaults to what this CPU reports.
     """
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
-    if requested == "fp32" or (requested == "auto" and not cpu_has_bf16()):
+    native_bf16 = cpu_has_bf16() if native_bf16 is None else native_bf16
+    if requested == "fp32" or (requested == "auto" and not native_bf16):
         return Precision(torch.float32)
     with torch.inference_mode():
         reference = probe(model)
@@ -153,7 +152,7 @@ def check_dim(dim: int | None, full: int, version: str) -> int:
     dim = dim or full
     allowed = (full,) if version == "v1" else tuple(sorted({full, *(d for d in MATRYOSHKA_DIMS if d < full)}, reverse=True))
     if dim not in allowed:
-        raise ValueError(f"--dim {dim} is not available for this {version} model; choose one of {', '.join(map(str, allowed))}")
+        raise UnsupportedDim(f"--dim {dim} is not available for this {version} model; choose one of {', '.join(map(str, allowed))}")
     return dim
 
 
@@ -174,5 +173,5 @@ def _quiet_transformers() -> None:
     logging.disable_progress_bar()
 
 
-__all__ = ["VisionEncoder", "TextEmbedder", "load_pair", "check_pair", "check_dim", "MismatchedModels",
+__all__ = ["VisionEncoder", "TextEmbedder", "load_pair", "check_pair", "check_dim",
            "PREPROCESS_VERSION", "MATRYOSHKA_DIMS", "cpu_has_bf16"]

@@ -5,16 +5,14 @@ import os
 import re
 from pathlib import Path
 
+from .errors import ModelUnavailable
+
 DEFAULT_VISION = "nomic-ai/nomic-embed-vision-v1.5"
 DEFAULT_TEXT = "nomic-ai/nomic-embed-text-v1.5"
 
 VISION_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
 TEXT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 TEXT_OPTIONAL_FILES = ("special_tokens_map.json", "vocab.txt")
-
-
-class ModelUnavailable(Exception):
-    """A model cannot be found or fetched; the message is meant for the user, one line."""
 
 
 def resolve(spec: str, files: tuple[str, ...], optional: tuple[str, ...] = (), flag: str = "--model") -> Path:

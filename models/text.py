@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .errors import CheckpointMismatch, UnsupportedDim
+
 TASK_PREFIXES = ("search_query: ", "search_document: ", "clustering: ", "classification: ")
 QUERY_PREFIX = "search_query: "
 
@@ -25,7 +27,7 @@ def native_config(official: dict):
     from transformers import NomicBertConfig
 
     if official.get("activation_function", "swiglu") != "swiglu" or official.get("prenorm", False):
-        raise ValueError("unsupported text config: only the post-norm SwiGLU Nomic BERT is supported")
+        raise CheckpointMismatch("unsupported text config: only the post-norm SwiGLU Nomic BERT is supported")
     rope = {"rope_type": "default", "rope_theta": float(official.get("rotary_emb_base", 1000))}
     if official.get("rotary_scaling_factor"):
         rope = {"rope_type": "dynamic", "factor": float(official["rotary_scaling_factor"]),
@@ -59,7 +61,7 @@ class TextEncoder:
             str(folder), config=config, dtype=dtype, output_loading_info=True, use_safetensors=True)
         problems = {k: v for k, v in info.items() if v and k != "error_msgs"}
         if problems:
-            raise ValueError(f"{folder}/model.safetensors does not match the text model: {problems}")
+            raise CheckpointMismatch(f"{folder}/model.safetensors does not match the text model: {problems}")
         self.model.eval()
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder), padding_side="right")
         self.version = version
@@ -74,7 +76,7 @@ class TextEncoder:
         """Texts exactly as given (prefix them first) -> L2-normalized float32 [N, dim]."""
         dim = dim or self.hidden
         if self.version == "v1" and dim != self.hidden:
-            raise ValueError("Nomic Embed v1 was not trained for Matryoshka dims; use the full dimension")
+            raise UnsupportedDim("Nomic Embed v1 was not trained for Matryoshka dims; use the full dimension")
         lengths = [len(t) for t in texts]
         order = sorted(range(len(texts)), key=lengths.__getitem__)  # similar lengths share a batch: less padding
         out = torch.empty(len(texts), dim)

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .errors import CheckpointMismatch
+
 
 @dataclass(frozen=True)
 class VisionConfig:
@@ -40,7 +42,7 @@ class VisionConfig:
         }
         for key, wanted in unsupported.items():
             if key in cfg and cfg[key] != wanted:
-                raise ValueError(f"unsupported vision config: {key}={cfg[key]!r} (expected {wanted!r})")
+                raise CheckpointMismatch(f"unsupported vision config: {key}={cfg[key]!r} (expected {wanted!r})")
         return cls(
             hidden=int(cfg["n_embd"]), heads=int(cfg["n_head"]), layers=int(cfg["n_layer"]),
             mlp_hidden=int(float(cfg["n_inner"])),  # official file stores 2048.0

@@ -8,9 +8,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-
-class CheckpointMismatch(Exception):
-    pass
+from .errors import CheckpointMismatch
 
 
 def load_strict(module: nn.Module, path: Path, dtype: torch.dtype,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import sys
 
-from models import CheckpointMismatch, MismatchedModels, ModelUnavailable
+from models import CheckpointMismatch, MismatchedModels, ModelUnavailable, UnsupportedDim
 
 from .store import StoreError
 
@@ -13,7 +13,7 @@ class UsageError(Exception):
     """Bad input from the user (a flag, a path, a query)."""
 
 
-USER_ERRORS = (ModelUnavailable, MismatchedModels, CheckpointMismatch, StoreError, UsageError)
+USER_ERRORS = (ModelUnavailable, MismatchedModels, CheckpointMismatch, UnsupportedDim, StoreError, UsageError)
 EXIT_USER_ERROR = 2
 
 

@@ -1,0 +1,35 @@
+"""Shared test setup: never touch the network; tiny official-layout models from tests/fixtures."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # tests never touch the network
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURE = REPO / "tests" / "fixtures" / "nomic-tiny"
+sys.path.insert(0, str(REPO))
+
+
+@pytest.fixture(scope="session")
+def fixture_dir() -> Path:
+    return FIXTURE
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dirs() -> tuple[Path, Path]:
+    """(vision folder, text folder): Nomic's official layout, tiny sizes, random weights."""
+    return FIXTURE / "vision-v1.5", FIXTURE / "text-v1.5"
+
+
+@pytest.fixture(scope="session")
+def tiny_encoders(tiny_model_dirs):
+    """(VisionEncoder, TextEmbedder) on the tiny models, exact fp32 path."""
+    from models import load_pair
+
+    vision, text = tiny_model_dirs
+    return load_pair(str(vision), str(text), precision="fp32")

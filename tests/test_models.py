@@ -1,0 +1,260 @@
+"""The encoders against Nomic's reference outputs (tests/fixtures/nomic-tiny), and their loading rules."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import safetensors.torch
+import torch
+from PIL import Image
+
+import models
+from models.encoders import MIN_COSINE_TO_FP32, Precision, choose_precision
+from models.synthetic import write_pair, write_text, write_vision
+from models.text import with_prefix
+from models.vision import NomicVisionModel, official_keys
+from models.weights import load_strict
+
+from .conftest import FIXTURE, REPO
+
+
+@pytest.fixture(scope="module")
+def expected():
+    return np.load(FIXTURE / "expected.npz")
+
+
+@pytest.fixture(scope="module")
+def manifest():
+    return json.loads((FIXTURE / "manifest.json").read_text())
+
+
+def test_token_ids_match_reference(tiny_encoders, expected, manifest):
+    _, text = tiny_encoders
+    tokens = text.encoder.tokenize(manifest["texts"])
+    assert np.array_equal(tokens["input_ids"].numpy(), expected["input_ids"])
+    assert np.array_equal(tokens["attention_mask"].numpy(), expected["attention_mask"])
+
+
+@pytest.mark.parametrize("dim", [128, 64])
+def test_text_embeddings_match_reference(tiny_encoders, expected, manifest, dim):
+    _, text = tiny_encoders
+    ours = text.embed(manifest["texts"], dim).numpy()
+    assert ours.shape == expected[f"text_embeddings_{dim}"].shape
+    assert np.abs(ours - expected[f"text_embeddings_{dim}"]).max() <= 1e-4
+
+
+def test_image_embeddings_from_pixel_values_match_reference(tiny_encoders, expected):
+    vision, _ = tiny_encoders
+    ours = vision.embed_pixels(torch.from_numpy(expected["pixel_values"])).numpy()
+    assert np.abs(ours - expected["image_embeddings"]).max() <= 1e-4
+
+
+def test_image_files_through_whole_path_match_reference(tiny_encoders, expected, manifest):
+    """Decode, EXIF transpose, RGB (CMYK, RGBA, palette, grey), resize and normalize, per image."""
+    vision, _ = tiny_encoders
+    images = [Image.open(FIXTURE / "images" / name) for name in manifest["images"]]
+    ours = vision.embed_images(images).numpy()
+    cosines = (ours * expected["image_embeddings"]).sum(axis=1)
+    for name, cosine in zip(manifest["images"], cosines):
+        assert cosine >= 0.999, f"{name}: cosine {cosine:.5f}"
+    assert {"exif_rotated.jpg", "cmyk.jpg", "transparent.png", "palette.gif", "tiny.png"} <= set(manifest["images"])
+
+
+def test_preprocessing_matches_clip_image_processor_pixels(tiny_encoders, expected, manifest):
+    vision, _ = tiny_encoders
+    pixels = vision.preprocess([Image.open(FIXTURE / "images" / n) for n in manifest["images"]])
+    assert pixels.shape == expected["pixel_values"].shape
+    # PIL's bicubic is the same kernel CLIPImageProcessor uses; a few resampled pixels differ by rounding
+    assert np.abs(pixels.numpy() - expected["pixel_values"]).mean() < 1e-3
+
+
+def test_exif_rotation_is_applied(tiny_encoders):
+    vision, _ = tiny_encoders
+    rotated = Image.open(FIXTURE / "images" / "exif_rotated.jpg")
+    stored_w, stored_h = rotated.size
+    assert vision.preprocess.resize(rotated).size == (224, 224)
+    from models.preprocess import to_rgb
+
+    assert to_rgb(rotated).size == (stored_h, stored_w)  # orientation 6: stored sideways
+
+
+def test_outputs_are_unit_vectors_at_every_matryoshka_dim(tiny_encoders):
+    vision, text = tiny_encoders
+    for dim in (128, 64):
+        vectors = text.embed_queries(["a red bicycle", "receipts"], dim)
+        assert vectors.shape == (2, dim)
+        assert torch.allclose(vectors.norm(dim=-1), torch.ones(2), atol=1e-5)
+    images = vision.embed_images([Image.new("RGB", (300, 200), "red")], dim=64)
+    assert torch.allclose(images.norm(dim=-1), torch.ones(1), atol=1e-5)
+
+
+def test_text_is_batched_by_length_without_changing_results(tiny_encoders):
+    _, text = tiny_encoders
+    texts = ["short", "a much longer query about dogs running along a sandy beach at sunset", "mid length text"]
+    together = text.embed_queries(texts)
+    alone = torch.cat([text.embed_queries([t]) for t in texts])
+    assert torch.allclose(together, alone, atol=1e-5)
+
+
+def test_prefixes():
+    assert with_prefix("a dog") == "search_query: a dog"
+    for prefix in models.TASK_PREFIXES:
+        assert with_prefix(prefix + "x") == prefix + "x"
+
+
+def test_v1_text_is_plain_l2_without_layer_norm(tmp_path):
+    vision_dir, text_dir = write_pair(tmp_path, version="v1")
+    text = models.TextEmbedder(str(text_dir), precision="fp32")
+    assert text.version == "v1"
+    tokens = text.encoder.tokenize(["search_query: hello"])
+    with torch.inference_mode():
+        hidden = text.encoder.model(**tokens).last_hidden_state
+    mean = hidden.mean(dim=1)  # one sequence, no padding
+    assert torch.allclose(text.embed(["search_query: hello"]), torch.nn.functional.normalize(mean, dim=-1), atol=1e-5)
+    with pytest.raises(models.UnsupportedDim, match="Matryoshka"):
+        text.embed(["x"], 64)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_generated_checkpoints_load_from_any_stored_dtype(tmp_path, dtype):
+    vision_dir, text_dir = write_pair(tmp_path, seed=3, dtype=dtype)
+    vision, text = models.load_pair(str(vision_dir), str(text_dir), precision="fp32")
+    assert vision.model.embeddings.proj.weight.dtype == torch.float32
+    stored = safetensors.torch.load_file(str(vision_dir / "model.safetensors"))
+    assert {v.dtype for v in stored.values()} == {dtype}
+    assert text.embed_queries(["x"]).shape == (1, 128)
+
+
+def test_generated_checkpoint_has_the_official_key_layout(tmp_path):
+    write_vision(tmp_path / "v", size="tiny")
+    write_text(tmp_path / "t", size="tiny")
+    reference_vision = safetensors.torch.load_file(str(FIXTURE / "vision-v1.5" / "model.safetensors"))
+    reference_text = safetensors.torch.load_file(str(FIXTURE / "text-v1.5" / "model.safetensors"))
+    ours_vision = safetensors.torch.load_file(str(tmp_path / "v" / "model.safetensors"))
+    ours_text = safetensors.torch.load_file(str(tmp_path / "t" / "model.safetensors"))
+    assert {k: v.shape for k, v in ours_vision.items()} == {k: v.shape for k, v in reference_vision.items()}
+    assert {k: v.shape for k, v in ours_text.items()} == {k: v.shape for k, v in reference_text.items()}
+
+
+def test_strict_key_check_names_missing_and_unexpected_keys(tmp_path, tiny_model_dirs):
+    state = safetensors.torch.load_file(str(tiny_model_dirs[0] / "model.safetensors"))
+    del state["layers.1.mlp.fc12.bias"]
+    state["layers.0.attn.rotary.weight"] = torch.zeros(2)
+    path = tmp_path / "model.safetensors"
+    safetensors.torch.save_file(state, str(path))
+    model = NomicVisionModel(models.VisionEncoder(str(tiny_model_dirs[0]), "fp32").config)
+    with pytest.raises(models.CheckpointMismatch) as err:
+        load_strict(model, path, torch.float32, key_map=official_keys)
+    assert "missing: layers.1.mlp.fc12.bias" in str(err.value)
+    assert "unexpected: layers.0.attn.rotary.weight" in str(err.value)
+
+
+def test_wrong_shape_is_named(tmp_path, tiny_model_dirs):
+    state = safetensors.torch.load_file(str(tiny_model_dirs[0] / "model.safetensors"))
+    state["embeddings.pos_embed"] = torch.zeros(1, 10, 128)
+    path = tmp_path / "model.safetensors"
+    safetensors.torch.save_file(state, str(path))
+    model = NomicVisionModel(models.VisionEncoder(str(tiny_model_dirs[0]), "fp32").config)
+    with pytest.raises(models.CheckpointMismatch, match="wrong shape: embeddings.pos_embed"):
+        load_strict(model, path, torch.float32, key_map=official_keys)
+
+
+def test_mismatched_pair_is_refused(tmp_path, tiny_model_dirs):
+    old_vision, _ = write_pair(tmp_path, version="v1")
+    with pytest.raises(models.MismatchedModels, match="v1 .*v1.5|v1.5 .*v1"):
+        models.load_pair(str(old_vision), str(tiny_model_dirs[1]))
+
+
+def _run_embed(*args, env_extra=None):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "indexer", "embed", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_offline_without_cache_gives_one_clear_message(tmp_path):
+    result = _run_embed("--text", "hello", env_extra={"HF_HOME": str(tmp_path / "empty-hf-home")})
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    message = lines[0]
+    assert "nomic-ai/nomic-embed-" in message and "model.safetensors" in message and "config.json" in message
+    assert "HF_HUB_OFFLINE" in message and "/path/to/folder" in message
+
+
+def test_models_cached_in_hf_home_load_offline(tmp_path, tiny_model_dirs):
+    """A first run with network fills the standard cache; later runs find it there offline."""
+    hub = tmp_path / "hf" / "hub"
+    for repo, folder in (("nomic-embed-vision-v1.5", tiny_model_dirs[0]), ("nomic-embed-text-v1.5", tiny_model_dirs[1])):
+        repo_dir = hub / f"models--nomic-ai--{repo}"
+        snapshot = repo_dir / "snapshots" / "0123456789abcdef0123456789abcdef01234567"
+        snapshot.mkdir(parents=True)
+        for file in folder.iterdir():
+            (snapshot / file.name).write_bytes(file.read_bytes())
+        (repo_dir / "refs").mkdir()
+        (repo_dir / "refs" / "main").write_text(snapshot.name)
+    result = _run_embed("--text", "hello", "--dim", "64", env_extra={"HF_HOME": str(tmp_path / "hf")})
+    assert result.returncode == 0, result.stderr
+    row = json.loads(result.stdout)
+    assert row["dim"] == 64 and len(row["vector"]) == 64
+
+
+def test_embed_cli_prints_json_lines_in_input_order(tiny_model_dirs, tiny_encoders):
+    vision_dir, text_dir = tiny_model_dirs
+    image = FIXTURE / "images" / "landscape.jpg"
+    result = _run_embed("--vision-model", str(vision_dir), "--text-model", str(text_dir), "--precision", "fp32",
+                        "--text", "a dog", "--image", str(image), "--text", "search_document: report")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["kind"], r["input"]) for r in rows] == [("text", "a dog"), ("image", str(image)),
+                                                         ("text", "search_document: report")]
+    vision, text = tiny_encoders
+    assert np.allclose(rows[0]["vector"], text.embed(["search_query: a dog"])[0].numpy(), atol=1e-5)
+    assert np.allclose(rows[2]["vector"], text.embed(["search_document: report"])[0].numpy(), atol=1e-5)
+    assert np.allclose(rows[1]["vector"], vision.embed_images([Image.open(image)])[0].numpy(), atol=1e-5)
+    assert all(r["dim"] == 128 for r in rows)
+
+
+def test_embed_cli_bad_input_is_one_line(tiny_model_dirs, tmp_path):
+    not_image = tmp_path / "notes.jpg"
+    not_image.write_text("not a picture")
+    vision_dir, text_dir = tiny_model_dirs
+    for args in (["--image", str(not_image)], ["--image", str(tmp_path / "missing.png")], [],
+                 ["--text", "x", "--dim", "100"]):
+        result = _run_embed("--vision-model", str(vision_dir), "--text-model", str(text_dir), *args)
+        assert result.returncode == 2, args
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_fast_path_holds_the_cosine_bound(tiny_model_dirs, expected, tiny_encoders):
+    vision_fp32, text_fp32 = tiny_encoders
+    vision_bf16, text_bf16 = models.load_pair(*map(str, tiny_model_dirs), precision="bf16")
+    assert vision_bf16.precision.dtype == torch.bfloat16 and text_bf16.precision.dtype == torch.bfloat16
+    images = [Image.open(p) for p in sorted((FIXTURE / "images").iterdir())]
+    cos_images = (vision_bf16.embed_images(images) * vision_fp32.embed_images(images)).sum(-1)
+    texts = ["a dog on the beach", "red bicycle", "receipts from 2019", "mountains"]
+    cos_texts = (text_bf16.embed_queries(texts) * text_fp32.embed_queries(texts)).sum(-1)
+    assert cos_images.min() >= MIN_COSINE_TO_FP32 and cos_texts.min() >= MIN_COSINE_TO_FP32
+
+
+def test_auto_precision_falls_back_to_fp32_when_bf16_drifts():
+    model = torch.nn.Linear(4, 4)
+
+    def drifting_probe(m):
+        return torch.eye(4) if m.weight.dtype == torch.float32 else torch.eye(4).roll(1, 0)
+
+    assert choose_precision("auto", model, drifting_probe, native_bf16=True) == Precision(torch.float32, 1.0)
+    assert model.weight.dtype == torch.float32
+    faithful = choose_precision("auto", model, lambda m: torch.eye(4), native_bf16=True)
+    assert faithful.dtype == torch.bfloat16 and model.weight.dtype == torch.bfloat16
+    no_bf16_cpu = choose_precision("auto", torch.nn.Linear(4, 4), lambda m: torch.eye(4), native_bf16=False)
+    assert no_bf16_cpu.dtype == torch.float32
+
+
+def test_model_specs_that_are_neither_folder_nor_repo_id_are_refused():
+    with pytest.raises(models.ModelUnavailable, match="no model folder"):
+        models.VisionEncoder("./no/such/folder")
