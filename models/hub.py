@@ -1,9 +1,12 @@
 """Where model files come from: a local folder, or the Hugging Face Hub cache (downloading on first use)."""
 from __future__ import annotations
 
+import logging
 import os
 import re
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 from .errors import ModelUnavailable
 
@@ -29,24 +32,62 @@ def resolve(spec: str, files: tuple[str, ...], optional: tuple[str, ...] = (), f
 
 
 def _from_hub(repo_id: str, files: tuple[str, ...], optional: tuple[str, ...], flag: str) -> Path:
-    from huggingface_hub import hf_hub_download
+    """The cached snapshot when complete (no network at all); else download just these files once."""
     from huggingface_hub.constants import HF_HUB_CACHE, HF_HUB_OFFLINE
 
+    def unavailable(why: str) -> ModelUnavailable:
+        return ModelUnavailable(
+            f"model {repo_id} is not in the Hugging Face cache ({HF_HUB_CACHE}) and {why}; it needs "
+            f"{', '.join(files)}. Run once with network to cache it, or download those files into a folder "
+            f"and pass it: {flag} /path/to/folder")
+
+    try:
+        return _fetch(repo_id, files, optional, local_only=True)
+    except FileNotFoundError:
+        pass
+    if HF_HUB_OFFLINE:
+        raise unavailable("offline mode is on (HF_HUB_OFFLINE=1)")
+    if not _hub_reachable():
+        raise unavailable("the Hub cannot be reached (no network?)")
+    try:
+        return _fetch(repo_id, files, optional, local_only=False)
+    except Exception as exc:  # 404, auth, connection dropped mid-way ...
+        raise unavailable(f"the download failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+
+
+def _fetch(repo_id: str, files: tuple[str, ...], optional: tuple[str, ...], local_only: bool) -> Path:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
     folder = None
-    for name in files + optional:
-        try:
-            folder = Path(hf_hub_download(repo_id, name)).parent
-        except Exception as exc:  # offline, not cached, no network, 404 ...
-            if name in optional:
-                continue
-            mode = "offline mode is on (HF_HUB_OFFLINE=1)" if HF_HUB_OFFLINE else f"the Hub could not be reached ({type(exc).__name__})"
-            raise ModelUnavailable(
-                f"model {repo_id} is not in the Hugging Face cache ({HF_HUB_CACHE}) and {mode}; "
-                f"it needs {', '.join(files)}. Run once with network to cache it, or download those files "
-                f"into a folder and pass it: {flag} /path/to/folder"
-            ) from None
+    quiet = logging.getLogger("huggingface_hub")
+    level, quiet.level = quiet.level, logging.ERROR  # its retry chatter is not for our users
+    try:
+        for name in files + optional:
+            try:
+                folder = Path(hf_hub_download(repo_id, name, local_files_only=local_only)).parent
+            except (LocalEntryNotFoundError, EntryNotFoundError):
+                if name not in optional:
+                    if local_only:
+                        raise FileNotFoundError(name) from None
+                    raise
+    finally:
+        quiet.level = level
     assert folder is not None
     return folder
+
+
+def _hub_reachable(timeout: float = 5.0) -> bool:
+    from huggingface_hub.constants import ENDPOINT
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # only the proxy knows; let the download try
+    url = urlparse(ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def model_version(spec: str, folder: Path) -> str:

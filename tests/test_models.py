@@ -258,3 +258,14 @@ def test_auto_precision_falls_back_to_fp32_when_bf16_drifts():
 def test_model_specs_that_are_neither_folder_nor_repo_id_are_refused():
     with pytest.raises(models.ModelUnavailable, match="no model folder"):
         models.VisionEncoder("./no/such/folder")
+
+
+def test_unreachable_hub_gives_the_same_one_line_message(tmp_path):
+    """No offline flag, but the Hub cannot be reached (a closed port on loopback stands in for no network)."""
+    env = {"HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": "http://127.0.0.1:9"}
+    env_without_offline = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    result = subprocess.run([sys.executable, "-m", "indexer", "embed", "--text", "hello"], cwd=REPO,
+                            env={**env_without_offline, **env}, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "cannot be reached" in result.stderr and "--vision-model /path/to/folder" in result.stderr
