@@ -242,17 +242,16 @@ def test_fast_path_holds_the_cosine_bound(tiny_model_dirs, expected, tiny_encode
 
 
 def test_auto_precision_falls_back_to_fp32_when_bf16_drifts():
-    model = torch.nn.Linear(4, 4)
+    def drifting_probe(precision):
+        return torch.eye(4) if precision.dtype == torch.float32 else torch.eye(4).roll(1, 0)
 
-    def drifting_probe(m):
-        return torch.eye(4) if m.weight.dtype == torch.float32 else torch.eye(4).roll(1, 0)
+    def faithful_probe(precision):
+        return torch.eye(4)
 
-    assert choose_precision("auto", model, drifting_probe, native_bf16=True) == Precision(torch.float32, 1.0)
-    assert model.weight.dtype == torch.float32
-    faithful = choose_precision("auto", model, lambda m: torch.eye(4), native_bf16=True)
-    assert faithful.dtype == torch.bfloat16 and model.weight.dtype == torch.bfloat16
-    no_bf16_cpu = choose_precision("auto", torch.nn.Linear(4, 4), lambda m: torch.eye(4), native_bf16=False)
-    assert no_bf16_cpu.dtype == torch.float32
+    assert choose_precision("auto", drifting_probe, native_bf16=True) == Precision(torch.float32, 1.0)
+    assert choose_precision("bf16", drifting_probe, native_bf16=True).dtype == torch.bfloat16  # asked for
+    assert choose_precision("auto", faithful_probe, native_bf16=True) == Precision(torch.bfloat16, 1.0)
+    assert choose_precision("auto", faithful_probe, native_bf16=False).dtype == torch.float32
 
 
 def test_model_specs_that_are_neither_folder_nor_repo_id_are_refused():
