@@ -268,3 +268,19 @@ def test_unreachable_hub_gives_the_same_one_line_message(tmp_path):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert "cannot be reached" in result.stderr and "--vision-model /path/to/folder" in result.stderr
+
+
+def test_large_photos_take_the_fast_resize_without_moving_the_embedding(tiny_encoders):
+    """12-MP photos are box-reduced before the bicubic pass; the vector stays where exact resampling puts it."""
+    vision, _ = tiny_encoders
+    rng = np.random.default_rng(1)
+    h, w = 3024, 4032
+    gradient = np.linspace(0, 255, w, dtype=np.float32)[None, :, None] * np.array([1.0, 0.6, 0.3])
+    texture = np.asarray(Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)).resize((w, h)))
+    photo = Image.fromarray((0.7 * gradient + 0.3 * texture).clip(0, 255).astype(np.uint8))
+    exact = photo.resize((224, 224), Image.BICUBIC)
+    fast = vision.preprocess.resize(photo)
+    assert np.abs(np.asarray(fast, np.float32) - np.asarray(exact, np.float32)).mean() < 2.0
+    cosine = (vision.embed_pixels(vision.preprocess.to_tensor([fast]))
+              * vision.embed_pixels(vision.preprocess.to_tensor([exact]))).sum()
+    assert cosine >= 0.999
