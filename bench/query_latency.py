@@ -1,0 +1,297 @@
+"""Search latency on this CPU: exact vs IVF_FLAT vs IVF_HNSW_SQ over LanceDB, and text-query embedding.
+
+For each size N (default 100,000 and 1,000,000) it writes N clustered 768-d unit vectors (1,000 gaussian
+clusters: every vector is normalize(centre + noise), within-cluster cosine ~0.5, like photo embeddings
+with near-duplicates and themes) into a LanceDB table with Glance's images schema, in chunks, to a
+temporary folder that is deleted at the end. Queries: a third photo-like (inside a cluster), a third
+between two clusters, a third text-like (weakly aligned, far from every cluster centre). It prints:
+
+  * exact search (LanceDB brute force, `bypass_vector_index`): p50/p95 latency; its recall@10 against a
+    numpy ground truth computed while the data is generated (a check that "exact" is exact);
+  * IVF_FLAT (cosine): build time, then p50/p95 latency and recall@10 vs exact for a few nprobes;
+    the index the indexer builds (lancedb defaults) and one with sqrt(N) partitions;
+  * IVF_HNSW_SQ (cosine): build time, p50/p95 latency and recall@10 (ef, refine_factor); by default only
+    up to 200k vectors (--hnsw-max-size), since its build alone takes ~9 minutes at 1M on 2 cores;
+  * the text model: the full-size Nomic text v1.5 architecture with random weights
+    (models.synthetic.write_text(dir, size="full", dtype=torch.float32)), loaded with precision "auto":
+    load time, p50/p95 latency of embedding one short query;
+  * end to end at each size: Engine.search("<query>") through the real engine (query embedding + count +
+    vector search of a 100-candidate pool + columns), with the index the indexer builds: the first query
+    after opening, then p50/p95 after Engine.warm_up(), without and with a folder filter.
+
+Latency is per single query (one thread issuing queries, as one user does), after two warm-up queries.
+
+Run from the repo root:
+    python bench/query_latency.py                   # 100k and 1M (HNSW at 100k only; ~8 minutes on 2 cores)
+    python bench/query_latency.py --sizes 100000    # one size
+    python bench/query_latency.py --quick           # 20k vectors, fewer queries, no HNSW (about 1 minute)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never reach for the network
+
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+
+DIM = 768
+CLUSTERS = 1000
+NOISE = 1.0  # |noise| relative to the unit centre: cosine(member, centre) ~0.7, between members ~0.5
+CHUNK = 50_000
+K = 10
+QUERIES = ["dog", "sunset at the beach", "my passport", "birthday cake with candles", "snow on mountains",
+           "a red car", "whiteboard notes", "cat sleeping on a sofa", "receipt", "kids playing football",
+           "fireworks over the river", "a bowl of ramen", "old family photo", "the eiffel tower at night",
+           "a foggy forest path in autumn", "screenshot of a chat", "wedding", "bicycle", "pizza", "selfie"]
+
+
+def percentile_ms(samples: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(samples) * 1000.0, q))
+
+
+def timed(fn, repeats: int, warmup: int = 2) -> tuple[list[float], list]:
+    for w in range(warmup):
+        fn(-1 - w)  # negative indices: warm-up inputs differ from the measured ones (no cache hits)
+    times, outputs = [], []
+    for i in range(repeats):
+        start = time.perf_counter()
+        outputs.append(fn(i))
+        times.append(time.perf_counter() - start)
+    return times, outputs
+
+
+def clustered(rng: np.random.Generator, centres: np.ndarray, count: int) -> np.ndarray:
+    picks = rng.integers(0, len(centres), count)
+    noise = rng.standard_normal((count, DIM), dtype=np.float32) * (NOISE / math.sqrt(DIM))
+    vectors = centres[picks] + noise
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def images_rows(start: int, vectors: np.ndarray, dim: int) -> pa.Table:
+    """Rows in Glance's images schema (metadata is filler; the vector is what is measured)."""
+    from search import store
+
+    n = len(vectors)
+    ids = [f"{i:040x}" for i in range(start, start + n)]
+    columns = {
+        "id": ids, "root": ["/photos"] * n, "relpath": [f"{(start + i) % 97:02d}/img{start + i}.jpg" for i in range(n)],
+        "size": [1_000_000] * n, "mtime_ns": [0] * n, "sha256": ["0" * 64] * n, "width": [4000] * n,
+        "height": [3000] * n, "taken_at": [datetime(2020, 1, 1)] * n, "camera": ["Bench"] * n,
+        "has_caption": [False] * n, "thumb": [None] * n, "indexed_at": [datetime(2024, 1, 1)] * n,
+    }
+    arrays = [pa.array(columns[f.name], f.type) for f in store.images_schema(dim) if f.name != "vector"]
+    vector = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()), dim)
+    return pa.Table.from_arrays([*arrays, vector], schema=store.images_schema(dim))
+
+
+def query_vectors(rng: np.random.Generator, centres: np.ndarray, count: int) -> np.ndarray:
+    """A third each: photo-like (inside a cluster), between two clusters (a query mixing two themes), and
+    text-like (only weakly aligned, cosine ~0.15-0.3 to its best matches, as text->image queries are).
+    The last two are what makes an IVF index miss neighbours: they sit far from every partition centre."""
+    third = -(-count // 3)
+    inside = clustered(rng, centres, third)
+    pairs = rng.integers(0, len(centres), (third, 2))
+    between = centres[pairs[:, 0]] + centres[pairs[:, 1]] + rng.standard_normal((third, DIM)) * (NOISE / math.sqrt(DIM))
+    weak = 0.3 * centres[rng.integers(0, len(centres), third)] + rng.standard_normal((third, DIM)) / math.sqrt(DIM)
+    mixed = np.concatenate([inside, between, weak])
+    order = rng.permutation(len(mixed))[:count]  # interleave kinds, so short runs still see all three
+    return (mixed / np.linalg.norm(mixed, axis=1, keepdims=True))[order].astype(np.float32)
+
+
+def build_table(db_path: Path, n: int, queries: np.ndarray, centres: np.ndarray, seed: int):
+    """Write n vectors in chunks; keep a running exact top-K per query (numpy) as ground truth."""
+    from search import store
+
+    st = store.Store(db_path)
+    st.create_tables(DIM)
+    table = st.table(store.IMAGES)
+    rng = np.random.default_rng(seed)
+    best_scores = np.full((len(queries), K), -np.inf, dtype=np.float32)
+    best_ids = np.zeros((len(queries), K), dtype=np.int64)
+    for start in range(0, n, CHUNK):
+        vectors = clustered(rng, centres, min(CHUNK, n - start)).astype(np.float32)
+        table.add(images_rows(start, vectors, DIM))
+        scores = queries @ vectors.T
+        merged_scores = np.concatenate([best_scores, scores], axis=1)
+        merged_ids = np.concatenate([best_ids, np.arange(start, start + len(vectors))[None].repeat(len(queries), 0)], 1)
+        order = np.argsort(-merged_scores, axis=1)[:, :K]
+        best_scores = np.take_along_axis(merged_scores, order, 1)
+        best_ids = np.take_along_axis(merged_ids, order, 1)
+    return st, table, [{f"{i:040x}" for i in row} for row in best_ids]
+
+
+def recall(results: list[list[str]], truth: list[set[str]]) -> float:
+    return float(np.mean([len(set(r) & t) / K for r, t in zip(results, truth)]))
+
+
+def search_fn(table, queries, configure):
+    def run(i):
+        query = table.search(queries[i % len(queries)], vector_column_name="vector").distance_type("cosine")
+        rows = configure(query).limit(K).select(["id", "_distance"]).to_arrow()
+        return rows.column("id").to_pylist()
+    return run
+
+
+def measure(label: str, table, queries, truth, configure, repeats: int) -> dict:
+    times, outputs = timed(search_fn(table, queries, configure), repeats)
+    row = {"method": label, "p50_ms": percentile_ms(times, 50), "p95_ms": percentile_ms(times, 95),
+           "recall@10": recall(outputs, truth[:repeats]) if repeats <= len(truth) else None, "queries": repeats}
+    print(f"    {label:<44} p50 {row['p50_ms']:8.1f} ms   p95 {row['p95_ms']:8.1f} ms   "
+          f"recall@10 {row['recall@10']:.3f}   ({repeats} queries)", flush=True)
+    return row
+
+
+def build_index(table, label: str, config) -> float:
+    start = time.perf_counter()
+    table.create_index("vector", config=config, replace=True)
+    seconds = time.perf_counter() - start
+    print(f"  {label}: built in {seconds:.1f} s", flush=True)
+    return seconds
+
+
+def bench_size(n: int, args, text_dir: Path, vision_dir: Path, work: Path) -> dict:
+    from lancedb.index import HnswSq, IvfFlat
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((CLUSTERS, DIM)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    queries = query_vectors(np.random.default_rng(1), centres, args.queries)
+    db_path = work / f"db{n}"
+    print(f"\n== {n:,} vectors ({DIM}-d, {CLUSTERS} clusters)", flush=True)
+    start = time.perf_counter()
+    st, table, truth = build_table(db_path, n, queries, centres, seed=2)
+    write_meta(st, text_dir, vision_dir)
+    out = {"size": n, "write_s": time.perf_counter() - start, "rows": []}
+    print(f"  generated and written in {out['write_s']:.1f} s", flush=True)
+    exact_queries = max(3, min(args.queries, int(args.queries * 100_000 / n)))
+    out["rows"].append(measure("exact (brute force)", table, queries, truth, lambda q: q.bypass_vector_index(),
+                               exact_queries))
+
+    out["ivf_default_build_s"] = build_index(table, "IVF_FLAT, lancedb default partitions (what the indexer builds)",
+                                             IvfFlat(distance_type="cosine"))
+    for nprobes in (20,):
+        out["rows"].append(measure(f"IVF_FLAT default, nprobes {nprobes}", table, queries, truth,
+                                   lambda q, p=nprobes: q.nprobes(p), args.queries))
+    out["end_to_end"] = end_to_end(db_path, text_dir, args)
+    partitions = int(math.sqrt(n))
+    out["ivf_sqrt_build_s"] = build_index(table, f"IVF_FLAT, {partitions} partitions (sqrt N)",
+                                          IvfFlat(distance_type="cosine", num_partitions=partitions))
+    for nprobes in (10, 20, 40):
+        out["rows"].append(measure(f"IVF_FLAT {partitions} parts, nprobes {nprobes}", table, queries, truth,
+                                   lambda q, p=nprobes: q.nprobes(p), args.queries))
+    if args.hnsw and n <= args.hnsw_max_size:
+        parts = max(1, n // 100_000)
+        out["hnsw_build_s"] = build_index(table, f"IVF_HNSW_SQ, {parts} partition(s), m 16, ef_construction 100",
+                                          HnswSq(distance_type="cosine", num_partitions=parts, m=16, ef_construction=100))
+        for ef, refine in ((100, None), (200, 5)):
+            def configure(q, ef=ef, refine=refine):
+                q = q.nprobes(parts).ef(ef)
+                return q.refine_factor(refine) if refine else q
+            label = f"IVF_HNSW_SQ ef {ef}" + (f", refine x{refine}" if refine else "")
+            out["rows"].append(measure(label, table, queries, truth, configure, args.queries))
+    shutil.rmtree(db_path, ignore_errors=True)
+    return out
+
+
+def write_meta(st, text_dir: Path, vision_dir: Path) -> None:
+    from models import PREPROCESS_VERSION
+    from search import store
+
+    st.write_meta({"vision_model": str(vision_dir), "text_model": str(text_dir), "model_version": "v1.5", "dim": DIM,
+                   "preprocess_version": PREPROCESS_VERSION, "schema_version": store.SCHEMA_VERSION,
+                   "last_indexed": datetime.now().isoformat(timespec="seconds"), "roots": ["/photos"]})
+
+
+def end_to_end(db_path: Path, text_dir: Path, args) -> dict:
+    """The real engine: Engine.search(text) = embed + count + indexed search of a 100-candidate pool."""
+    from search.engine import Engine
+    from search.filters import Filters
+
+    engine = Engine(db_path, precision="auto")
+    start = time.perf_counter()
+    engine.search("the very first query")
+    result = {"first_query_ms": (time.perf_counter() - start) * 1000}
+    print(f"    Engine.search(text), first query after opening (cold caches): {result['first_query_ms']:.0f} ms", flush=True)
+    engine.warm_up()
+    for label, filters in (("no filter", None), ("folder filter (~1% of photos)", Filters(folder="42"))):
+        times, outputs = timed(lambda i, f=filters: engine.search(f"{QUERIES[i % len(QUERIES)]} {i}", filters=f, top=24),
+                               args.queries)
+        result[label] = {"p50_ms": percentile_ms(times, 50), "p95_ms": percentile_ms(times, 95),
+                         "mode": outputs[-1].mode, "hits": len(outputs[-1].hits)}
+        print(f"    Engine.search(text), {label:<30} p50 {result[label]['p50_ms']:8.1f} ms   "
+              f"p95 {result[label]['p95_ms']:8.1f} ms   ({outputs[-1].mode}; each query text is new, so it is embedded)",
+              flush=True)
+    return result
+
+
+def bench_text_model(text_dir: Path, args) -> dict:
+    import torch
+
+    from models import TextEmbedder
+
+    start = time.perf_counter()
+    embedder = TextEmbedder(str(text_dir), precision="auto")
+    load_s = time.perf_counter() - start
+    times, _ = timed(lambda i: embedder.embed_queries([QUERIES[i % len(QUERIES)]]), max(args.queries, len(QUERIES)))
+    row = {"load_s": load_s, "precision": embedder.precision.name, "threads": torch.get_num_threads(),
+           "p50_ms": percentile_ms(times, 50), "p95_ms": percentile_ms(times, 95)}
+    print(f"\n== text query embedding (full-size text v1.5, random weights, precision auto -> {row['precision']}, "
+          f"{row['threads']} threads)\n  load {load_s:.1f} s; one short query: p50 {row['p50_ms']:.1f} ms   "
+          f"p95 {row['p95_ms']:.1f} ms", flush=True)
+    return row
+
+
+def write_models(work: Path) -> tuple[Path, Path]:
+    import torch
+
+    from models.synthetic import write_text, write_vision
+
+    text_dir = write_text(work / "models" / "nomic-embed-text-v1.5", size="full", dtype=torch.float32)
+    # The engine resolves the recorded vision model but loads it only for image queries.
+    vision_dir = write_vision(work / "models" / "nomic-embed-vision-v1.5", size="full", dtype=torch.float16)
+    return text_dir, vision_dir
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="100000,1000000", help="comma-separated table sizes (default: %(default)s)")
+    parser.add_argument("--queries", type=int, default=50, help="queries per measurement (default: %(default)s)")
+    parser.add_argument("--no-hnsw", dest="hnsw", action="store_false", help="skip IVF_HNSW_SQ (its build is the slowest)")
+    parser.add_argument("--hnsw-max-size", type=int, default=200_000,
+                        help="build IVF_HNSW_SQ only up to this many vectors (default: %(default)s; it takes ~50 s "
+                             "per 100k vectors on 2 cores, so 1M adds ~9 minutes)")
+    parser.add_argument("--quick", action="store_true", help="20k vectors, 20 queries, no HNSW: a smoke run")
+    parser.add_argument("--json", action="store_true", help="also print all figures as one JSON object")
+    parser.add_argument("--tmp", help="where to put the temporary databases (default: the system temp folder)")
+    args = parser.parse_args()
+    sizes = [20_000] if args.quick else [int(s) for s in args.sizes.split(",") if s.strip()]
+    if args.quick:
+        args.queries, args.hnsw = 20, False
+    work = Path(tempfile.mkdtemp(prefix="glance-bench-", dir=args.tmp))
+    started = time.perf_counter()
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start (other processes skew latency)")
+    try:
+        text_dir, vision_dir = write_models(work)
+        report = {"text_model": bench_text_model(text_dir, args), "sizes": []}
+        for n in sizes:
+            report["sizes"].append(bench_size(n, args, text_dir, vision_dir, work))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\ntotal {time.perf_counter() - started:.0f} s; load average {os.getloadavg()[0]:.2f} at the end", flush=True)
+    if args.json:
+        print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""`python -m search`: search a Glance index from the command line.
+
+Prints one hit per line, `score<TAB>path` (captions mode: `score<TAB>text<TAB>its photo's path or -`), best
+first, or a JSON array with --json. Exit status: 0 with results, 1 with none (a note goes to stderr),
+2 for bad input (one line on stderr, never a traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime
+
+from .errors import UsageError, exit_on_user_error
+from .filters import Filters, date_range
+from .query import parse_query
+
+PROGRAM = "python -m search"
+EPILOG = """\
+query grammar (one box, rclip-style):
+  golden retriever on the beach   plain words are ONE phrase, embedded as `search_query: ...`
+  beach -people +sunset 2:dog     + adds a term, - subtracts one, W: weights it (2:dog = twice dog)
+  -0.5:snow                       an operator and a weight together
+  t-shirt, black-and-white        a - or + inside a word (or between spaces) is just text
+  "-5 degrees"                    double quotes keep operators as text
+  terms combine as normalize(sum of weight x embedding); a query image adds with weight 1.
+
+examples:
+  python -m search "red bicycle"
+  python -m search "beach -people" --folder 2023/summer --from 2023-07 --to 2023-08
+  python -m search --image ~/Downloads/cat.jpg --top 20
+  python -m search "at night" --image photo.jpg          text and an image together
+  python -m search --like 3f2a...e9 --json                more like an indexed photo (id from --json)
+  python -m search "wedding" --cutoff                     hide the clearly irrelevant tail
+  python -m search "receipt" --captions                   captions and texts, keyword + semantic
+  python -m search --image photo.jpg --captions           captions and texts nearest to an image
+  python -m search --stats                                what the index holds
+
+The models are the ones recorded in the index; --vision-model/--text-model point at local copies
+(and are refused when they do not reproduce the index's vectors). The index is $GLANCE_DB or
+~/.local/share/glance/index unless --db is given.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROGRAM, description="Search your photos by text, by image, or both.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("query", nargs="?", default="", help="text query in the grammar below (may be empty with --image/--like)")
+    p.add_argument("--image", metavar="PATH", help="a query image file (combined with the text when both are given)")
+    p.add_argument("--like", metavar="ID", help="an indexed photo's id: photos like it (it is left out)")
+    p.add_argument("--db", metavar="DIR", help="index folder (default: $GLANCE_DB or ~/.local/share/glance/index)")
+    p.add_argument("--top", type=int, default=10, metavar="N", help="how many results (default: %(default)s)")
+    p.add_argument("--offset", type=int, default=0, metavar="N", help="skip the first N results (paging)")
+    p.add_argument("--folder", metavar="F", help="only photos in this folder (relative to an indexed root, or absolute)")
+    p.add_argument("--from", dest="date_from", metavar="DATE", help="taken on or after DATE (YYYY, YYYY-MM, YYYY-MM-DD)")
+    p.add_argument("--to", dest="date_to", metavar="DATE", help="taken on or before DATE (the whole day/month/year)")
+    caption = p.add_mutually_exclusive_group()
+    caption.add_argument("--has-caption", dest="has_caption", action="store_const", const=True,
+                         help="only photos with a caption")
+    caption.add_argument("--no-caption", dest="has_caption", action="store_const", const=False,
+                         help="only photos without a caption")
+    p.add_argument("--cutoff", action="store_true", help="drop the clearly irrelevant tail (adaptive, per query)")
+    p.add_argument("--captions", action="store_true",
+                   help="search captions and free-standing texts instead of photos (text: keyword + semantic; "
+                        "--image/--like: nearest texts)")
+    p.add_argument("--json", action="store_true", help="print a JSON array of objects instead of lines")
+    p.add_argument("--stats", action="store_true", help="print what the index holds (JSON) and exit")
+    p.add_argument("--vision-model", metavar="M", help="override the recorded vision model (Hub id or folder)")
+    p.add_argument("--text-model", metavar="M", help="override the recorded text model (Hub id or folder)")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="model precision (default: auto)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    with exit_on_user_error(PROGRAM):
+        status = run(args)
+    sys.exit(status)
+
+
+def run(args) -> int:
+    check_query_given(args)
+    from .engine import Engine  # after argument checks: loading torch takes seconds
+
+    engine = Engine(args.db, args.vision_model, args.text_model, precision=args.precision)
+    if args.stats:
+        print(json.dumps(engine.stats(), indent=2, default=str))
+        return 0
+    if args.captions:
+        return print_texts(text_results(engine, args), args.json)
+    filters = Filters(args.folder, args.date_from, args.date_to, args.has_caption)
+    results = engine.search(args.query, image=args.image, like=args.like, filters=filters, top=args.top,
+                            offset=args.offset, cutoff=args.cutoff)
+    if not results.hits:
+        print(f"{PROGRAM}: no results" + (f": {results.note}" if results.note else ""), file=sys.stderr)
+        return 1
+    print_photos(results, args.json)
+    report_rest(results)
+    return 0
+
+
+def check_query_given(args) -> None:
+    """The checks that need no index or model, so a bad query fails in milliseconds, not after loading."""
+    if args.stats:
+        return
+    terms = parse_query(args.query)
+    if not terms and not args.image and not args.like:
+        raise UsageError("empty query: give some words, --image PATH or --like ID (see --help)")
+    date_range(args.date_from, args.date_to)
+
+
+def text_results(engine, args):
+    if args.image or args.like:
+        if args.query.strip():
+            raise UsageError("--captions takes either a text or an image (--image/--like), not both")
+        return engine.image_to_text(image=args.image, like=args.like, top=args.top)
+    return engine.caption_search(args.query, top=args.top)
+
+
+def print_photos(results, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([{"score": round(h.score, 6), "path": h.path, "id": h.id, "root": h.root,
+                           "relpath": h.relpath, "taken_at": _iso(h.taken_at), "camera": h.camera,
+                           "width": h.width, "height": h.height, "has_caption": h.has_caption}
+                          for h in results.hits], ensure_ascii=False, indent=1))
+        return
+    for hit in results.hits:
+        print(f"{hit.score:.4f}\t{hit.path}")
+
+
+def report_rest(results) -> None:
+    """What is not on stdout goes to stderr, so the output stays pipeable."""
+    if results.cutoff and results.cutoff.cut:
+        print(f"{PROGRAM}: the cut-off hid {results.dropped} weaker matches (scores below "
+              f"{results.cutoff.threshold:.4f})", file=sys.stderr)
+    if results.has_more:
+        print(f"{PROGRAM}: more results: --offset {results.offset + results.top}", file=sys.stderr)
+
+
+def print_texts(hits, as_json: bool) -> int:
+    if not hits:
+        print(f"{PROGRAM}: no matching captions or texts", file=sys.stderr)
+        return 1
+    if as_json:
+        print(json.dumps([{"score": round(h.score, 6), "text": h.text, "image_id": h.image_id, "source": h.source,
+                           "cosine": None if h.cosine is None else round(h.cosine, 6), "matched": h.matched,
+                           "path": h.path or None}
+                          for h in hits], ensure_ascii=False, indent=1))
+        return 0
+    for hit in hits:
+        print(f"{hit.score:.4f}\t{_one_line(hit.text)}\t{hit.path or '-'}")
+    return 0
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
