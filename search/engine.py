@@ -39,6 +39,7 @@ never prints. Engine methods may be called from several threads at once.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -51,6 +52,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import torch
 from PIL import Image
 
 from models import TextEmbedder, VisionEncoder
@@ -78,6 +80,11 @@ RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al.): score = sum of 1
 KEYWORD_SCAN_ROWS = 2000  # without a full-text index: captions read per keyword scan
 MAX_KEYWORDS = 8
 TERM_CACHE = 512
+# A short text query is ~3 GFLOP, one query image ~36. On an idle 2-core machine a second thread saves
+# ~10 ms per text, but when the cores are busy (indexing, other users) OpenMP threads wait on each other:
+# a text query took 300-500 ms instead of ~50 ms, an image 1.5-1.8 s instead of ~350 ms, measured here
+# (bench/query_latency.py). So queries are embedded on one thread, unless the Engine was given `threads`.
+QUERY_THREADS = 1
 INDEX_INFO_TTL_S = 30.0
 PHOTO_COLUMNS = ["id", "root", "relpath", "taken_at", "camera", "width", "height", "has_caption"]
 TEXT_COLUMNS = ["id", "image_id", "text", "source"]
@@ -169,8 +176,8 @@ class Engine:
     def __init__(self, db: str | Path | None = None, vision_model: str | None = None, text_model: str | None = None,
                  precision: str = "auto", threads: int | None = None):
         if threads:
-            import torch
             torch.set_num_threads(threads)
+        self._query_threads = threads or QUERY_THREADS
         self.precision = modelmatch.check_precision(precision)
         self.store = Store(db)
         self.images = self.store.table(IMAGES)
@@ -343,7 +350,8 @@ class Engine:
                 self._term_cache.move_to_end(text)  # least recently used goes first
         missing = list(dict.fromkeys(t.text for t in terms if t.text not in known))
         if missing:
-            fresh = self.text.embed_queries(missing, dim=self.recorded.dim).numpy()
+            with _torch_threads(self._query_threads):
+                fresh = self.text.embed_queries(missing, dim=self.recorded.dim).numpy()
             known.update(zip(missing, fresh))
             with self._cache_lock:
                 self._term_cache.update(zip(missing, fresh))
@@ -353,7 +361,9 @@ class Engine:
 
     def _image_vector(self, image) -> np.ndarray:
         decoded = self.check_image(image)
-        return self._vision_model().embed_images([decoded], dim=self.recorded.dim)[0].numpy()
+        vision = self._vision_model()
+        with _torch_threads(self._query_threads):
+            return vision.embed_images([decoded], dim=self.recorded.dim)[0].numpy()
 
     def _stored_vector(self, photo_id: str) -> np.ndarray:
         return np.asarray(self._photo_row(photo_id, ["vector"])["vector"], dtype=np.float32)
@@ -557,6 +567,19 @@ def _tune(query, index_type: str, limit: int):
     if any(q in kind for q in ("pq", "sq", "rq")):
         query = query.refine_factor(REFINE_FACTOR)
     return query
+
+
+@contextlib.contextmanager
+def _torch_threads(count: int):
+    """Run torch on `count` threads for a moment (process-wide: a concurrent call may see it; speed only)."""
+    before = torch.get_num_threads()
+    if count != before:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        if count != before:
+            torch.set_num_threads(before)
 
 
 def _resolved(path: Path) -> Path:

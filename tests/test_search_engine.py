@@ -93,6 +93,14 @@ def test_a_subtracted_term_pushes_its_nearest_photo_down(engine, library, tiny_e
     assert rank("dog -2:cat") > rank("dog")
 
 
+def test_queries_run_on_one_thread_and_leave_torch_as_it_was(engine, library):
+    import torch
+
+    before = torch.get_num_threads()
+    engine.search("a thread test", image=str(library.path("blue")))
+    assert torch.get_num_threads() == before
+
+
 def test_text_and_image_together(engine, library):
     image_only = engine.search(like=library.ids["green"], top=50)
     both = engine.search("a dog", like=library.ids["green"], top=50)
