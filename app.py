@@ -1,0 +1,864 @@
+"""Glance web UI: search your photos in a browser.
+
+    python app.py [--db DIR] [--host 127.0.0.1] [--port 7860] [--auth USER:PASS]
+
+This file is layout and event wiring only; every search decision lives in search/ (search.engine.Engine).
+The page: one query box (the grammar of search/query.py) plus an image slot (drop, upload or paste), filters,
+a gallery of thumbnails with "Load more", a detail view with "More like this", an Image -> Text tab and the
+index's stats. gradio_client can call the named endpoints listed in API_ENDPOINTS.
+
+Safety: binds 127.0.0.1 unless told otherwise; never share=True; with --auth every page, file and API call
+needs a login. The browser only ever gets gradio's cached copies of thumbnails and previews: originals are
+read through Engine.file_path (strictly inside an indexed root), never served by path, and no
+allowed_paths are given to gradio. Query images are uploads only, checked by Engine.check_image (bytes,
+pixels, decodable); the server never fetches a URL (see RefuseRemoteFiles). Bad input gets a one-line
+message in the page and an error from the API, never a stack trace.
+"""
+import argparse
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from functools import wraps
+from pathlib import Path
+
+PROGRAM = "app.py"
+
+EPILOG = """\
+what the page offers:
+  a search box in Glance's query grammar:   beach -people +sunset 2:dog
+  an image slot: drop a photo, upload one, or paste from the clipboard (combined with the text if any)
+  filters: folder, taken from/to (YYYY, YYYY-MM, YYYY-MM-DD), only captioned, hide irrelevant results
+  click a result for the large view and "More like this"; the Image -> Text tab finds captions for an image
+
+API (gradio_client, same login as the page):
+  from gradio_client import Client, handle_file
+  c = Client("http://127.0.0.1:7860/", auth=("me", "secret"))
+  c.predict("red bicycle", api_name="/search_text")                  -> {"hits": [...], "has_more": ...}
+  c.predict(handle_file("cat.jpg"), api_name="/search_image")
+  c.predict("receipt", api_name="/search_captions")                  -> [{"text", "score", ...}]
+  also /more_like_this, /image_to_text, /photo, /stats (see the page's "Use via API" link)
+
+models: the ones recorded in the index (Hub ids or folders); --vision-model/--text-model override them
+and are refused unless they reproduce the index's vectors.
+
+safety: only 127.0.0.1 is bound unless --host says otherwise; with --host 0.0.0.0 use --auth (or
+GLANCE_AUTH=USER:PASS, which keeps the password out of the process list). The app serves thumbnails and
+previews of indexed photos only, never fetches URLs, and never creates a public share link.
+
+exit status: 0 after Ctrl-C; 2 for bad arguments or an index/model that cannot be used (one line on stderr).
+"""
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"python {PROGRAM}", description="Glance: search your photos in a browser.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--db", metavar="DIR", help="index folder (default: $GLANCE_DB or ~/.local/share/glance/index)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
+    p.add_argument("--auth", metavar="USER:PASS", help="require this login for every page and API call "
+                                                       "(default: $GLANCE_AUTH, else no login)")
+    p.add_argument("--vision-model", metavar="M", help="override the index's vision model (Hub id or folder)")
+    p.add_argument("--text-model", metavar="M", help="override the index's text model (Hub id or folder)")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="model precision")
+    return p
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The checked arguments; a mistake ends the program with one line and exit status 2."""
+    args = build_parser().parse_args(argv)
+    args.auth = parse_auth(args.auth or os.environ.get("GLANCE_AUTH"))
+    if not 1 <= args.port <= 65535:
+        cli_error(f"--port must be from 1 to 65535, not {args.port}")
+    return args
+
+
+def parse_auth(text: str | None) -> tuple[str, str] | None:
+    if not text:
+        return None
+    user, colon, password = text.partition(":")
+    if not colon or not user or not password:
+        cli_error("--auth must be USER:PASS, both non-empty")
+    return user, password
+
+
+def cli_error(message: str):
+    print(f"{PROGRAM}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+    ARGS = parse_args(sys.argv[1:])  # --help and bad flags answer at once, before the imports below take seconds
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home, before gradio is imported
+
+import gradio as gr  # noqa: E402
+from gradio.data_classes import FileData  # noqa: E402
+from PIL import Image, ImageOps  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402
+
+from search.errors import USER_ERRORS, UsageError, exit_on_user_error  # noqa: E402
+from search.filters import Filters  # noqa: E402
+from search.store import MODEL_KEYS, Store, default_db_path  # noqa: E402
+from search.uploads import MAX_UPLOAD_BYTES  # noqa: E402
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+PAGE_SIZE = 24  # photos per page of results ("Load more" fetches the next one)
+PREVIEW_PX = 1280  # longest side of the large view; originals are never sent as they are
+STARTUP_WAIT_S = 180  # a request that arrives while the models load waits this long at most
+RECHECK_S = 10  # how often a request checks that the index still holds the same models
+MAX_JSON_BODY = 1 << 20  # API requests carry text and upload references; files come via /upload
+GENERIC_ERROR = "something went wrong on the server; the details are in its log"
+API_ENDPOINTS = ("/search_text", "/search_image", "/more_like_this", "/search_captions", "/image_to_text",
+                 "/photo", "/stats")
+
+log = logging.getLogger("glance.app")
+
+
+# ------------------------------------------------------------------------------------- the library
+
+class IndexMissing(UsageError):
+    """No index at the database path yet: the page explains how to build one."""
+
+
+class Library:
+    """The Engine behind the page.
+
+    It is opened in a background thread, so the page is up in seconds while the models load. A missing index
+    is not an error: the page says how to build one, and each request looks again. If the index is rebuilt
+    with other models while the app runs, the next request re-opens it (or says why it cannot).
+    """
+
+    def __init__(self, db: str | None, vision_model: str | None, text_model: str | None, precision: str):
+        self.db = Path(db).expanduser() if db else default_db_path()
+        self.overrides = {"vision_model": vision_model, "text_model": text_model, "precision": precision}
+        self.startup_error: BaseException | None = None
+        self._engine = None
+        self._checked_at = 0.0
+        self._lock = threading.Lock()
+        self._started = threading.Event()
+
+    def start(self) -> None:
+        """Open the index (thread target); a user error here ends the app with one line (see main)."""
+        try:
+            if self._index_exists():
+                self._engine = self._open()
+        except BaseException as exc:  # handed to the main thread, which reports it
+            self.startup_error = exc
+        finally:
+            self._started.set()
+        self._warm_vision()
+
+    def wait_started(self) -> BaseException | None:
+        self._started.wait()
+        return self.startup_error
+
+    def engine(self):
+        """The open Engine; raises IndexMissing (how to build one) or a user error that explains the problem."""
+        if not self._started.wait(STARTUP_WAIT_S):
+            raise UsageError("the models are still loading; try again in a moment")
+        with self._lock:
+            if self._engine is not None and self._changed(self._engine):
+                log.info("the index at %s changed models or disappeared; re-opening it", self.db)
+                self._engine = None
+            if self._engine is None:
+                if not self._index_exists():
+                    raise IndexMissing(f"no Glance index at {self.db} yet: build one with "
+                                       f"`{self.build_command()}`")
+                self._engine = self._open()
+            return self._engine
+
+    def build_command(self) -> str:
+        db = "" if self.db == default_db_path() else f" --db {self.db}"
+        return f"python -m indexer ~/Pictures{db}"
+
+    def _open(self):
+        from search.engine import Engine  # torch: seconds, so not before the page is up
+
+        return Engine(self.db, **self.overrides)
+
+    def _index_exists(self) -> bool:
+        return Store(self.db).exists()
+
+    def _changed(self, engine) -> bool:
+        if time.monotonic() - self._checked_at < RECHECK_S:
+            return False
+        self._checked_at = time.monotonic()
+        if not engine.store.exists():
+            return True
+        meta = engine.store.meta()
+        return any(meta.get(key) != engine.meta.get(key) for key in MODEL_KEYS)
+
+    def _warm_vision(self) -> None:
+        """Load the vision model now, so the first image query does not wait for it."""
+        if self._engine is None:
+            return
+        try:
+            self._engine.load_vision()
+        except Exception:  # the first image query reports it to the user
+            log.warning("the vision model did not load in advance", exc_info=True)
+
+
+# --------------------------------------------------------------------------------- query and view
+
+@dataclass
+class Query:
+    """What the user asked for; kept in the page's state so "Load more" asks the same again."""
+    text: str = ""
+    image: str | None = None  # an uploaded file in gradio's upload folder
+    like: str | None = None  # an indexed photo's id ("More like this")
+    like_name: str = ""
+    filters: Filters = field(default_factory=Filters)
+    cutoff: bool = False
+
+
+@dataclass
+class View:
+    """One browser session's results: the query, every hit shown so far, and the photo in the large view."""
+    query: Query | None = None
+    hits: list = field(default_factory=list)
+    has_more: bool = False
+    selected: str | None = None
+
+
+def make_filters(folder, date_from, date_to, captioned) -> Filters:
+    return Filters(as_text(folder, "folder").strip() or None, as_text(date_from, "from date").strip() or None,
+                   as_text(date_to, "to date").strip() or None, True if captioned else None)
+
+
+def as_text(value, name: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise UsageError(f"the {name} must be text")
+    return value
+
+
+def uploaded_file(payload) -> str | None:
+    """The server-side path of an uploaded query image, or None when there is none.
+
+    Only files in gradio's upload folder are accepted, so that a client cannot make the server read another
+    local file (or fetch a URL) by sending a path of its choosing.
+    """
+    if payload is None:
+        return None
+    path = payload.get("path") if isinstance(payload, dict) else None
+    if not isinstance(path, str) or not path:
+        raise UsageError("the query image must be uploaded as a file (URLs and server paths are not accepted)")
+    upload_folder = Path(gr.utils.get_upload_folder()).resolve()
+    if not Path(path).resolve().is_relative_to(upload_folder):
+        raise UsageError("the query image must be uploaded as a file (URLs and server paths are not accepted)")
+    return path
+
+
+def run_query(engine, query: Query, offset: int, top: int = PAGE_SIZE):
+    return engine.search(query.text, image=upload_bytes(query.image), like=query.like, filters=query.filters,
+                         top=top, offset=offset, cutoff=query.cutoff)
+
+
+def upload_bytes(path: str | None) -> bytes | None:
+    """The upload's bytes: the engine checks them, and its messages then speak of "the uploaded image" rather
+    than of a path in gradio's cache. gradio's max_file_size has already bounded the size."""
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError:
+        raise UsageError("the query image is no longer on the server; drop it again") from None
+
+
+# ------------------------------------------------------------------------------------ formatting
+
+def md_escape(text: str) -> str:
+    """User and file text shown in Markdown: no emphasis, links or HTML can come from it."""
+    return "".join("\\" + ch if ch in "\\`*_{}[]()<>#+-.!|~" else ch for ch in str(text))
+
+
+def when(moment) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M") if moment else "unknown"
+
+
+def file_size(size) -> str:
+    if size is None:
+        return "unknown size"
+    if size < 1000:
+        return f"{size} bytes"
+    return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.0f} kB"
+
+
+def iso(moment) -> str | None:
+    return moment.isoformat() if isinstance(moment, datetime) else moment
+
+
+def hit_caption(hit) -> str:
+    return f"{hit.score:.3f} · {Path(hit.relpath).name}"
+
+
+def query_label(query: Query) -> str:
+    parts = []
+    if query.text.strip():
+        parts.append(f"for “{md_escape(query.text.strip())}”")
+    if query.image:
+        parts.append("like the query image")
+    if query.like:
+        parts.append(f"like {md_escape(query.like_name)}")
+    return " and ".join(parts)
+
+
+def results_status(view: View, results) -> str:
+    if not view.hits:
+        return f"**{md_escape(results.note)}**" if results.note else "No results."
+    status = f"{len(view.hits):,} of {results.total_considered:,} photos {query_label(view.query)}, best first"
+    if results.dropped:
+        status += f" · {results.dropped:,} weak matches hidden"
+    return status
+
+
+def error_status(message: str) -> str:
+    return f"⚠️ **{md_escape(message)}**"
+
+
+def photo_markdown(details, score: float | None) -> str:
+    lines = [f"### {md_escape(Path(details.relpath).name)}", f"`{details.path}`" if "`" not in details.path
+             else md_escape(details.path), ""]
+    facts = [f"score {score:.3f}" if score is not None else None, f"taken {when(details.taken_at)}",
+             f"camera {md_escape(details.camera)}" if details.camera else "camera unknown",
+             f"{details.width}×{details.height}" if details.width else None, file_size(details.size)]
+    lines.append(" · ".join(f for f in facts if f))
+    lines.append("")
+    if details.captions:
+        lines.append("**Captions**")
+        lines += [f"- {md_escape(text)} _({md_escape(source)})_" for text, source in details.captions]
+    else:
+        lines.append("_No captions._")
+    return "\n".join(lines)
+
+
+def stats_markdown(stats: dict) -> str:
+    rows = [("Photos", f"{stats['photos']:,}"), ("Captions", f"{stats['captions']:,}"),
+            ("Free-standing texts", f"{stats['texts']:,}"), ("Vision model", stats["vision_model"]),
+            ("Text model", stats["text_model"]), ("Dimension", stats["dim"]),
+            ("Last indexed", stats.get("last_indexed") or "unknown"),
+            ("Indexed folders", ", ".join(stats.get("roots") or []) or "none"), ("Index", stats["db"]),
+            ("Vector index", stats.get("vector_index") or "none (exact search)")]
+    return "| | |\n|---|---|\n" + "\n".join(f"| {name} | {md_escape(value)} |" for name, value in rows)
+
+
+def banner_markdown(stats: dict) -> str:
+    model = Path(str(stats["vision_model"]).rstrip("/")).name
+    return (f"**{stats['photos']:,} photos** · {stats['captions']:,} captions · model {md_escape(model)} · "
+            f"last indexed {md_escape(stats.get('last_indexed') or 'unknown')}")
+
+
+def missing_markdown(library: Library) -> str:
+    return (f"### No photos indexed yet\nGlance has no index at `{library.db}`. Build one (the first run "
+            f"downloads the models and takes a while):\n\n```\n{library.build_command()}\n```\n\n"
+            f"then press **Reload**.")
+
+
+def hit_json(hit) -> dict:
+    # "file", not "path": gradio_client would take any {"path": ...} in a result for a file to download
+    return {"id": hit.id, "file": hit.path, "root": hit.root, "relpath": hit.relpath, "score": round(hit.score, 6),
+            "taken_at": iso(hit.taken_at), "camera": hit.camera, "width": hit.width, "height": hit.height,
+            "has_caption": hit.has_caption}
+
+
+def text_hit_json(hit) -> dict:
+    return {"text": hit.text, "score": round(hit.score, 6),
+            "cosine": None if hit.cosine is None else round(hit.cosine, 6), "matched": hit.matched,
+            "source": hit.source, "image_id": hit.image_id, "file": hit.path or None}
+
+
+def results_json(results) -> dict:
+    return {"hits": [hit_json(h) for h in results.hits], "has_more": results.has_more, "offset": results.offset,
+            "total_considered": results.total_considered, "dropped": results.dropped}
+
+
+def text_rows(hits) -> list[list]:
+    return [[round(h.score, 4), h.text, h.source, h.path or "(free-standing text)"] for h in hits]
+
+
+# ----------------------------------------------------------------------------------- images for the page
+
+class Pictures:
+    """Thumbnails (as small files, named by content) and large previews, made only from indexed photos."""
+
+    def __init__(self):
+        self.folder = Path(tempfile.mkdtemp(prefix="glance-thumbs-"))
+        self.placeholder = self.folder / "missing.png"
+        Image.new("RGB", (64, 64), (200, 200, 200)).save(self.placeholder)
+
+    def thumbnail(self, engine, photo_id: str) -> str:
+        from search.engine import NotServable
+
+        try:
+            data = engine.thumbnail(photo_id)
+        except NotServable:
+            return str(self.placeholder)
+        target = self.folder / f"{hashlib.sha1(data).hexdigest()[:24]}.jpg"
+        if not target.exists():
+            partial = target.with_suffix(f".{threading.get_ident()}.part")
+            partial.write_bytes(data)
+            partial.replace(target)  # atomic: a concurrent request never sees half a file
+        return str(target)
+
+    def preview(self, engine, photo_id: str) -> tuple[Image.Image | str, str]:
+        """The original, upright and shrunk to PREVIEW_PX, or its thumbnail and the reason why."""
+        try:
+            image = engine.check_image(engine.file_path(photo_id))  # inside an indexed root; size limits
+            image = ImageOps.exif_transpose(image).convert("RGB")
+            image.thumbnail((PREVIEW_PX, PREVIEW_PX))
+            return image, ""
+        except (*USER_ERRORS, OSError, ValueError) as exc:  # gone, moved out of reach, or an odd image mode
+            return self.thumbnail(engine, photo_id), f"showing the thumbnail: {one_line(exc)}"
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------- errors
+
+def one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def api_errors(fn):
+    """API endpoints: a user error becomes gr.Error with its one-line message, anything else a generic one
+    (the traceback goes to the server log, never to the client)."""
+    @wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as exc:
+            raise gr.Error(one_line(exc), print_exception=False) from None
+        except gr.Error:
+            raise
+        except Exception:
+            log.exception("unexpected error in %s", fn.__name__)
+            raise gr.Error(GENERIC_ERROR, print_exception=False) from None
+    return run
+
+
+def shown_in_page(on_error):
+    """UI events: a user error is written into the page by on_error(message); nothing raises to the browser."""
+    def decorate(fn):
+        @wraps(fn)
+        def run(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except USER_ERRORS as exc:
+                return on_error(one_line(exc))
+            except Exception:
+                log.exception("unexpected error in %s", fn.__name__)
+                return on_error(GENERIC_ERROR)
+        return run
+    return decorate
+
+
+# ------------------------------------------------------------------------------------------- the page
+
+class Page:
+    """The event handlers of the page. Each returns new values for its outputs; errors become page text."""
+
+    def __init__(self, library: Library, pictures: Pictures):
+        self.library = library
+        self.pictures = pictures
+
+    # ----- results (search, load more, more like this): gallery, status, view, load-more button, detail panel
+
+    @staticmethod
+    def results_error(message: str):
+        return [], error_status(message), gr.skip(), gr.update(visible=False), gr.update(visible=False)
+
+    def show(self, view: View, results, engine):
+        view.hits = view.hits + list(results.hits)
+        view.has_more = results.has_more
+        gallery = [(self.pictures.thumbnail(engine, hit.id), hit_caption(hit)) for hit in view.hits]
+        return (gallery, results_status(view, results), view, gr.update(visible=view.has_more),
+                gr.update(visible=False))
+
+    def search(self, text, image, folder, date_from, date_to, captioned, cutoff):
+        filters = make_filters(folder, date_from, date_to, captioned)
+        query = Query(as_text(text, "query"), uploaded_file(image), filters=filters, cutoff=bool(cutoff))
+        engine = self.library.engine()
+        return self.show(View(query), run_query(engine, query, 0), engine)
+
+    def load_more(self, view: View):
+        if view.query is None:
+            raise UsageError("search first")
+        engine = self.library.engine()
+        return self.show(view, run_query(engine, view.query, len(view.hits)), engine)
+
+    def more_like_this(self, view: View):
+        if not view.selected:
+            raise UsageError("click a photo first")
+        hit = next((h for h in view.hits if h.id == view.selected), None)
+        asked = view.query or Query()  # the same filters and cut-off as the results the photo came from
+        query = Query(like=view.selected, like_name=hit.relpath if hit else view.selected, filters=asked.filters,
+                      cutoff=asked.cutoff)
+        engine = self.library.engine()
+        return self.show(View(query), run_query(engine, query, 0), engine)
+
+    # ----- the large view: panel, image, details, view
+
+    @staticmethod
+    def detail_error(message: str):
+        return gr.update(visible=True), None, error_status(message), gr.skip()
+
+    def select(self, view: View, index):
+        if isinstance(index, (list, tuple)):
+            index = index[0]
+        if not isinstance(index, int) or not 0 <= index < len(view.hits):
+            raise UsageError("that photo is no longer in the results; search again")
+        hit = view.hits[index]
+        engine = self.library.engine()
+        image, note = self.pictures.preview(engine, hit.id)
+        info = photo_markdown(engine.photo(hit.id), hit.score) + (f"\n\n_{md_escape(note)}_" if note else "")
+        return gr.update(visible=True), image, info, replace(view, selected=hit.id)
+
+    # ----- image -> text and caption search: table, status
+
+    @staticmethod
+    def texts_error(message: str):
+        return [], error_status(message)
+
+    def image_to_text(self, image, top):
+        path = uploaded_file(image)
+        if path is None:
+            raise UsageError("drop, upload or paste an image first")
+        hits = self.library.engine().image_to_text(image=upload_bytes(path), top=int(top))
+        return text_rows(hits), f"{len(hits)} texts nearest to the image" if hits else "The index holds no texts."
+
+    def caption_search(self, text, top):
+        hits = self.library.engine().caption_search(as_text(text, "query"), top=int(top))
+        return text_rows(hits), f"{len(hits)} captions and texts" if hits else "No caption or text matches."
+
+    # ----- index state: banner, stats
+
+    def status(self):
+        try:
+            stats = self.library.engine().stats()
+        except IndexMissing:
+            return missing_markdown(self.library), missing_markdown(self.library)
+        except USER_ERRORS as exc:
+            return error_status(one_line(exc)), error_status(one_line(exc))
+        except Exception:
+            log.exception("unexpected error while reading the index stats")
+            return error_status(GENERIC_ERROR), error_status(GENERIC_ERROR)
+        return banner_markdown(stats), stats_markdown(stats)
+
+
+class Api:
+    """The named API endpoints: plain JSON in and out (gr.api derives their types from the signatures)."""
+
+    def __init__(self, library: Library):
+        self.library = library
+
+    def search_text(self, query: str, folder: str = "", date_from: str = "", date_to: str = "",
+                    with_captions: bool = False, cutoff: bool = False, top: int = PAGE_SIZE, offset: int = 0) -> dict:
+        """Photos for a text query in Glance's grammar (`beach -people +sunset 2:dog`), best first."""
+        q = Query(as_text(query, "query"), filters=make_filters(folder, date_from, date_to, with_captions),
+                  cutoff=bool(cutoff))
+        return self._results(q, top, offset)
+
+    def search_image(self, image: FileData, query: str = "", folder: str = "", date_from: str = "",
+                     date_to: str = "", top: int = PAGE_SIZE, offset: int = 0) -> dict:
+        """Photos like an uploaded image (use gradio_client.handle_file), optionally plus a text query."""
+        path = uploaded_file(image)
+        if path is None:
+            raise UsageError("give a query image")
+        q = Query(as_text(query, "query"), path, filters=make_filters(folder, date_from, date_to, False))
+        return self._results(q, top, offset)
+
+    def more_like_this(self, photo_id: str, folder: str = "", date_from: str = "", date_to: str = "",
+                       top: int = PAGE_SIZE, offset: int = 0) -> dict:
+        """Photos like an indexed photo (its id from a search); the photo itself is left out."""
+        q = Query(like=as_text(photo_id, "photo id"), filters=make_filters(folder, date_from, date_to, False))
+        return self._results(q, top, offset)
+
+    def search_captions(self, query: str, top: int = 10) -> list[dict]:
+        """Captions and free-standing texts matching a text, by keyword and by meaning."""
+        return [text_hit_json(h) for h in self.library.engine().caption_search(as_text(query, "query"), top=top)]
+
+    def image_to_text(self, image: FileData, top: int = 10) -> list[dict]:
+        """Captions and free-standing texts nearest to an uploaded image, with cosine scores."""
+        path = uploaded_file(image)
+        if path is None:
+            raise UsageError("give a query image")
+        return [text_hit_json(h) for h in self.library.engine().image_to_text(image=upload_bytes(path), top=top)]
+
+    def photo(self, photo_id: str) -> dict:
+        """Everything the index knows about one photo, captions included."""
+        d = self.library.engine().photo(as_text(photo_id, "photo id"))
+        return {"id": d.id, "file": d.path, "root": d.root, "relpath": d.relpath, "size": d.size,
+                "mtime": iso(d.mtime), "sha256": d.sha256, "width": d.width, "height": d.height,
+                "taken_at": iso(d.taken_at), "camera": d.camera, "has_caption": d.has_caption,
+                "indexed_at": iso(d.indexed_at), "captions": [{"text": t, "source": s} for t, s in d.captions]}
+
+    def stats(self) -> dict:
+        """What the index holds: counts, models, folders, last indexed."""
+        return json.loads(json.dumps(self.library.engine().stats(), default=str))
+
+    def _results(self, query: Query, top, offset) -> dict:
+        results = run_query(self.library.engine(), query, offset, top)
+        if not results.hits and results.note:
+            raise UsageError(results.note)  # e.g. "no photos match the filters (folder x)"
+        return results_json(results)
+
+    def register(self) -> None:
+        for name in API_ENDPOINTS:
+            method = getattr(self, name.strip("/"))
+            gr.api(api_errors(method), api_name=name.strip("/"), concurrency_limit=2)
+
+
+# ------------------------------------------------------------------------------------------- layout
+
+def build_ui(library: Library, pictures: Pictures) -> gr.Blocks:
+    page = Page(library, pictures)
+    with gr.Blocks(title="Glance", delete_cache=(3600, 86400)) as demo:
+        with gr.Row(equal_height=False):
+            gr.Markdown("# Glance", elem_id="title")
+            reload_button = gr.Button("Reload", size="sm", scale=0, elem_id="reload")
+        banner = gr.Markdown("Opening the index…", elem_id="banner")
+        view = gr.State(View())
+        Api(library).register()  # first, so that the endpoints keep their names (UI events are named after theirs)
+        with gr.Tabs():
+            with gr.Tab("Search", id="search"):
+                search_tab(page, view)
+            with gr.Tab("Image → Text", id="image-to-text"):
+                image_to_text_tab(page)
+            with gr.Tab("Index", id="index"):
+                stats = gr.Markdown(elem_id="stats")
+        for trigger in (demo.load, reload_button.click):
+            trigger(page.status, outputs=[banner, stats], api_visibility="private")
+    return demo
+
+
+def search_tab(page: Page, view: gr.State) -> None:
+    with gr.Row():
+        with gr.Column(scale=3):
+            query = gr.Textbox(label="Search", placeholder="beach -people +sunset 2:dog", elem_id="query",
+                               info="words; -word subtracts, +word adds, 2:word weighs twice")
+            search_button = gr.Button("Search", variant="primary", elem_id="search-button")
+            with gr.Accordion("Filters", open=False, elem_id="filters"):
+                with gr.Row():
+                    folder = gr.Textbox(label="Folder", placeholder="2023/summer or /photos/2023", elem_id="folder")
+                    date_from = gr.Textbox(label="Taken from", placeholder="YYYY[-MM[-DD]]", elem_id="date-from")
+                    date_to = gr.Textbox(label="Taken to", placeholder="YYYY[-MM[-DD]]", elem_id="date-to")
+                with gr.Row():
+                    captioned = gr.Checkbox(label="Only photos with captions", elem_id="captioned")
+                    cutoff = gr.Checkbox(label="Hide irrelevant results", elem_id="cutoff")
+        image = gr.Image(label="Query image: drop, upload or paste", sources=["upload", "clipboard"],
+                         type="filepath", image_mode=None, height=200, scale=1, elem_id="query-image")
+    status = gr.Markdown(elem_id="status")
+    gallery = gr.Gallery(label="Results", columns=6, height="auto", allow_preview=False, object_fit="cover",
+                         fit_columns=False, buttons=[], elem_id="gallery", interactive=False)
+    load_more = gr.Button("Load more", visible=False, elem_id="load-more")
+    with gr.Column(visible=False, elem_id="detail") as detail:
+        with gr.Row():
+            large = gr.Image(label="Photo", interactive=False, format="jpeg", height=480, scale=2,
+                             elem_id="detail-image", buttons=["fullscreen"])
+            with gr.Column(scale=1):
+                info = gr.Markdown(elem_id="detail-info")
+                more_like = gr.Button("More like this", variant="primary", elem_id="more-like-this")
+                close = gr.Button("Close", size="sm", elem_id="close-detail")
+
+    shown = [gallery, status, view, load_more, detail]
+    search_inputs = [query, image, folder, date_from, date_to, captioned, cutoff]
+    run_search = shown_in_page(Page.results_error)(page.search)
+    for trigger in (search_button.click, query.submit, image.upload):
+        # preprocess=False: the upload reaches Engine.check_image as it is, so a corrupt file gets its message
+        trigger(run_search, inputs=search_inputs, outputs=shown, preprocess=False, api_visibility="private")
+    load_more.click(shown_in_page(Page.results_error)(page.load_more), inputs=[view], outputs=shown,
+                    api_visibility="private")
+    more_like.click(shown_in_page(Page.results_error)(page.more_like_this), inputs=[view], outputs=shown,
+                    api_visibility="private", scroll_to_output=True)
+
+    select = shown_in_page(Page.detail_error)(page.select)
+
+    def on_select(state: View, evt: gr.SelectData):
+        return select(state, evt.index)
+
+    gallery.select(on_select, inputs=[view], outputs=[detail, large, info, view], api_visibility="private",
+                   scroll_to_output=True)
+    close.click(lambda: gr.update(visible=False), outputs=[detail], api_visibility="private")
+
+
+def image_to_text_tab(page: Page) -> None:
+    gr.Markdown("Drop an image to find the captions and texts in the index that describe it best, "
+                "or search the captions by text.")
+    with gr.Row():
+        with gr.Column():
+            image = gr.Image(label="Image: drop, upload or paste", sources=["upload", "clipboard"], type="filepath",
+                             image_mode=None, height=240, elem_id="i2t-image")
+            image_button = gr.Button("Find texts for the image", variant="primary", elem_id="i2t-button")
+        with gr.Column():
+            text = gr.Textbox(label="Search captions", placeholder="receipt", elem_id="caption-query")
+            text_button = gr.Button("Search captions", elem_id="caption-button")
+            top = gr.Slider(1, 50, value=10, step=1, label="How many", elem_id="i2t-top")
+    status = gr.Markdown(elem_id="i2t-status")
+    table = gr.Dataframe(headers=["score", "text", "source", "photo"], datatype=["number", "str", "str", "str"],
+                         interactive=False, wrap=True, elem_id="i2t-table")
+    outputs = [table, status]
+    for trigger in (image.upload, image_button.click):
+        trigger(shown_in_page(Page.texts_error)(page.image_to_text), inputs=[image, top], outputs=outputs,
+                preprocess=False, api_visibility="private")
+    for trigger in (text.submit, text_button.click):
+        trigger(shown_in_page(Page.texts_error)(page.caption_search), inputs=[text, top], outputs=outputs,
+                api_visibility="private")
+
+
+# ------------------------------------------------------------------------------ no URL ever fetched
+
+class RefuseRemoteFiles:
+    """ASGI middleware: Glance's server never fetches a URL on a client's behalf.
+
+    Gradio would: `/gradio_api/file=https://...` streams a remote file through the server, and a file input
+    whose "path" is a URL is downloaded before the handler runs. Both are refused here, before gradio sees them.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if _remote_file_route(scope.get("path", "")):
+            return await _refuse(send, 403, "Glance does not fetch URLs")
+        if scope.get("method") != "POST" or _is_form(scope):
+            return await self.app(scope, receive, send)
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > MAX_JSON_BODY:
+                return await _refuse(send, 413, "request too large")
+        if _names_remote_file(body):
+            return await _refuse(send, 400, "Glance does not fetch URLs: upload the file instead")
+        return await self.app(scope, _replay(body, receive), send)
+
+
+def _is_form(scope) -> bool:
+    """Uploads and the login form; any other POST body may be read as JSON by FastAPI, even untyped."""
+    content_type = dict(scope.get("headers", [])).get(b"content-type", b"").lower()
+    return content_type.startswith((b"multipart/form-data", b"application/x-www-form-urlencoded"))
+
+
+def _remote_file_route(path: str) -> bool:
+    for marker in ("/file=", "/file/", "/proxy="):
+        _, found, rest = path.partition(marker)
+        if found and _has_scheme(rest.lstrip("/") if marker == "/file/" else rest):
+            return True
+    return False
+
+
+def _has_scheme(text: str) -> bool:
+    scheme, colon, _ = text.strip().partition(":")
+    return bool(colon) and scheme[:1].isalpha() and all(c.isalnum() or c in "+.-" for c in scheme)
+
+
+def _names_remote_file(body: bytes) -> bool:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return False  # gradio answers malformed JSON itself
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if isinstance(item.get("path"), str) and _has_scheme(item["path"]):
+                return True
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _replay(body: bytes, receive):
+    sent = False
+
+    async def replayed():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+    return replayed
+
+
+async def _refuse(send, status: int, message: str) -> None:
+    payload = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+# ------------------------------------------------------------------------------------------- launch
+
+def launch(demo: gr.Blocks, host: str, port: int, auth) -> None:
+    theme = gr.themes.Default(primary_hue="blue", font=["system-ui", "sans-serif"],
+                              font_mono=["ui-monospace", "monospace"])  # no web fonts: the page works offline
+    demo.launch(server_name=host, server_port=port, auth=auth, share=False, prevent_thread_lock=True, quiet=True,
+                show_error=False, max_file_size=MAX_UPLOAD_BYTES, ssr_mode=False, mcp_server=False, pwa=False,
+                enable_monitoring=False, strict_cors=True, footer_links=["api"], theme=theme,
+                css_paths=[ASSETS / "glance.css"], auth_message="Glance: log in to search the photos.",
+                app_kwargs={"middleware": [Middleware(RefuseRemoteFiles)]})
+
+
+def warn_if_exposed(host: str, auth) -> None:
+    if host not in ("127.0.0.1", "localhost", "::1") and not auth:
+        print(f"{PROGRAM}: warning: serving on {host} without --auth: anyone who can reach this machine can "
+              f"search and see your photos; add --auth USER:PASS", file=sys.stderr)
+
+
+def main(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own startup checks, one line each
+    warn_if_exposed(args.host, args.auth)
+    library = Library(args.db, args.vision_model, args.text_model, args.precision)
+    threading.Thread(target=library.start, name="glance-open-index", daemon=True).start()
+    pictures = Pictures()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so that cleanup runs when a service manager stops us
+    try:
+        demo = build_ui(library, pictures)
+        try:
+            launch(demo, args.host, args.port, args.auth)
+        except OSError as exc:  # e.g. the port is taken
+            cli_error(f"cannot serve on {args.host}:{args.port}: {one_line(exc)}")
+        print(f"Glance: serving {library.db} on http://{args.host}:{args.port}/ (loading the models)", flush=True)
+        report_startup(library, demo)
+        print("Glance: ready", flush=True)
+        demo.block_thread()
+    finally:
+        pictures.remove()
+
+
+def report_startup(library: Library, demo: gr.Blocks) -> None:
+    """A model or index that cannot be used ends the app with one line (exit 2), like the command-line tools."""
+    error = library.wait_started()
+    if error is None:
+        return
+    demo.close()
+    if isinstance(error, USER_ERRORS) or isinstance(error, (KeyboardInterrupt, SystemExit)):
+        with exit_on_user_error(PROGRAM):
+            raise error
+    print(f"{PROGRAM}: error: could not open the index at {library.db}: {type(error).__name__}: {one_line(error)}",
+          file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+    main(ARGS)

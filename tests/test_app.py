@@ -1,0 +1,300 @@
+"""app.py against a real server on 127.0.0.1 (with --auth): the named API through gradio_client, errors, login,
+path traversal and URL fetching. One server for the whole module; the library is indexed by the real indexer."""
+from __future__ import annotations
+
+import http.client
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+from tests import app_server
+from tests.app_server import AUTH, REPO, assert_no_unexpected_errors, login, start_app
+
+ENDPOINTS = {"/search_text", "/search_image", "/more_like_this", "/search_captions", "/image_to_text", "/photo",
+             "/stats"}
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory, tiny_encoders, tiny_model_dirs):
+    return app_server.shared_library(tmp_path_factory, tiny_encoders, tiny_model_dirs)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, library):
+    server = start_app(tmp_path_factory, "--db", str(library.db), "--auth", ":".join(AUTH))
+    try:
+        yield server.wait_ready()
+    finally:
+        server.stop()
+    assert_no_unexpected_errors(server)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return Client(server.url, auth=AUTH, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def session(server):
+    logged_in = login(server)
+    yield logged_in
+    logged_in.close()
+
+
+def error_of(client, *args, api_name, **kwargs) -> str:
+    with pytest.raises(AppError) as raised:
+        client.predict(*args, api_name=api_name, **kwargs)
+    message = str(raised.value)
+    assert "Traceback" not in message and "/tmp/gradio" not in message  # one line, no server internals
+    return message
+
+
+# ------------------------------------------------------------------------------------------------ search
+
+def test_the_named_endpoints_and_nothing_else(client):
+    assert set(client.view_api(return_format="dict", print_info=False)["named_endpoints"]) == ENDPOINTS
+
+
+def test_text_search_gives_every_photo_best_first(client, library):
+    result = client.predict("a red kite", top=100, api_name="/search_text")
+    hits = result["hits"]
+    scores = [h["score"] for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    assert {h["relpath"] for h in hits} == set(library.ids) and not result["has_more"]
+    assert result["total_considered"] == len(library.ids)
+    assert set(hits[0]) >= {"id", "file", "relpath", "score", "taken_at", "camera", "width", "height", "has_caption"}
+    assert all(Path(h["file"]) == library.path(h["relpath"]) for h in hits)
+
+
+def test_pages_follow_each_other(client, library):
+    first = client.predict("sunset", api_name="/search_text")
+    second = client.predict("sunset", offset=24, api_name="/search_text")
+    both = client.predict("sunset", top=48, api_name="/search_text")
+    assert len(first["hits"]) == 24 and first["has_more"]  # a page is 24 photos unless `top` says otherwise
+    assert len(second["hits"]) == len(library.ids) - 24 and not second["has_more"]
+    assert [h["id"] for h in first["hits"] + second["hits"]] == [h["id"] for h in both["hits"]]
+
+
+def test_an_image_from_the_library_finds_itself_first(client, library):
+    result = client.predict(handle_file(str(library.path("nature/green.jpg"))), api_name="/search_image")
+    top = result["hits"][0]
+    assert top["relpath"] == "nature/green.jpg" and top["score"] > 0.99
+
+
+def test_image_and_text_together(client, library):
+    result = client.predict(handle_file(str(library.path("plain/red.jpg"))), "kite", top=3, api_name="/search_image")
+    assert len(result["hits"]) == 3 and result["hits"][0]["relpath"] == "plain/red.jpg"
+
+
+def test_more_like_this_leaves_the_photo_out(client, library):
+    photo = library.ids["plain/red.jpg"]
+    hits = client.predict(photo, top=100, api_name="/more_like_this")["hits"]
+    assert photo not in {h["id"] for h in hits} and len(hits) == len(library.ids) - 1
+    assert hits[0]["relpath"] == "plain/sub/crimson.jpg"  # the other red photo is the nearest
+
+
+def test_filters_by_folder_date_and_caption(client):
+    def relpaths(**filters):
+        return {h["relpath"] for h in client.predict("photo", api_name="/search_text", **filters)["hits"]}
+
+    assert relpaths(folder="2023/trip") == {"2023/trip/checker.png", "2023/trip/stripes.jpg", "2023/trip/gradient.jpg"}
+    assert relpaths(date_from="2022", date_to="2022") == {"nature/green.jpg", "nature/yellow.jpg"}
+    assert relpaths(date_from="2023-07", date_to="2023-07-10") == {"2023/trip/stripes.jpg"}
+    assert relpaths(with_captions=True) == {"plain/red.jpg", "nature/green.jpg"}
+
+
+def test_caption_search_finds_captions_and_texts(client, library):
+    found = client.predict("kite", api_name="/search_captions")
+    assert found[0]["text"] == "a red kite on a sunny day" and found[0]["source"] == "sidecar"
+    assert found[0]["file"] == str(library.path("plain/red.jpg")) and found[0]["matched"] in ("keyword", "both")
+    receipt = client.predict("receipt", top=1, api_name="/search_captions")[0]
+    assert receipt["text"] == "receipt" and receipt["file"] is None
+
+
+def test_image_to_text_ranks_every_text(client, library):
+    texts = client.predict(handle_file(str(library.path("nature/yellow.jpg"))), top=10, api_name="/image_to_text")
+    assert {t["text"] for t in texts} == {"a red kite on a sunny day", "green meadow", *app_server.FREE_TEXTS}
+    scores = [t["score"] for t in texts]
+    assert scores == sorted(scores, reverse=True) and all(-1 <= s <= 1 for s in scores)
+
+
+def test_photo_details_and_stats(client, library):
+    photo = client.predict(library.ids["plain/red.jpg"], api_name="/photo")
+    assert photo["taken_at"] == "2021-03-01T10:00:00" and "EOS 5D" in photo["camera"]
+    assert photo["captions"] == [{"text": "a red kite on a sunny day", "source": "sidecar"}]
+    stats = client.predict(api_name="/stats")
+    assert stats["photos"] == len(library.ids) and stats["captions"] == 2 and stats["texts"] == 3
+    assert stats["roots"] == [str(library.root)]
+
+
+# ---------------------------------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("api_name, args, kwargs, words", [
+    ("/search_text", [""], {}, "empty query"),
+    ("/search_text", ["   "], {}, "empty query"),
+    ("/search_text", ["x" * 10_000], {}, "10,000 characters"),
+    ("/search_text", ["red"], {"folder": "no/such/folder"}, "no photos match the filters (folder no/such/folder)"),
+    ("/search_text", ["red"], {"date_from": "2030"}, "no photos match the filters"),
+    ("/search_text", ["red"], {"date_from": "2021-13"}, "invalid from date"),
+    ("/search_text", ["red"], {"folder": "../.."}, "must not contain '..'"),
+    ("/search_text", ["red"], {"top": 0}, "top must be"),
+    ("/search_captions", [""], {}, "empty query"),
+    ("/more_like_this", ["0123456789abcdef"], {}, "no photo with id"),
+    ("/photo", ["../../etc/passwd"], {}, "no photo with id"),
+])
+def test_bad_input_gets_one_clear_error(client, api_name, args, kwargs, words):
+    assert words in error_of(client, *args, api_name=api_name, **kwargs)
+
+
+def write_bad_uploads(folder: Path) -> dict[str, Path]:
+    real = (REPO / "tests" / "fixtures" / "nomic-tiny" / "images" / "cmyk.jpg").read_bytes()
+    files = {"truncated": folder / "truncated.jpg", "text": folder / "notes.jpg", "bomb": folder / "bomb.png"}
+    files["truncated"].write_bytes(real[:len(real) // 3])
+    files["text"].write_text("this is not an image\n" * 20)
+    Image.new("1", (10_000, 6_000)).save(files["bomb"])  # 60 MP in a few kB: refused from the header
+    return files
+
+
+@pytest.mark.parametrize("kind, words", [
+    ("truncated", "damaged or truncated"),
+    ("text", "not an image Glance can read"),
+    ("bomb", "megapixels"),
+])
+@pytest.mark.parametrize("api_name", ["/search_image", "/image_to_text"])
+def test_bad_uploads_get_one_clear_error(client, tmp_path, kind, words, api_name):
+    upload = write_bad_uploads(tmp_path)[kind]
+    message = error_of(client, handle_file(str(upload)), api_name=api_name)
+    assert words in message and "uploaded image" in message
+
+
+def test_uploads_over_the_size_limit_are_refused(session, tmp_path):
+    from search.uploads import MAX_UPLOAD_BYTES
+
+    big = tmp_path / "big.png"
+    with big.open("wb") as out:
+        out.truncate(MAX_UPLOAD_BYTES + 1)
+    with big.open("rb") as data:
+        response = session.post("/gradio_api/upload", files={"files": ("big.png", data, "image/png")})
+    assert response.status_code == 413
+
+
+def call(session: httpx.Client, api_name: str, data: list) -> tuple[int, str]:
+    """A raw API call (POST, then read the event stream): what any HTTP client, not just gradio_client, can send."""
+    response = session.post(f"/gradio_api/call/{api_name}", json={"data": data})
+    if response.status_code != 200:
+        return response.status_code, response.text
+    stream = session.get(f"/gradio_api/call/{api_name}/{response.json()['event_id']}")
+    return stream.status_code, stream.text
+
+
+def test_the_server_never_fetches_a_url(session):
+    remote = {"path": "https://example.com/cat.jpg", "meta": {"_type": "gradio.FileData"}}
+    status, text = call(session, "search_image", [remote])
+    assert status == 400 and "does not fetch URLs" in text
+    escaped = '{"data": [{"path": "\\u0068ttp://example.com/cat.jpg", "meta": {"_type": "gradio.FileData"}}]}'
+    for headers in ({"content-type": "application/json"}, {"content-type": "text/plain"}, {}):
+        response = session.post("/gradio_api/call/image_to_text", content=escaped, headers=headers)
+        assert response.status_code == 400, headers
+    for route in ("/gradio_api/file=https://example.com/cat.jpg", "/gradio_api/file/http://example.com/x.png",
+                  "/gradio_api/proxy=http://example.com/x"):
+        response = session.get(route)
+        assert response.status_code == 403 and "does not fetch URLs" in response.text
+
+
+def test_a_client_cannot_name_a_server_file_as_query_image(session, library):
+    for payload in ({"path": str(library.path("plain/red.jpg")), "meta": {"_type": "gradio.FileData"}},
+                    {"path": "/etc/passwd"}, {"path": str(library.path("plain/red.jpg"))}, "/etc/passwd"):
+        status, text = call(session, "search_image", [payload, "", "", "", "", 24, 0])
+        assert "event: error" in text and "root:" not in text and '"hits"' not in text, (payload, text)
+
+
+# ---------------------------------------------------------------------------------------------- login
+
+def test_every_page_file_and_call_needs_the_login(server, session, library):
+    anonymous = httpx.Client(base_url=server.url.rstrip("/"), timeout=30)
+    photo = library.path("plain/red.jpg").read_bytes()
+    upload = session.post("/gradio_api/upload", files={"files": ("red.jpg", photo)})
+    uploaded = upload.json()[0]
+    for route in ("/config", "/gradio_api/info", "/gradio_api/openapi.json", f"/gradio_api/file={uploaded}"):
+        assert anonymous.get(route).status_code == 401, route
+        assert session.get(route).status_code == 200, route
+    assert anonymous.post("/gradio_api/call/search_text", json={"data": ["red"]}).status_code == 401
+    assert anonymous.post("/gradio_api/upload", files={"files": ("a.jpg", b"x")}).status_code == 401
+    # The login form carries no component and nothing from the library. (gradio 6.31 does embed the API schema,
+    # the same for every Glance, in it: endpoint and parameter names only.)
+    page = anonymous.get("/").text
+    for secret in (str(library.db), str(library.root), "red.jpg", "query-image", "a red kite"):
+        assert secret not in page, secret
+    assert anonymous.post("/login", data={"username": AUTH[0], "password": "wrong"}).status_code == 400
+
+
+def test_gradio_client_needs_the_right_login(server):
+    with pytest.raises(Exception, match="(?i)login|credentials"):
+        Client(server.url, verbose=False)
+    with pytest.raises(Exception, match="(?i)login|credentials"):
+        Client(server.url, auth=(AUTH[0], "wrong"), verbose=False)
+
+
+# ------------------------------------------------------------------------------------------ traversal
+
+def traversal_targets(library) -> list[str]:
+    upload_folder = os.environ.get("GRADIO_TEMP_DIR") or f"{tempfile.gettempdir()}/gradio"
+    return [
+        "/gradio_api/file=/etc/passwd",
+        "/gradio_api/file=../../../../../../etc/passwd",
+        "/gradio_api/file=%2e%2e%2f%2e%2e%2f%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+        "/gradio_api/file=%2Fetc%2Fpasswd",
+        f"/gradio_api/file={upload_folder}/../../etc/passwd",
+        f"/gradio_api/file={upload_folder}/%2e%2e/%2e%2e/etc/passwd",
+        "/gradio_api/file/etc/passwd",
+        "/gradio_api/file/../../../etc/passwd",
+        "/file=/etc/passwd",
+        "/static/../../../../etc/passwd",
+        "/static/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+        "/assets/..%2f..%2f..%2f..%2fetc%2fpasswd",
+        f"/gradio_api/file={library.path('plain/red.jpg')}",  # an indexed original: never served by path
+        f"/gradio_api/file={library.hidden}",  # inside the root, not indexed
+        f"/gradio_api/file={library.path('links/escape.png')}",  # a symlink out of the root
+        f"/gradio_api/file={library.outside}",
+        f"/gradio_api/file={library.db}/images.lance/_versions/1.manifest",
+        f"/gradio_api/file={REPO / 'app.py'}",
+    ]
+
+
+def raw_get(server, path: str, cookie: str) -> tuple[int, bytes]:
+    """GET with the path sent exactly as written (HTTP libraries would normalise the dots away)."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        connection.request("GET", path, headers={"Cookie": cookie})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_path_traversal_is_refused(server, session, library):
+    cookie = "; ".join(f"{name}={value}" for name, value in session.cookies.items())
+    secret = library.outside.read_bytes()
+    for path in traversal_targets(library):
+        status, body = raw_get(server, path, cookie)
+        assert status in (403, 404), (path, status, body[:200])
+        assert b"root:" not in body and secret not in body and library.path("plain/red.jpg").read_bytes() not in body
+
+
+# -------------------------------------------------------------------------------------------- the CLI
+
+def test_help_and_bad_flags_answer_at_once():
+    helped = subprocess.run([sys.executable, "app.py", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert helped.returncode == 0 and "--auth USER:PASS" in helped.stdout and "127.0.0.1" in helped.stdout
+    bad = subprocess.run([sys.executable, "app.py", "--auth", "nopassword"], cwd=REPO, capture_output=True, text=True,
+                         timeout=60, env={"PATH": "/usr/bin:/bin"})
+    assert bad.returncode == 2 and bad.stderr.strip() == "app.py: error: --auth must be USER:PASS, both non-empty"
+    assert bad.stdout == ""

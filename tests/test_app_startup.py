@@ -1,0 +1,57 @@
+"""app.py when the index is missing (the page explains, the server keeps running and picks the index up once it
+exists) and when a model does not match the index (one line on stderr, exit status 2)."""
+from __future__ import annotations
+
+import httpx
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+from tests import app_server
+from tests.app_server import assert_no_unexpected_errors, start_app
+
+
+def test_a_missing_index_is_explained_until_it_is_built(tmp_path_factory, tiny_encoders, tiny_model_dirs):
+    library = app_server.shared_library(tmp_path_factory, tiny_encoders, tiny_model_dirs)
+    db = tmp_path_factory.mktemp("later") / "index"
+    server = start_app(tmp_path_factory, "--db", str(db))
+    try:
+        server.wait_ready()
+        assert httpx.get(server.url, timeout=30).status_code == 200
+        client = Client(server.url, verbose=False)
+        explained = "no Glance index at .* yet: build one with `python -m indexer ~/Pictures --db"
+        for api_name, args in (("/search_text", ["red"]), ("/stats", [])):
+            with pytest.raises(AppError, match=explained):
+                client.predict(*args, api_name=api_name)
+        if not app_server.chromium_missing():
+            assert_the_page_explains(server, db)
+        app_server.copy_index(library, db)  # the index appears while the app runs
+        hits = client.predict("red", top=100, api_name="/search_text")["hits"]
+        assert {h["relpath"] for h in hits} == set(library.ids)
+    finally:
+        server.stop()
+    assert_no_unexpected_errors(server)
+
+
+def assert_the_page_explains(server, db) -> None:
+    with app_server.chromium() as browser:
+        page = browser.new_page()
+        page.goto(server.url)
+        page.wait_for_function("document.querySelector('#banner')?.innerText.includes('python -m indexer')",
+                               timeout=60_000)
+        banner = page.inner_text("#banner")
+    assert "No photos indexed yet" in banner and f"python -m indexer ~/Pictures --db {db}" in banner
+
+
+def test_a_model_that_does_not_match_the_index_is_refused(tmp_path_factory, tiny_encoders, tiny_model_dirs):
+    from models.synthetic import write_text
+
+    library = app_server.shared_library(tmp_path_factory, tiny_encoders, tiny_model_dirs)
+    other = write_text(tmp_path_factory.mktemp("other") / "nomic-embed-text-v1.5", "tiny", seed=7)
+    server = start_app(tmp_path_factory, "--db", str(library.db), "--text-model", str(other))
+    try:
+        assert server.wait_exit() == 2
+    finally:
+        server.stop()
+    lines = server.stderr().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("app.py: error: --text-model") and "rebuild" in lines[0]

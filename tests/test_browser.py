@@ -1,0 +1,192 @@
+"""The page in a real browser: Playwright driving Debian's Chromium against app.py on 127.0.0.1 (with --auth).
+
+Log in, type a query, see thumbnails and load more; drop an image file on the image slot (a real drop event
+carrying the file), paste one from the clipboard and upload one through the file input; click a result, read
+the large view, press "More like this"; errors appear in the page; the page asks nothing of the internet.
+Saves a screenshot (see save_screenshot).
+"""
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests import app_server
+from tests.app_server import AUTH, REPO, assert_no_unexpected_errors, start_app
+
+SCREENSHOT = REPO / "assets" / "screenshot.png"
+MAX_SCREENSHOT_BYTES = 300_000
+WAIT_MS = 60_000  # two busy cores
+
+
+def setup_module():
+    missing = app_server.chromium_missing()
+    if missing:
+        pytest.skip(missing)
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory, tiny_encoders, tiny_model_dirs):
+    return app_server.shared_library(tmp_path_factory, tiny_encoders, tiny_model_dirs)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, library):
+    server = start_app(tmp_path_factory, "--db", str(library.db), "--auth", ":".join(AUTH))
+    try:
+        yield server.wait_ready()
+    finally:
+        server.stop()
+    assert_no_unexpected_errors(server)
+
+
+@pytest.fixture(scope="module")
+def context(server):
+    """One logged-in browser context; every request it makes outside the server is recorded."""
+    with app_server.chromium() as browser:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.url.rstrip("/"))
+        context.outside = []
+        context.on("request", lambda r: None if r.url.startswith((server.url, "data:", "blob:"))
+                   else context.outside.append(r.url))
+        log_in(context.new_page(), server)
+        yield context
+        outside = context.outside
+    assert outside == []  # no web fonts, CDNs or analytics: the page works offline
+
+
+def log_in(page, server) -> None:
+    page.goto(server.url)
+    page.fill("input[type=password]", AUTH[1])
+    page.locator("input[type=text]").first.fill(AUTH[0])
+    page.get_by_role("button", name="Login").click()
+    page.wait_for_selector("#query textarea", timeout=WAIT_MS)
+    page.close()
+
+
+@pytest.fixture
+def page(context, server):
+    page = context.new_page()
+    page.goto(server.url)
+    page.wait_for_selector("#query textarea", timeout=WAIT_MS)
+    yield page
+    page.close()
+
+
+def captions(page) -> list[str]:
+    return page.locator("#gallery .caption-label").all_inner_texts()
+
+
+def wait_for_status(page, pattern: str) -> str:
+    page.wait_for_function("p => new RegExp(p).test(document.querySelector('#status')?.innerText)", arg=pattern,
+                           timeout=WAIT_MS)
+    return page.inner_text("#status")
+
+
+def drop_file(page, selector: str, path: Path, mime: str) -> None:
+    """A real drop: dragenter, dragover and drop events whose DataTransfer carries the file's bytes."""
+    page.evaluate("""([selector, b64, name, mime]) => {
+        const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], name, {type: mime}));
+        const target = document.querySelector(selector);
+        for (const kind of ["dragenter", "dragover", "drop"]) {
+            target.dispatchEvent(new DragEvent(kind, {bubbles: true, cancelable: true, dataTransfer: transfer}));
+        }
+    }""", [selector, base64.b64encode(path.read_bytes()).decode(), path.name, mime])
+
+
+def wait_for_thumbnails(page, count: int) -> None:
+    page.wait_for_function(f"document.querySelectorAll('#gallery img').length == {count}", timeout=WAIT_MS)
+
+
+def test_type_a_query_see_thumbnails_and_load_more(page, library):
+    total = len(library.ids)
+    page.fill("#query textarea", "a red kite")
+    page.press("#query textarea", "Enter")
+    assert f"24 of {total} photos for “a red kite”" in wait_for_status(page, "photos for")
+    wait_for_thumbnails(page, 24)
+    assert all(re.fullmatch(r"-?\d\.\d{3} · .+\.(jpg|png)", c) for c in captions(page))
+    page.click("#load-more")
+    assert f"{total} of {total} photos" in wait_for_status(page, f"^{total} of")
+    wait_for_thumbnails(page, total)
+    scores = [float(c.split(" · ")[0]) for c in captions(page)]
+    assert scores == sorted(scores, reverse=True) and len(set(captions(page))) == total
+    assert not page.locator("#load-more").is_visible()
+
+
+def test_drop_an_image_on_the_image_slot(page, library):
+    drop_file(page, "#query-image button[aria-dropeffect]", library.path("nature/green.jpg"), "image/jpeg")
+    wait_for_status(page, "like the query image")
+    assert captions(page)[0] == "1.000 · green.jpg"
+
+
+def test_paste_an_image_from_the_clipboard(page, library):
+    page.evaluate("""async (b64) => {
+        const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+        await navigator.clipboard.write([new ClipboardItem({"image/png": new Blob([bytes], {type: "image/png"})})]);
+    }""", base64.b64encode(library.path("plain/purple.png").read_bytes()).decode())
+    page.click("#query-image button[aria-label='Paste from clipboard']")
+    wait_for_status(page, "like the query image")
+    assert captions(page)[0] == "1.000 · purple.png"
+
+
+def test_click_a_result_then_more_like_this(page, library, tmp_path):
+    page.locator("#query-image input[type=file]").set_input_files(str(library.path("plain/red.jpg")))
+    wait_for_status(page, "like the query image")
+    page.locator("#gallery img").first.click()
+    page.wait_for_selector("#detail-info h3", timeout=WAIT_MS)
+    info = page.inner_text("#detail-info")
+    assert str(library.path("plain/red.jpg")) in info and "a red kite on a sunny day" in info and "EOS 5D" in info
+    page.wait_for_selector("#detail-image img", timeout=WAIT_MS)
+    page.click("#more-like-this")
+    wait_for_status(page, "like plain/red.jpg")
+    wait_for_thumbnails(page, 24)
+    assert "red.jpg" not in [c.split(" · ")[1] for c in captions(page)]
+    page.locator("#gallery img").first.click()  # the large view of the best match, for the screenshot
+    page.wait_for_function("document.querySelector('#detail-info')?.innerText.includes('crimson.jpg')",
+                           timeout=WAIT_MS)
+    save_screenshot(page, tmp_path / "more-like-this.png")
+
+
+def test_image_to_text_tab(page, library):
+    page.get_by_role("tab", name="Image → Text").click()
+    page.locator("#i2t-image input[type=file]").set_input_files(str(library.path("nature/yellow.jpg")))
+    page.wait_for_function("document.querySelector('#i2t-status')?.innerText.includes('texts nearest')",
+                           timeout=WAIT_MS)
+    table = page.inner_text("#i2t-table")
+    assert all(text in table for text in ("receipt", "green meadow", "a red kite on a sunny day"))
+
+
+def test_errors_are_shown_in_the_page(page, tmp_path):
+    page.click("#search-button")
+    assert "empty query" in wait_for_status(page, "⚠️")
+    not_an_image = tmp_path / "holiday.jpg"
+    not_an_image.write_text("not an image\n")
+    page.locator("#query-image input[type=file]").set_input_files(str(not_an_image))
+    assert "not an image Glance can read" in wait_for_status(page, "not an image")
+    page.fill("#query textarea", "x" * 10_000)
+    page.click("#search-button")
+    assert "10,000 characters" in wait_for_status(page, "characters")
+
+
+def save_screenshot(page, target: Path) -> None:
+    """To a temporary file, and to assets/screenshot.png (for the README) when that is missing or
+    GLANCE_UPDATE_SCREENSHOT=1, quantized to stay small: a test run does not rewrite a committed file."""
+    page.screenshot(path=str(target), full_page=True)
+    assert target.stat().st_size > 10_000
+    if SCREENSHOT.exists() and os.environ.get("GLANCE_UPDATE_SCREENSHOT") != "1":
+        return
+    image = Image.open(target).convert("RGB")
+    for colours in (256, 128, 64):
+        out = io.BytesIO()
+        image.quantize(colours, method=Image.Quantize.MEDIANCUT).save(out, "PNG", optimize=True)
+        if out.tell() <= MAX_SCREENSHOT_BYTES:
+            break
+    SCREENSHOT.write_bytes(out.getvalue())
+    assert SCREENSHOT.stat().st_size <= MAX_SCREENSHOT_BYTES
