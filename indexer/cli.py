@@ -2,31 +2,199 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 
-from search.errors import exit_on_user_error
+from search.errors import UsageError, exit_on_user_error
+from search.store import VECTOR_INDEX_MIN_ROWS, default_db_path
 
 from . import embed
+from .decode import DEFAULT_MAX_MEGAPIXELS
+from .report import EXIT_ERROR, problem_line, write_errors
 
-VERBS = ("embed",)
+VERBS = ("index", "stats", "remove", "embed")
+
+USAGE = """python -m indexer [index] PATH [PATH ...] [options]   index photo folders (the default command)
+       python -m indexer stats [--db DIR] [--json]            what an index holds
+       python -m indexer remove PATH [PATH ...] [--db DIR]    take photos out of an index
+       python -m indexer embed --text T --image FILE ...      print embeddings (debugging)"""
+
+EPILOG = f"""\
+examples:
+  python -m indexer ~/Pictures                         index (or update) a library
+  python -m indexer ~/Pictures /mnt/nas/photos --json  several folders; summary as JSON on stdout
+  python -m indexer ~/Pictures --captions labels.csv --errors skipped.jsonl
+  python -m indexer stats
+  python -m indexer remove ~/Pictures/private          forget a folder (the files stay on disk)
+
+what a run does:
+  Walks each PATH recursively (hidden files and folders are skipped; symlinks are followed, loops are
+  reported). Formats: JPEG, PNG, WebP, GIF (first frame), BMP, TIFF, HEIC/HEIF, AVIF. Runs are incremental:
+  a file with the same size and mtime is not even opened; a moved, renamed or copied file (same content hash)
+  reuses its vector; a changed file is embedded again; a file gone from disk leaves the index, but only within
+  the PATHs given. Kill it at any time (even with SIGKILL) and run it again: nothing is lost or duplicated.
+  Photo folders are only ever read.
+
+captions (each is embedded as "search_query: <caption>" and linked to its photo):
+  - a sidecar next to the photo: IMG_1.jpg.txt or IMG_1.txt (the whole file is one caption);
+  - inside the photo: EXIF ImageDescription, XMP dc:description;
+  - --captions FILE (repeatable), the complete set of file captions (those no longer in any FILE are dropped):
+      .csv    header row, then path,caption rows; a path may repeat (several captions); an empty path is a
+              free-standing text (a label vocabulary, for image->text search)
+      .jsonl  {{"path": "a.jpg", "caption": "..."}} or {{"path": "a.jpg", "captions": ["...", "..."]}};
+              no path: a free-standing text
+      .txt    one free-standing text per line
+    Relative paths are looked up beside the captions file, then in each indexed folder. File captions
+    follow their path: after a photo moves, give the updated captions file again.
+
+index location: --db DIR, else $GLANCE_DB, else $XDG_DATA_HOME/glance/index (now: {default_db_path()}).
+A cosine vector index is built once the index holds {VECTOR_INDEX_MIN_ROWS} photos (exact search is fast
+enough below that), and a full-text index on captions.
+
+A folder named like a command (index, stats, remove, embed) must be written as ./stats or after "index".
+
+exit status:
+  0    every photo indexed (or already up to date)
+  1    finished, but some files or captions were skipped: reasons on stderr and in --errors FILE
+  2    stopped with an error (one line on stderr): bad arguments, missing models, an index built with
+       other models (see --reindex), another indexer writing to the same index; what was committed stays
+       consistent
+  130  interrupted (Ctrl-C): batches committed so far are kept; run again to finish
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m indexer",
+        prog="python -m indexer", usage=USAGE,
         description="Glance indexer: embeds photos and captions into a local search index.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    verbs = parser.add_subparsers(dest="verb", metavar="COMMAND")
+    add_index_parser(verbs)
+    add_stats_parser(verbs)
+    add_remove_parser(verbs)
     embed.add_parser(verbs)
     return parser
 
 
+def add_index_parser(verbs) -> None:
+    p = verbs.add_parser("index", usage=USAGE.splitlines()[0].strip(), help="index photo folders (default command)",
+                         description="Index photo folders into a Glance index (incremental, crash-safe).",
+                         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("paths", nargs="+", metavar="PATH", help="photo folders to index (recursively)")
+    add_db_flag(p)
+    p.add_argument("--captions", action="append", default=[], metavar="FILE",
+                   help="captions file: .csv, .jsonl or .txt (repeatable; see below)")
+    p.add_argument("--vision-model", metavar="M",
+                   help="Hub repo id or local folder (default: the index's model, else nomic-ai/nomic-embed-vision-v1.5)")
+    p.add_argument("--text-model", metavar="M",
+                   help="Hub repo id or local folder (default: the index's model, else nomic-ai/nomic-embed-text-v1.5)")
+    p.add_argument("--reindex", action="store_true",
+                   help="delete the index and embed everything again (needed to change models)")
+    p.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_MEGAPIXELS, metavar="MP",
+                   help="skip images with more pixels than this, e.g. decompression bombs (default: %(default)g)")
+    p.add_argument("--errors", metavar="FILE", help="write skipped files with reasons as JSON lines to FILE")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no per-file messages")
+    p.add_argument("--batch-size", type=int, metavar="N", help="images per model call (default: sized to memory, <= 32)")
+    p.add_argument("--workers", type=int, metavar="N", help="decoding threads (default: half the CPU cores)")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for the model (default: all cores)")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="auto: bf16 where the CPU has it and it stays within cosine 0.999 of fp32")
+    p.set_defaults(run=run_index)
+
+
+def add_stats_parser(verbs) -> None:
+    p = verbs.add_parser("stats", help="what an index holds", description="Show what a Glance index holds.")
+    add_db_flag(p)
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.set_defaults(run=run_stats)
+
+
+def add_remove_parser(verbs) -> None:
+    p = verbs.add_parser("remove", help="take photos out of an index",
+                         description="Take every photo at or under each PATH out of the index, with its captions. "
+                                     "The files are not touched, and PATH need not exist any more. Photos under a "
+                                     "folder that is indexed again come back; move or delete them first.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="a photo or folder (absolute or relative)")
+    add_db_flag(p)
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.set_defaults(run=run_remove)
+
+
+def add_db_flag(p) -> None:
+    p.add_argument("--db", metavar="DIR", help="index folder (default: $GLANCE_DB or ~/.local/share/glance/index)")
+
+
+def run_index(args) -> int:
+    from tqdm import tqdm
+
+    from .pipeline import IndexOptions, index
+
+    for value, flag in ((args.batch_size, "--batch-size"), (args.workers, "--workers"), (args.threads, "--threads")):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be at least 1")
+    if args.errors:
+        _refuse_inside(args.errors, args.paths, "--errors")
+
+    def show(problem):
+        if not args.quiet:
+            tqdm.write(f"glance: {problem_line(problem)}", file=sys.stderr)
+
+    summary = index(IndexOptions(
+        paths=args.paths, db=args.db, captions=args.captions, vision_model=args.vision_model,
+        text_model=args.text_model, reindex=args.reindex, max_megapixels=args.max_megapixels,
+        batch_size=args.batch_size, workers=args.workers, threads=args.threads, precision=args.precision,
+        progress=sys.stderr.isatty() and not args.quiet, on_problem=show))
+    if args.errors:
+        write_errors(args.errors, summary.problems)
+    print(json.dumps(summary.as_dict()) if args.json else summary.text())
+    return summary.exit_status
+
+
+def run_stats(args) -> int:
+    from .admin import stats, stats_text
+
+    result = stats(args.db)
+    print(json.dumps(result) if args.json else stats_text(result))
+    return 0
+
+
+def run_remove(args) -> int:
+    from .admin import remove
+
+    result = remove(args.paths, args.db)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for path, count in result["per_path"].items():
+            print(f"removed {count} photos under {path}" if count else f"nothing indexed under {path}")
+    return 0
+
+
+def _refuse_inside(path: str, folders: list[str], flag: str) -> None:
+    target = os.path.realpath(os.path.expanduser(path))
+    for folder in folders:
+        real = os.path.realpath(os.path.expanduser(folder))
+        if target.startswith(real.rstrip("/") + "/"):
+            raise UsageError(f"{flag} {path} is inside the photo folder {folder}; the indexer never writes there")
+
+
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
+    if not argv:
+        parser.print_help(sys.stderr)
+        sys.exit(EXIT_ERROR)
+    if argv[0] not in VERBS and argv[0] not in ("-h", "--help"):
+        argv = ["index", *argv]  # no command: index the PATHs given
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
         parser.print_help()
-        sys.exit(2)
+        sys.exit(EXIT_ERROR)
     with exit_on_user_error("glance"):
-        args.run(args)
+        try:
+            status = args.run(args)
+        except OSError as exc:  # e.g. an index folder that cannot be created or written
+            raise UsageError(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None
+    sys.exit(status or 0)

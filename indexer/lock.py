@@ -1,0 +1,28 @@
+"""One writer per index: a second indexer (or `remove`) on the same database is refused, not interleaved."""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from pathlib import Path
+
+from search.store import StoreError
+
+LOCK_NAME = "indexer.lock"  # inside the database folder; LanceDB ignores files that are not tables
+
+
+@contextlib.contextmanager
+def writer_lock(db: Path):
+    db.mkdir(parents=True, exist_ok=True)
+    fd = os.open(db / LOCK_NAME, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise StoreError(f"another indexer (pid {holder}) is writing to {db}; wait for it to finish") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # the kernel drops the lock with the descriptor, also when the process is killed

@@ -1,0 +1,536 @@
+"""Indexing a set of folders: scan, decide, decode in worker threads ahead of the model, commit in batches.
+
+Crash safety comes from the order of atomic commits (each LanceDB write is one new table version):
+  1. meta (models, roots) before any row, so a half-built index still refuses other models;
+  2. per batch: the image rows without their mtime (complete rows a reader can show, marked unfinished),
+     then stale content captions deleted, then the batch's captions, then the image rows again with size and
+     mtime. That last write is the "done" marker: a file whose row is missing, stale or unfinished is simply
+     processed again by the next run, and every write is an upsert keyed by a stable id. A reader never sees
+     a caption whose photo is missing. (Batches without captions skip straight to the last write.)
+  3. after all batches: rows of vanished files (captions first), then caption reconciliation, then a sweep of
+     orphaned captions and has_caption flags. Each step recomputes its work from disk and the table, so a run
+     killed at any point converges on re-run to the same rows as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image
+
+from models import TextEmbedder, VisionEncoder
+from models.encoders import set_threads
+from models.preprocess import Preprocess
+from search import store as st
+from search.errors import UsageError
+from search.store import CAPTIONS, IMAGES, Store, delete_in, image_id, sql_in, upsert
+
+from . import reconcile
+from .bookkeeping import ModelChoice, check_compatible, choose_models
+from .captions import CAPTION_PREFIX, Entry, load_caption_files, read_sidecar
+from .decode import DEFAULT_MAX_MEGAPIXELS, BadFile, Decoded, FileBytes, decode, display_path, read_file
+from .lock import writer_lock
+from .plan import Roots, classify, inside, plan_roots
+from .report import Summary
+from .scan import Problem, scan
+
+MAX_BATCH = 32  # CPU throughput is flat beyond this; smaller batches lose less work to a kill
+COMPACT_EVERY = 100  # batches; a compaction takes well under a second, 100 batches take minutes
+TEXT_BATCH = 64
+REUSE_COLUMNS = ["id", "sha256", "width", "height", "taken_at", "camera", "thumb", "vector"]
+CONTENT_SOURCES = (st.SOURCE_EXIF, st.SOURCE_XMP)
+FINISHED = "mtime_ns IS NOT NULL"  # a row without mtime was killed before its captions: not a source to copy
+
+
+@dataclass
+class IndexOptions:
+    paths: list[str]
+    db: str | Path | None = None  # default: $GLANCE_DB or ~/.local/share/glance/index
+    captions: list[str] = field(default_factory=list)  # --captions files (CSV, JSONL, TXT)
+    vision_model: str | None = None  # default: what the index was built with, else Nomic v1.5
+    text_model: str | None = None
+    reindex: bool = False
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+    batch_size: int | None = None  # default: sized to available memory, at most MAX_BATCH
+    workers: int | None = None  # decoding threads; default: half the cores (at least 1)
+    threads: int | None = None  # torch threads; default: all cores
+    precision: str = "auto"
+    progress: bool = False  # tqdm bar on stderr
+    on_problem: Callable[[Problem], None] | None = None  # called as each problem is found
+    encoders: tuple | None = None  # preloaded (VisionEncoder, TextEmbedder); either may be None (loaded if needed)
+
+
+@dataclass
+class Todo:
+    root: str
+    relpath: str
+    size: int
+    mtime_ns: int
+    old_id: str | None
+    old_sha: str | None
+    sidecars: list[str]
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.root, self.relpath)
+
+    @property
+    def image_id(self) -> str:
+        return image_id(self.root, self.relpath)
+
+
+@dataclass
+class Prepared:
+    todo: Todo
+    file: FileBytes
+    decoded: Decoded | None  # None: the content is already indexed somewhere, reuse its vector
+    sidecar_texts: list[str]
+
+
+def index(options: IndexOptions) -> Summary:
+    return Indexer(options).run()
+
+
+def default_workers() -> int:
+    """One decoding thread per two cores: a 12-MP JPEG costs ~28 ms to read, hash and decode in draft mode,
+    the full vision model ~130 ms per image on 2 cores (bench/index_throughput.py), so decoding stays ahead.
+    Torch keeps all cores; the decoding thread's CPU time is what end-to-end loses against model-only."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+def auto_batch_size(preprocess: Preprocess, hidden: int, heads: int, patch: int = 16) -> int:
+    """Images per forward pass so that activations stay within a quarter of the available memory."""
+    tokens = (preprocess.input_size[0] // patch) * (preprocess.input_size[1] // patch) + 1
+    per_image = 4 * tokens * (8 * hidden + heads * tokens) * 2  # one block's fp32 activations, 2x headroom
+    return int(max(1, min(MAX_BATCH, available_memory() // 4 // per_image)))
+
+
+def available_memory() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
+
+
+class ShaSet:
+    """Content hashes of finished rows, as sorted 64-bit prefixes: 8 bytes per row, thread-safe to read."""
+
+    def __init__(self, images):
+        shas = images.search().where(FINISHED).select(["sha256"]).limit(None).to_arrow()["sha256"].to_pylist()
+        self.keys = np.unique(np.array([int(s[:16], 16) for s in shas if s], dtype=np.uint64))
+
+    def __contains__(self, sha: str) -> bool:
+        key = np.uint64(int(sha[:16], 16))
+        i = int(np.searchsorted(self.keys, key))
+        return i < len(self.keys) and self.keys[i] == key
+
+
+class Indexer:
+    def __init__(self, options: IndexOptions):
+        self.o = options
+        self.db_path = Path(options.db).expanduser() if options.db else st.default_db_path()
+        self.store: Store | None = None  # connected after the checks: connecting creates the folder
+        self.max_pixels = int(options.max_megapixels * 1_000_000)
+        self.summary = Summary(db=str(self.db_path))
+        self.file_captions: dict[tuple[str, str], list[str]] = {}
+        self._vision, self._text = options.encoders or (None, None)
+        self.commits = 0
+
+    # ----- the run -------------------------------------------------------------------------------------------
+    def run(self) -> Summary:
+        started = time.monotonic()
+        if self.max_pixels < 1:
+            raise UsageError("--max-megapixels must be positive")
+        self._refuse_db_inside(self.o.paths)
+        entries = load_caption_files(list(self.o.captions))
+        _quiet_pillow(self.max_pixels)
+        self.store = Store(self.db_path)
+        with writer_lock(self.store.path):
+            choice, roots, known = self._prepare_index()
+            self.choice = choice
+            self.preprocess = Preprocess.from_folder(choice.vision_folder)
+            self.batch_size = self.o.batch_size or self._auto_batch(choice)
+            images, captions = self.store.table(IMAGES), self.store.table(CAPTIONS)
+            found = scan(roots.scopes, self._scan_progress())
+            self._close_bar()
+            for problem in found.problems:
+                self._problem(problem)
+            plan = classify(images, roots, found.files)
+            self.summary.unchanged = plan.unchanged
+            self.file_captions, free_texts = self._resolve_entries(entries, roots.all(known))
+            self.known = ShaSet(images)
+            self._process(plan.todo, found.sidecars)
+            self.summary.removed = self._remove(plan.vanished)
+            added, removed, problems = reconcile.captions(
+                self.store, roots, found.sidecars, self.file_captions if entries else None, free_texts,
+                self._embed_texts)
+            for problem in problems:
+                self._problem(problem)
+            self.summary.captions_added += added
+            self.summary.captions_removed += removed + reconcile.sweep(self.store)
+            self.store.write_meta({st.LAST_INDEXED: _iso_now(), st.ROOTS: roots.all(known)})
+            self.summary.maintenance = self.store.ensure_indexes()
+            self.summary.images_total = self.store.table(IMAGES).count_rows()
+            self.summary.captions_total = self.store.table(CAPTIONS).count_rows()
+        self.summary.seconds = time.monotonic() - started
+        return self.summary
+
+    def _refuse_db_inside(self, paths: list[str]) -> None:
+        db = os.path.realpath(self.db_path)
+        for given in paths:
+            folder = os.path.realpath(os.path.expanduser(given))
+            if inside(db, folder):
+                raise UsageError(f"the index {self.db_path} is inside the photo folder {given}; the indexer "
+                                 f"never writes into a photo library: choose another --db")
+
+    def _prepare_index(self) -> tuple[ModelChoice, Roots, list[str]]:
+        """Models checked, roots planned, tables and meta written: all before the first row."""
+        meta = self.store.meta()
+        vision, text = self.o.vision_model, self.o.text_model
+        # preloaded encoders name their own models
+        vision = vision or (self._vision.spec if self._vision is not None else None)
+        text = text or (self._text.spec if self._text is not None else None)
+        choice = choose_models(meta, vision, text)  # --reindex without model flags: the same models again
+        if self.o.reindex:
+            self.store.drop_all()
+            meta = {}
+        has_rows = self.store.exists() and any(self.store.table(t).count_rows() for t in (IMAGES, CAPTIONS))
+        check_compatible(meta, has_rows, choice, self.store.path)
+        if not has_rows and self.store.exists() and meta.get(st.DIM) not in (None, choice.dim):
+            self.store.drop_all()  # an empty index from other models: its tables have the wrong vector size
+            meta = {}
+        known = list(meta.get(st.ROOTS) or [])
+        roots = plan_roots(self.o.paths, known)
+        _check_preloaded((self._vision, self._text), choice)
+        self.store.create_tables(choice.dim)
+        self.store.write_meta({**choice.meta(), st.SCHEMA_VERSION_KEY: st.SCHEMA_VERSION,
+                               st.ROOTS: sorted({*known, *roots.added})})
+        return choice, roots, known
+
+    def _auto_batch(self, choice: ModelChoice) -> int:
+        import json
+
+        config = json.loads((choice.vision_folder / "config.json").read_text())
+        return auto_batch_size(self.preprocess, int(config["n_embd"]), int(config["n_head"]),
+                               int(config.get("patch_size", 16)))
+
+    # ----- captions files ------------------------------------------------------------------------------------
+    def _resolve_entries(self, entries: list[Entry], roots: list[str]):
+        """Captions-file paths -> (root, relpath); free-standing texts apart. Unplaceable entries are problems."""
+        from .captions import candidate_paths
+
+        by_image: dict[tuple[str, str], list[str]] = {}
+        free: list[str] = []
+        for entry in entries:
+            if entry.path is None:
+                free.append(entry.text)
+                continue
+            key = _place(candidate_paths(entry.path, entry.file, roots), roots)
+            if key is None:
+                self._problem(Problem(entry.path, f"not inside an indexed folder ({entry.origin})", "caption"))
+                continue
+            texts = by_image.setdefault(key, [])
+            if entry.text not in texts:
+                texts.append(entry.text)
+        return by_image, list(dict.fromkeys(free))
+
+    # ----- files to read -------------------------------------------------------------------------------------
+    def _process(self, todo: pa.Table, sidecars: pa.Table) -> None:
+        items = _iter_todo(todo, sidecars)
+        bar = self._bar(todo.num_rows)
+        workers = self.o.workers or default_workers()
+        window: deque = deque()
+        pending: list[Prepared] = []
+        with ThreadPoolExecutor(workers, thread_name_prefix="glance-decode") as pool:
+            def fill():
+                # Decoding runs at most two batches ahead of the model: memory stays bounded on any library.
+                while len(window) < 2 * self.batch_size and (item := next(items, None)) is not None:
+                    window.append(pool.submit(self._prepare, item))
+            try:
+                fill()
+                while window:
+                    result = window.popleft().result()
+                    fill()
+                    if isinstance(result, Problem):
+                        self._problem(result)
+                        bar.update(1)
+                        continue
+                    pending.append(result)
+                    if len(pending) >= self.batch_size:
+                        self._commit(pending)
+                        bar.update(len(pending))
+                        pending = []
+                if pending:
+                    self._commit(pending)
+                    bar.update(len(pending))
+            finally:
+                for future in window:
+                    future.cancel()
+                bar.close()
+
+    def _prepare(self, todo: Todo) -> Prepared | Problem:
+        """Worker thread: read and hash; decode only if this content is not in the index yet."""
+        try:
+            file = read_file(todo.path)
+            decoded = None if file.sha256 in self.known else decode(todo.path, file.data, self.preprocess, self.max_pixels)
+        except BadFile as exc:
+            return Problem(display_path(todo.path), str(exc))
+        file.data = None
+        texts = []
+        for sidecar in todo.sidecars:
+            try:
+                text = read_sidecar(os.path.join(todo.root, sidecar))
+            except OSError:
+                continue  # reported once, by the caption reconciliation at the end of the run
+            if text and text not in texts:
+                texts.append(text)
+        return Prepared(todo, file, decoded, texts)
+
+    def _commit(self, batch: list[Prepared]) -> None:
+        """Embed what is new, reuse what is known, and write the batch (captions first, image rows last)."""
+        sources, copied_captions = self._reuse_sources([p for p in batch if p.decoded is None])
+        batch = [p for p in batch if p.decoded is not None or p.file.sha256 in sources or self._decode_now(p)]
+        decoded = [p for p in batch if p.decoded is not None]
+        vectors = dict(zip(map(id, decoded), self._embed_images([p.decoded.pixels for p in decoded])))
+        caption_rows, caption_vectors, image_rows, image_vectors = [], [], [], []
+        for p in batch:
+            if p.decoded is not None:
+                row, vector = self._image_row(p, p.decoded), vectors[id(p)]
+                texts = [(source, text, None) for source, text in p.decoded.descriptions]
+            else:
+                source = sources[p.file.sha256]
+                row, vector = self._reused_row(p, source), source["vector"]
+                texts = copied_captions.get(source["id"], [])  # with their vectors
+            texts = texts + [(st.SOURCE_SIDECAR, t, None) for t in p.sidecar_texts] + \
+                [(st.SOURCE_FILE, t, None) for t in self.file_captions.get((p.todo.root, p.todo.relpath), [])]
+            for source_name, text, text_vector in texts:
+                caption_rows.append(_caption(p.todo.image_id, source_name, text))
+                caption_vectors.append(text_vector)
+            row["has_caption"] = bool(texts)
+            image_rows.append(row)
+            image_vectors.append(np.asarray(vector, dtype=np.float32))
+            self._count(p)
+        self._embed_missing(caption_rows, caption_vectors)
+        self._write(batch, caption_rows, caption_vectors, image_rows, image_vectors)
+
+    def _write(self, batch, caption_rows, caption_vectors, image_rows, image_vectors) -> None:
+        from .rows import captions_table, images_table
+
+        dim = self.choice.dim
+        captions, images = self.store.table(CAPTIONS), self.store.table(IMAGES)
+        finished = images_table(image_rows, np.stack(image_vectors), dim) if image_rows else None
+        unique = {row["id"]: (row, vector) for row, vector in zip(caption_rows, caption_vectors)}
+        if unique and finished is not None:  # photos first, so no caption ever points at a missing photo
+            column = finished.schema.get_field_index("mtime_ns")
+            upsert(images, finished.set_column(column, "mtime_ns", pa.nulls(finished.num_rows, pa.int64())))
+        replaced = [p.todo.image_id for p in batch if p.todo.old_id is not None]
+        if replaced:  # content captions of the old content must not outlive it
+            self.summary.captions_removed += delete_in(
+                captions, "image_id", replaced, extra=sql_in("source", CONTENT_SOURCES))
+        if unique:
+            rows, vecs = zip(*unique.values())
+            self.summary.captions_added += upsert(captions, captions_table(list(rows), np.stack(vecs), dim))
+        if finished is not None:
+            upsert(images, finished)
+        self.commits += 1
+        if self.commits % COMPACT_EVERY == 0:
+            self.store.compact()
+
+    def _count(self, p: Prepared) -> None:
+        s = self.summary
+        if p.todo.old_id is None:
+            if p.decoded is None:
+                s.moved += 1
+            else:
+                s.added += 1
+        elif p.file.sha256 == p.todo.old_sha:
+            s.unchanged += 1  # touched (mtime changed), same bytes: only size/mtime refreshed
+        else:
+            s.updated += 1
+
+    def _image_row(self, p: Prepared, d: Decoded) -> dict:
+        return {**self._file_columns(p), "width": d.width, "height": d.height, "taken_at": d.taken_at,
+                "camera": d.camera, "thumb": d.thumb}
+
+    def _reused_row(self, p: Prepared, source: dict) -> dict:
+        return {**self._file_columns(p), **{k: source[k] for k in ("width", "height", "taken_at", "camera", "thumb")}}
+
+    def _file_columns(self, p: Prepared) -> dict:
+        from .rows import now
+
+        t = p.todo
+        return {"id": t.image_id, "root": t.root, "relpath": t.relpath, "size": p.file.size,
+                "mtime_ns": p.file.mtime_ns, "sha256": p.file.sha256, "indexed_at": now()}
+
+    def _reuse_sources(self, reuse: list[Prepared]):
+        """Rows already holding these contents (one per hash, lowest id: deterministic), and their content captions."""
+        if not reuse:
+            return {}, {}
+        shas = sorted({p.file.sha256 for p in reuse})
+        images, captions = self.store.table(IMAGES), self.store.table(CAPTIONS)
+        where = f"{sql_in('sha256', shas)} AND {FINISHED}"
+        rows = images.search().where(where).select(REUSE_COLUMNS).limit(None).to_arrow()
+        sources: dict[str, dict] = {}
+        for row in sorted(rows.to_pylist(), key=lambda r: r["id"]):
+            sources.setdefault(row["sha256"], row)
+        copied: dict[str, list] = {}
+        source_ids = [r["id"] for r in sources.values()]
+        if source_ids:
+            where = f"{sql_in('image_id', source_ids)} AND {sql_in('source', CONTENT_SOURCES)}"
+            found = captions.search().where(where).select(["image_id", "source", "text", "vector"]).limit(None)
+            for row in sorted(found.to_arrow().to_pylist(), key=lambda r: (r["source"], r["text"])):
+                copied.setdefault(row["image_id"], []).append((row["source"], row["text"], row["vector"]))
+        return sources, copied
+
+    def _decode_now(self, p: Prepared) -> bool:
+        """The content's row vanished since the hash lookup (overwritten earlier in this run): decode after all."""
+        try:
+            file = read_file(p.todo.path)
+            p.decoded = decode(p.todo.path, file.data, self.preprocess, self.max_pixels)
+            p.file = FileBytes(file.size, file.mtime_ns, file.sha256, None)
+            return True
+        except BadFile as exc:
+            self._problem(Problem(display_path(p.todo.path), str(exc)))
+            return False
+
+    # ----- models --------------------------------------------------------------------------------------------
+    @property
+    def vision(self):
+        """Loaded on first use: a re-run over an unchanged library never pays for the model."""
+        if self._vision is None:
+            set_threads(self.o.threads)
+            self._vision = VisionEncoder(self.choice.vision, self.o.precision)
+        return self._vision
+
+    @property
+    def text(self):
+        """Loaded only when there are captions to embed (it brings transformers and ~0.5 GB of weights)."""
+        if self._text is None:
+            set_threads(self.o.threads)
+            self._text = TextEmbedder(self.choice.text, self.o.precision, flag="--text-model")
+        return self._text
+
+    def _embed_images(self, pixels: list[Image.Image]) -> np.ndarray:
+        if not pixels:
+            return np.zeros((0, self.choice.dim), np.float32)
+        return self.vision.embed_pixels(self.preprocess.to_tensor(pixels)).float().numpy()
+
+    def _embed_texts(self, texts: list[str]) -> np.ndarray:
+        """Captions are embedded as `search_query: <caption>`: they are matched against what people type."""
+        if not texts:
+            return np.zeros((0, self.choice.dim), np.float32)
+        parts = [self.text.embed([CAPTION_PREFIX + t for t in texts[i:i + TEXT_BATCH]]).float().numpy()
+                 for i in range(0, len(texts), TEXT_BATCH)]
+        return np.concatenate(parts)
+
+    def _embed_missing(self, rows: list[dict], vectors: list) -> None:
+        missing = [i for i, v in enumerate(vectors) if v is None]
+        for i, vector in zip(missing, self._embed_texts([rows[i]["text"] for i in missing])):
+            vectors[i] = vector
+        for i, vector in enumerate(vectors):
+            vectors[i] = np.asarray(vector, dtype=np.float32)
+
+    # ----- removal -------------------------------------------------------------------------------------------
+    def _remove(self, vanished: list[str]) -> int:
+        """Captions first: a kill in between leaves image rows that the next run still sees as vanished."""
+        if not vanished:
+            return 0
+        self.summary.captions_removed += delete_in(self.store.table(CAPTIONS), "image_id", vanished)
+        return delete_in(self.store.table(IMAGES), "id", vanished)
+
+    # ----- reporting -----------------------------------------------------------------------------------------
+    def _problem(self, problem: Problem) -> None:
+        self.summary.problems.append(problem)
+        if self.o.on_problem:
+            self.o.on_problem(problem)
+
+    def _bar(self, total: int):
+        from tqdm import tqdm
+
+        return tqdm(total=total, unit="file", desc="indexing", file=sys.stderr, disable=not self.o.progress,
+                    dynamic_ncols=True, mininterval=0.5, smoothing=0.05)
+
+    def _scan_progress(self):
+        if not self.o.progress:
+            return None
+        from tqdm import tqdm
+
+        self._scan_bar = tqdm(unit=" files", desc="scanning", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+        return self._scan_bar.update
+
+    def _close_bar(self) -> None:
+        if getattr(self, "_scan_bar", None) is not None:
+            self._scan_bar.close()
+
+
+def _caption(iid: str, source: str, text: str) -> dict:
+    from .rows import caption
+
+    return caption(iid, source, text)
+
+
+def _iter_todo(todo: pa.Table, sidecars: pa.Table) -> Iterator[Todo]:
+    """Todo rows with their sidecars: both sorted by (root, relpath), merged as streams."""
+    side = _iter_rows(sidecars.sort_by([("root", "ascending"), ("relpath", "ascending"), ("sidecar", "ascending")]))
+    current = next(side, None)
+    for row in _iter_rows(todo):
+        key = (row["root"], row["relpath"])
+        while current is not None and (current["root"], current["relpath"]) < key:
+            current = next(side, None)
+        found = []
+        while current is not None and (current["root"], current["relpath"]) == key:
+            found.append(current["sidecar"])
+            current = next(side, None)
+        yield Todo(**row, sidecars=found)
+
+
+def _iter_rows(table: pa.Table) -> Iterator[dict]:
+    for batch in table.to_batches(max_chunksize=2048):
+        yield from batch.to_pylist()
+
+
+def _place(candidates: list[str], roots: list[str]) -> tuple[str, str] | None:
+    """(root, relpath) for the first candidate inside a root, preferring ones that exist on disk."""
+    options = []
+    for path in candidates:
+        real_dir = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+        for variant in dict.fromkeys((path, real_dir)):
+            for root in sorted(roots, key=len):
+                if variant != root and inside(variant, root):
+                    options.append((os.path.exists(variant), root, os.path.relpath(variant, root).replace(os.sep, "/")))
+                    break
+    existing = [o for o in options if o[0]] or options
+    return (existing[0][1], existing[0][2]) if existing else None
+
+
+def _check_preloaded(encoders, choice: ModelChoice) -> None:
+    from .bookkeeping import spec_as_recorded
+
+    for encoder, wanted in zip(encoders, (choice.vision, choice.text)):
+        if encoder is not None and spec_as_recorded(encoder.spec) != wanted:
+            raise ValueError(f"preloaded encoder {encoder.spec} is not the index's model {wanted}")
+
+
+def _quiet_pillow(max_pixels: int) -> None:
+    """Our own pixel limit decides; Pillow's bomb check must not be stricter (it raises at 2x its limit)."""
+    Image.MAX_IMAGE_PIXELS = max(max_pixels, Image.MAX_IMAGE_PIXELS or 0)
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    warnings.filterwarnings("ignore", module=r"PIL\..*")  # "corrupt EXIF" and friends: the file still indexes
+
+
+def _iso_now() -> str:
+    from .rows import now
+
+    return now().isoformat() + "Z"

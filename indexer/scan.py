@@ -1,0 +1,194 @@
+"""Walking photo folders: which image files exist, with size and mtime, and which caption sidecars sit beside them.
+
+The walk only stats files; nothing is opened here. Results are kept as Arrow columns rather than Python
+objects, so a library of a million photos costs tens of megabytes, not gigabytes.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pyarrow as pa
+
+from .decode import display_path, file_kind
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".dib",
+                              ".tif", ".tiff", ".heic", ".heif", ".hif", ".avif"})
+# Thumbnail caches and system folders of NAS boxes and Windows drives; folders starting with "." too.
+SKIPPED_FOLDERS = frozenset({"@eaDir", "#recycle", "$RECYCLE.BIN", "System Volume Information", "lost+found"})
+SIDECAR_SUFFIXES = (".txt", ".TXT")
+
+FILES_SCHEMA = pa.schema([("root", pa.string()), ("relpath", pa.string()), ("size", pa.int64()),
+                          ("mtime_ns", pa.int64())])
+SIDECARS_SCHEMA = pa.schema([("root", pa.string()), ("relpath", pa.string()), ("sidecar", pa.string())])
+
+
+@dataclass
+class Problem:
+    """Something skipped, with the reason; the run goes on."""
+    path: str  # for people (non-UTF-8 bytes shown as \xNN)
+    reason: str
+    kind: str = "file"  # file | folder | caption
+
+    def as_dict(self) -> dict:
+        return {"path": self.path, "reason": self.reason, "kind": self.kind}
+
+
+@dataclass(frozen=True)
+class Scope:
+    """One folder to walk, inside the index root that its rows belong to."""
+    root: str  # absolute, symlinks resolved: the `root` column
+    prefix: str  # the folder relative to root, POSIX, "" for the root itself
+
+    @property
+    def folder(self) -> str:
+        return os.path.join(self.root, self.prefix) if self.prefix else self.root
+
+    def covers(self, relpath: str) -> bool:
+        return not self.prefix or relpath.startswith(self.prefix + "/")
+
+
+@dataclass
+class Scan:
+    files: pa.Table  # FILES_SCHEMA, one row per readable-looking image file
+    sidecars: pa.Table  # SIDECARS_SCHEMA, image relpath -> sidecar relpath (same root)
+    problems: list[Problem] = field(default_factory=list)
+
+
+class Columns:
+    """Append rows, stored as Arrow record batches every `chunk` rows."""
+
+    def __init__(self, schema: pa.Schema, chunk: int = 65536):
+        self.schema, self.chunk = schema, chunk
+        self.rows: list[tuple] = []
+        self.batches: list[pa.RecordBatch] = []
+
+    def add(self, *row) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= self.chunk:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.rows:
+            columns = list(zip(*self.rows))
+            self.batches.append(pa.record_batch([pa.array(c, type=f.type) for c, f in zip(columns, self.schema)],
+                                                schema=self.schema))
+            self.rows = []
+
+    def table(self) -> pa.Table:
+        self._flush()
+        return pa.Table.from_batches(self.batches, schema=self.schema)
+
+
+def is_image_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes arrive as lone surrogates (surrogateescape)
+        return False
+    return True
+
+
+def sidecar_names(image_name: str) -> list[str]:
+    """`IMG_1.jpg.txt` and `IMG_1.txt` (either suffix case)."""
+    stem = os.path.splitext(image_name)[0]
+    return [base + suffix for base in (image_name, stem) for suffix in SIDECAR_SUFFIXES]
+
+
+def scan(scopes: list[Scope], progress: Callable[[int], None] | None = None) -> Scan:
+    files, sidecars, problems = Columns(FILES_SCHEMA), Columns(SIDECARS_SCHEMA), []
+    for scope in scopes:
+        _walk(scope, files, sidecars, problems, progress)
+    return Scan(files.table(), sidecars.table(), problems)
+
+
+def _walk(scope: Scope, files: Columns, sidecars: Columns, problems: list[Problem], progress) -> None:
+    start = os.stat(scope.folder)
+    visited = {(start.st_dev, start.st_ino)}
+    # Each entry: absolute folder, its relpath prefix ("" or "a/b/"), and the folders above it (loop check).
+    stack = [(scope.folder, scope.prefix + "/" if scope.prefix else "", ((start.st_dev, start.st_ino),))]
+    while stack:
+        folder, rel, ancestors = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            problems.append(Problem(display_path(folder), f"cannot list folder: {exc.strerror or exc}", "folder"))
+            continue
+        names = {entry.name for entry in entries}
+        subfolders = []
+        for entry in entries:
+            found = _visit(entry, rel, ancestors, visited, problems)
+            if found is None:
+                continue
+            if found == "dir":
+                info = entry.stat()
+                key = (info.st_dev, info.st_ino)
+                subfolders.append((entry.path, rel + entry.name + "/", ancestors + (key,)))
+                continue
+            size, mtime_ns = found
+            files.add(scope.root, rel + entry.name, size, mtime_ns)
+            for sidecar in sidecar_names(entry.name):
+                if sidecar in names:
+                    sidecars.add(scope.root, rel + entry.name, rel + sidecar)
+            if progress:
+                progress(1)
+        stack.extend(reversed(subfolders))  # depth-first in name order: deterministic
+
+
+def _visit(entry: os.DirEntry, rel: str, ancestors: tuple, visited: set, problems: list[Problem]):
+    """'dir' for a folder to enter, (size, mtime_ns) for an image file, None to skip (maybe with a Problem)."""
+    name, path = entry.name, entry.path
+    if name.startswith(".") or name in SKIPPED_FOLDERS:
+        return None
+    image = is_image_name(name)
+    if not is_utf8(name):
+        if image or _is_dir(entry):
+            kind = "file" if image else "folder"
+            problems.append(Problem(display_path(path), f"{kind} name is not valid UTF-8; rename it to index it", kind))
+        return None
+    try:
+        info = entry.stat()  # follows symlinks
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            problems.append(Problem(display_path(path), "symlink loop"))
+        elif image and entry.is_symlink():
+            problems.append(Problem(display_path(path), f"broken symlink (points to {_link_target(path)})"))
+        elif image:
+            problems.append(Problem(display_path(path), f"cannot read: {exc.strerror or exc}"))
+        return None
+    if stat.S_ISDIR(info.st_mode):
+        key = (info.st_dev, info.st_ino)
+        if key in ancestors:
+            problems.append(Problem(display_path(path), "symlink loop: leads back to a folder above it", "folder"))
+            return None
+        if key in visited:  # the same folder reached again through another symlink: index it once
+            return None
+        visited.add(key)
+        return "dir"
+    if not image:
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        problems.append(Problem(display_path(path), f"not a regular file ({file_kind(info.st_mode)})"))
+        return None
+    return info.st_size, info.st_mtime_ns
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _link_target(path: str) -> str:
+    try:
+        return display_path(os.readlink(path))
+    except OSError:
+        return "?"
