@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from models import DEFAULT_TEXT, DEFAULT_VISION, check_dim, load_pair, with_prefix
+from models import DEFAULT_TEXT, DEFAULT_VISION
 from search.errors import UsageError
 
 
@@ -43,6 +43,7 @@ def run(args) -> None:
     if not args.inputs:
         raise UsageError("nothing to embed: give --text T and/or --image PATH")
     images = {path: open_image(path) for kind, path in args.inputs if kind == "image"}  # fail before loading models
+    from models import check_dim, load_pair, with_prefix  # torch loads only now: --help stays instant
     vision, text = load_pair(args.vision_model, args.text_model, args.precision, args.threads)
     dim = check_dim(args.dim, text.dim, text.version)
     for kind, value in args.inputs:

@@ -1,9 +1,24 @@
-"""Nomic Embed Vision/Text encoders for Glance (native PyTorch, no remote code, safetensors only)."""
-from .encoders import MATRYOSHKA_DIMS, PREPROCESS_VERSION, TextEmbedder, VisionEncoder, check_dim, cpu_has_bf16, load_pair
+"""Nomic Embed Vision/Text encoders for Glance (native PyTorch, no remote code, safetensors only).
+
+The error types and Hub defaults import instantly; everything that needs torch loads on first use, so a
+command-line tool can answer `--help` or report a bad flag without paying for torch.
+"""
+from importlib import import_module
+
 from .errors import CheckpointMismatch, MismatchedModels, ModelUnavailable, UnsupportedDim
 from .hub import DEFAULT_TEXT, DEFAULT_VISION
-from .text import TASK_PREFIXES, with_prefix
 
-__all__ = ["VisionEncoder", "TextEmbedder", "load_pair", "check_dim", "cpu_has_bf16",
-           "MismatchedModels", "UnsupportedDim", "ModelUnavailable", "CheckpointMismatch", "DEFAULT_VISION",
-           "DEFAULT_TEXT", "MATRYOSHKA_DIMS", "PREPROCESS_VERSION", "TASK_PREFIXES", "with_prefix"]
+_LAZY = {
+    "VisionEncoder": "encoders", "TextEmbedder": "encoders", "load_pair": "encoders", "check_dim": "encoders",
+    "cpu_has_bf16": "encoders", "MATRYOSHKA_DIMS": "encoders", "PREPROCESS_VERSION": "preprocess",
+    "TASK_PREFIXES": "text", "with_prefix": "text",
+}
+
+__all__ = ["CheckpointMismatch", "MismatchedModels", "ModelUnavailable", "UnsupportedDim", "DEFAULT_TEXT",
+           "DEFAULT_VISION", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

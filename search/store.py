@@ -12,7 +12,6 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-import lancedb
 import pyarrow as pa
 
 SCHEMA_VERSION = 1
@@ -107,8 +106,19 @@ class Store:
 
     def __init__(self, path: str | Path | None = None, consistency: timedelta | None = timedelta(seconds=1)):
         self.path = Path(path).expanduser() if path else default_db_path()
-        # A reader re-checks for new versions at most this often, so a running UI sees fresh indexing.
-        self.db = lancedb.connect(str(self.path), read_consistency_interval=consistency)
+        self._consistency = consistency
+        self._db = None
+
+    @property
+    def db(self):
+        """The LanceDB connection, made on first use: connecting creates the folder, so a reader that only
+        asks whether an index exists (a mistyped --db) must not leave an empty folder behind."""
+        if self._db is None:
+            import lancedb  # ~1 s to import: only commands that touch the index pay for it
+
+            # A reader re-checks for new versions at most this often, so a running UI sees fresh indexing.
+            self._db = lancedb.connect(str(self.path), read_consistency_interval=self._consistency)
+        return self._db
 
     def exists(self) -> bool:
         return IMAGES in self.table_names()
