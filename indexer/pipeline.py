@@ -162,7 +162,7 @@ class Indexer:
             self.choice = choice
             self.preprocess = Preprocess.from_folder(choice.vision_folder)
             self.batch_size = self.o.batch_size or self._auto_batch(choice)
-            images, captions = self.store.table(IMAGES), self.store.table(CAPTIONS)
+            images = self.store.table(IMAGES)
             found = scan(roots.scopes, self._scan_progress())
             self._close_bar()
             for problem in found.problems:

@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+
 import os
 import shutil
 import signal
@@ -287,3 +288,14 @@ def chromium():
             yield browser
         finally:
             browser.close()
+
+
+@contextmanager
+def logged_in_server(tmp_path_factory, library: Library):
+    """A real app on the shared library behind --auth; on a clean exit its log must hold no unexpected error."""
+    server = start_app(tmp_path_factory, "--db", str(library.db), "--auth", ":".join(AUTH))
+    try:
+        yield server.wait_ready()
+    finally:
+        server.stop()
+    assert_no_unexpected_errors(server)

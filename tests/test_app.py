@@ -16,7 +16,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from tests import app_server
-from tests.app_server import AUTH, REPO, assert_no_unexpected_errors, login, start_app
+from tests.app_server import AUTH, REPO, login
 
 ENDPOINTS = {"/search_text", "/search_image", "/more_like_this", "/search_captions", "/image_to_text", "/photo",
              "/stats"}
@@ -29,12 +29,8 @@ def library(tmp_path_factory, tiny_encoders, tiny_model_dirs):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, library):
-    server = start_app(tmp_path_factory, "--db", str(library.db), "--auth", ":".join(AUTH))
-    try:
-        yield server.wait_ready()
-    finally:
-        server.stop()
-    assert_no_unexpected_errors(server)
+    with app_server.logged_in_server(tmp_path_factory, library) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

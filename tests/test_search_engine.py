@@ -9,7 +9,6 @@ import io
 import shutil
 import time
 from datetime import datetime
-from pathlib import Path
 
 import lancedb
 import numpy as np
