@@ -33,3 +33,20 @@ def tiny_encoders(tiny_model_dirs):
 
     vision, text = tiny_model_dirs
     return load_pair(str(vision), str(text), precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def app_library(tmp_path_factory, tiny_encoders, tiny_model_dirs):
+    """The painted photo library the app tests share, indexed once by the real indexer."""
+    from tests import app_server
+
+    return app_server.shared_library(tmp_path_factory, tiny_encoders, tiny_model_dirs)
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, app_library):
+    """A real app server on 127.0.0.1 over `app_library`, behind --auth."""
+    from tests import app_server
+
+    with app_server.logged_in_server(tmp_path_factory, app_library) as server:
+        yield server

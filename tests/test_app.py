@@ -23,24 +23,13 @@ ENDPOINTS = {"/search_text", "/search_image", "/more_like_this", "/search_captio
 
 
 @pytest.fixture(scope="module")
-def library(tmp_path_factory, tiny_encoders, tiny_model_dirs):
-    return app_server.shared_library(tmp_path_factory, tiny_encoders, tiny_model_dirs)
+def client(app):
+    return Client(app.url, auth=AUTH, verbose=False)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, library):
-    with app_server.logged_in_server(tmp_path_factory, library) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return Client(server.url, auth=AUTH, verbose=False)
-
-
-@pytest.fixture(scope="module")
-def session(server):
-    logged_in = login(server)
+def session(app):
+    logged_in = login(app)
     yield logged_in
     logged_in.close()
 
@@ -59,41 +48,41 @@ def test_the_named_endpoints_and_nothing_else(client):
     assert set(client.view_api(return_format="dict", print_info=False)["named_endpoints"]) == ENDPOINTS
 
 
-def test_text_search_gives_every_photo_best_first(client, library):
+def test_text_search_gives_every_photo_best_first(client, app_library):
     result = client.predict("a red kite", top=100, api_name="/search_text")
     hits = result["hits"]
     scores = [h["score"] for h in hits]
     assert scores == sorted(scores, reverse=True)
-    assert {h["relpath"] for h in hits} == set(library.ids) and not result["has_more"]
-    assert result["total_considered"] == len(library.ids)
+    assert {h["relpath"] for h in hits} == set(app_library.ids) and not result["has_more"]
+    assert result["total_considered"] == len(app_library.ids)
     assert set(hits[0]) >= {"id", "file", "relpath", "score", "taken_at", "camera", "width", "height", "has_caption"}
-    assert all(Path(h["file"]) == library.path(h["relpath"]) for h in hits)
+    assert all(Path(h["file"]) == app_library.path(h["relpath"]) for h in hits)
 
 
-def test_pages_follow_each_other(client, library):
+def test_pages_follow_each_other(client, app_library):
     first = client.predict("sunset", api_name="/search_text")
     second = client.predict("sunset", offset=24, api_name="/search_text")
     both = client.predict("sunset", top=48, api_name="/search_text")
     assert len(first["hits"]) == 24 and first["has_more"]  # a page is 24 photos unless `top` says otherwise
-    assert len(second["hits"]) == len(library.ids) - 24 and not second["has_more"]
+    assert len(second["hits"]) == len(app_library.ids) - 24 and not second["has_more"]
     assert [h["id"] for h in first["hits"] + second["hits"]] == [h["id"] for h in both["hits"]]
 
 
-def test_an_image_from_the_library_finds_itself_first(client, library):
-    result = client.predict(handle_file(str(library.path("nature/green.jpg"))), api_name="/search_image")
+def test_an_image_from_the_library_finds_itself_first(client, app_library):
+    result = client.predict(handle_file(str(app_library.path("nature/green.jpg"))), api_name="/search_image")
     top = result["hits"][0]
     assert top["relpath"] == "nature/green.jpg" and top["score"] > 0.99
 
 
-def test_image_and_text_together(client, library):
-    result = client.predict(handle_file(str(library.path("plain/red.jpg"))), "kite", top=3, api_name="/search_image")
+def test_image_and_text_together(client, app_library):
+    result = client.predict(handle_file(str(app_library.path("plain/red.jpg"))), "kite", top=3, api_name="/search_image")
     assert len(result["hits"]) == 3 and result["hits"][0]["relpath"] == "plain/red.jpg"
 
 
-def test_more_like_this_leaves_the_photo_out(client, library):
-    photo = library.ids["plain/red.jpg"]
+def test_more_like_this_leaves_the_photo_out(client, app_library):
+    photo = app_library.ids["plain/red.jpg"]
     hits = client.predict(photo, top=100, api_name="/more_like_this")["hits"]
-    assert photo not in {h["id"] for h in hits} and len(hits) == len(library.ids) - 1
+    assert photo not in {h["id"] for h in hits} and len(hits) == len(app_library.ids) - 1
     assert hits[0]["relpath"] == "plain/sub/crimson.jpg"  # the other red photo is the nearest
 
 
@@ -107,28 +96,28 @@ def test_filters_by_folder_date_and_caption(client):
     assert relpaths(with_captions=True) == {"plain/red.jpg", "nature/green.jpg"}
 
 
-def test_caption_search_finds_captions_and_texts(client, library):
+def test_caption_search_finds_captions_and_texts(client, app_library):
     found = client.predict("kite", api_name="/search_captions")
     assert found[0]["text"] == "a red kite on a sunny day" and found[0]["source"] == "sidecar"
-    assert found[0]["file"] == str(library.path("plain/red.jpg")) and found[0]["matched"] in ("keyword", "both")
+    assert found[0]["file"] == str(app_library.path("plain/red.jpg")) and found[0]["matched"] in ("keyword", "both")
     receipt = client.predict("receipt", top=1, api_name="/search_captions")[0]
     assert receipt["text"] == "receipt" and receipt["file"] is None
 
 
-def test_image_to_text_ranks_every_text(client, library):
-    texts = client.predict(handle_file(str(library.path("nature/yellow.jpg"))), top=10, api_name="/image_to_text")
+def test_image_to_text_ranks_every_text(client, app_library):
+    texts = client.predict(handle_file(str(app_library.path("nature/yellow.jpg"))), top=10, api_name="/image_to_text")
     assert {t["text"] for t in texts} == {"a red kite on a sunny day", "green meadow", *app_server.FREE_TEXTS}
     scores = [t["score"] for t in texts]
     assert scores == sorted(scores, reverse=True) and all(-1 <= s <= 1 for s in scores)
 
 
-def test_photo_details_and_stats(client, library):
-    photo = client.predict(library.ids["plain/red.jpg"], api_name="/photo")
+def test_photo_details_and_stats(client, app_library):
+    photo = client.predict(app_library.ids["plain/red.jpg"], api_name="/photo")
     assert photo["taken_at"] == "2021-03-01T10:00:00" and "EOS 5D" in photo["camera"]
     assert photo["captions"] == [{"text": "a red kite on a sunny day", "source": "sidecar"}]
     stats = client.predict(api_name="/stats")
-    assert stats["photos"] == len(library.ids) and stats["captions"] == 2 and stats["texts"] == 3
-    assert stats["roots"] == [str(library.root)]
+    assert stats["photos"] == len(app_library.ids) and stats["captions"] == 2 and stats["texts"] == 3
+    assert stats["roots"] == [str(app_library.root)]
 
 
 # ---------------------------------------------------------------------------------------- bad input
@@ -205,18 +194,18 @@ def test_the_server_never_fetches_a_url(session):
         assert response.status_code == 403 and "does not fetch URLs" in response.text
 
 
-def test_a_client_cannot_name_a_server_file_as_query_image(session, library):
-    for payload in ({"path": str(library.path("plain/red.jpg")), "meta": {"_type": "gradio.FileData"}},
-                    {"path": "/etc/passwd"}, {"path": str(library.path("plain/red.jpg"))}, "/etc/passwd"):
+def test_a_client_cannot_name_a_server_file_as_query_image(session, app_library):
+    for payload in ({"path": str(app_library.path("plain/red.jpg")), "meta": {"_type": "gradio.FileData"}},
+                    {"path": "/etc/passwd"}, {"path": str(app_library.path("plain/red.jpg"))}, "/etc/passwd"):
         status, text = call(session, "search_image", [payload, "", "", "", "", 24, 0])
         assert "event: error" in text and "root:" not in text and '"hits"' not in text, (payload, text)
 
 
 # ---------------------------------------------------------------------------------------------- login
 
-def test_every_page_file_and_call_needs_the_login(server, session, library):
-    anonymous = httpx.Client(base_url=server.url.rstrip("/"), timeout=30)
-    photo = library.path("plain/red.jpg").read_bytes()
+def test_every_page_file_and_call_needs_the_login(app, session, app_library):
+    anonymous = httpx.Client(base_url=app.url.rstrip("/"), timeout=30)
+    photo = app_library.path("plain/red.jpg").read_bytes()
     upload = session.post("/gradio_api/upload", files={"files": ("red.jpg", photo)})
     uploaded = upload.json()[0]
     for route in ("/config", "/gradio_api/info", "/gradio_api/openapi.json", f"/gradio_api/file={uploaded}"):
@@ -227,21 +216,21 @@ def test_every_page_file_and_call_needs_the_login(server, session, library):
     # The login form carries no component and nothing from the library. (gradio 6.31 does embed the API schema,
     # the same for every Glance, in it: endpoint and parameter names only.)
     page = anonymous.get("/").text
-    for secret in (str(library.db), str(library.root), "red.jpg", "query-image", "a red kite"):
+    for secret in (str(app_library.db), str(app_library.root), "red.jpg", "query-image", "a red kite"):
         assert secret not in page, secret
     assert anonymous.post("/login", data={"username": AUTH[0], "password": "wrong"}).status_code == 400
 
 
-def test_gradio_client_needs_the_right_login(server):
+def test_gradio_client_needs_the_right_login(app):
     with pytest.raises(Exception, match="(?i)login|credentials"):
-        Client(server.url, verbose=False)
+        Client(app.url, verbose=False)
     with pytest.raises(Exception, match="(?i)login|credentials"):
-        Client(server.url, auth=(AUTH[0], "wrong"), verbose=False)
+        Client(app.url, auth=(AUTH[0], "wrong"), verbose=False)
 
 
 # ------------------------------------------------------------------------------------------ traversal
 
-def traversal_targets(library) -> list[str]:
+def traversal_targets(app_library) -> list[str]:
     upload_folder = os.environ.get("GRADIO_TEMP_DIR") or f"{tempfile.gettempdir()}/gradio"
     return [
         "/gradio_api/file=/etc/passwd",
@@ -256,18 +245,18 @@ def traversal_targets(library) -> list[str]:
         "/static/../../../../etc/passwd",
         "/static/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
         "/assets/..%2f..%2f..%2f..%2fetc%2fpasswd",
-        f"/gradio_api/file={library.path('plain/red.jpg')}",  # an indexed original: never served by path
-        f"/gradio_api/file={library.hidden}",  # inside the root, not indexed
-        f"/gradio_api/file={library.path('links/escape.png')}",  # a symlink out of the root
-        f"/gradio_api/file={library.outside}",
-        f"/gradio_api/file={library.db}/images.lance/_versions/1.manifest",
+        f"/gradio_api/file={app_library.path('plain/red.jpg')}",  # an indexed original: never served by path
+        f"/gradio_api/file={app_library.hidden}",  # inside the root, not indexed
+        f"/gradio_api/file={app_library.path('links/escape.png')}",  # a symlink out of the root
+        f"/gradio_api/file={app_library.outside}",
+        f"/gradio_api/file={app_library.db}/images.lance/_versions/1.manifest",
         f"/gradio_api/file={REPO / 'app.py'}",
     ]
 
 
-def raw_get(server, path: str, cookie: str) -> tuple[int, bytes]:
+def raw_get(app, path: str, cookie: str) -> tuple[int, bytes]:
     """GET with the path sent exactly as written (HTTP libraries would normalise the dots away)."""
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    connection = http.client.HTTPConnection("127.0.0.1", app.port, timeout=30)
     try:
         connection.request("GET", path, headers={"Cookie": cookie})
         response = connection.getresponse()
@@ -276,13 +265,13 @@ def raw_get(server, path: str, cookie: str) -> tuple[int, bytes]:
         connection.close()
 
 
-def test_path_traversal_is_refused(server, session, library):
+def test_path_traversal_is_refused(app, session, app_library):
     cookie = "; ".join(f"{name}={value}" for name, value in session.cookies.items())
-    secret = library.outside.read_bytes()
-    for path in traversal_targets(library):
-        status, body = raw_get(server, path, cookie)
+    secret = app_library.outside.read_bytes()
+    for path in traversal_targets(app_library):
+        status, body = raw_get(app, path, cookie)
         assert status in (403, 404), (path, status, body[:200])
-        assert b"root:" not in body and secret not in body and library.path("plain/red.jpg").read_bytes() not in body
+        assert b"root:" not in body and secret not in body and app_library.path("plain/red.jpg").read_bytes() not in body
 
 
 # -------------------------------------------------------------------------------------------- the CLI

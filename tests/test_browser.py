@@ -31,33 +31,22 @@ def setup_module():
 
 
 @pytest.fixture(scope="module")
-def library(tmp_path_factory, tiny_encoders, tiny_model_dirs):
-    return app_server.shared_library(tmp_path_factory, tiny_encoders, tiny_model_dirs)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, library):
-    with app_server.logged_in_server(tmp_path_factory, library) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def context(server):
+def context(app):
     """One logged-in browser context; every request it makes outside the server is recorded."""
     with app_server.chromium() as browser:
         context = browser.new_context(viewport={"width": 1280, "height": 900})
-        context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.url.rstrip("/"))
+        context.grant_permissions(["clipboard-read", "clipboard-write"], origin=app.url.rstrip("/"))
         context.outside = []
-        context.on("request", lambda r: None if r.url.startswith((server.url, "data:", "blob:"))
+        context.on("request", lambda r: None if r.url.startswith((app.url, "data:", "blob:"))
                    else context.outside.append(r.url))
-        log_in(context.new_page(), server)
+        log_in(context.new_page(), app)
         yield context
         outside = context.outside
     assert outside == []  # no web fonts, CDNs or analytics: the page works offline
 
 
-def log_in(page, server) -> None:
-    page.goto(server.url)
+def log_in(page, app) -> None:
+    page.goto(app.url)
     page.fill("input[type=password]", AUTH[1])
     page.locator("input[type=text]").first.fill(AUTH[0])
     page.get_by_role("button", name="Login").click()
@@ -66,9 +55,9 @@ def log_in(page, server) -> None:
 
 
 @pytest.fixture
-def page(context, server):
+def page(context, app):
     page = context.new_page()
-    page.goto(server.url)
+    page.goto(app.url)
     page.wait_for_selector("#query textarea", timeout=WAIT_MS)
     yield page
     page.close()
@@ -101,8 +90,8 @@ def wait_for_thumbnails(page, count: int) -> None:
     page.wait_for_function(f"document.querySelectorAll('#gallery img').length == {count}", timeout=WAIT_MS)
 
 
-def test_type_a_query_see_thumbnails_and_load_more(page, library):
-    total = len(library.ids)
+def test_type_a_query_see_thumbnails_and_load_more(page, app_library):
+    total = len(app_library.ids)
     page.fill("#query textarea", "a red kite")
     page.press("#query textarea", "Enter")
     assert f"24 of {total} photos for “a red kite”" in wait_for_status(page, "photos for")
@@ -116,29 +105,29 @@ def test_type_a_query_see_thumbnails_and_load_more(page, library):
     assert not page.locator("#load-more").is_visible()
 
 
-def test_drop_an_image_on_the_image_slot(page, library):
-    drop_file(page, "#query-image button[aria-dropeffect]", library.path("nature/green.jpg"), "image/jpeg")
+def test_drop_an_image_on_the_image_slot(page, app_library):
+    drop_file(page, "#query-image button[aria-dropeffect]", app_library.path("nature/green.jpg"), "image/jpeg")
     wait_for_status(page, "like the query image")
     assert captions(page)[0] == "1.000 · green.jpg"
 
 
-def test_paste_an_image_from_the_clipboard(page, library):
+def test_paste_an_image_from_the_clipboard(page, app_library):
     page.evaluate("""async (b64) => {
         const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
         await navigator.clipboard.write([new ClipboardItem({"image/png": new Blob([bytes], {type: "image/png"})})]);
-    }""", base64.b64encode(library.path("plain/purple.png").read_bytes()).decode())
+    }""", base64.b64encode(app_library.path("plain/purple.png").read_bytes()).decode())
     page.click("#query-image button[aria-label='Paste from clipboard']")
     wait_for_status(page, "like the query image")
     assert captions(page)[0] == "1.000 · purple.png"
 
 
-def test_click_a_result_then_more_like_this(page, library, tmp_path):
-    page.locator("#query-image input[type=file]").set_input_files(str(library.path("plain/red.jpg")))
+def test_click_a_result_then_more_like_this(page, app_library, tmp_path):
+    page.locator("#query-image input[type=file]").set_input_files(str(app_library.path("plain/red.jpg")))
     wait_for_status(page, "like the query image")
     page.locator("#gallery img").first.click()
     page.wait_for_selector("#detail-info h3", timeout=WAIT_MS)
     info = page.inner_text("#detail-info")
-    assert str(library.path("plain/red.jpg")) in info and "a red kite on a sunny day" in info and "EOS 5D" in info
+    assert str(app_library.path("plain/red.jpg")) in info and "a red kite on a sunny day" in info and "EOS 5D" in info
     page.wait_for_selector("#detail-image img", timeout=WAIT_MS)
     page.click("#more-like-this")
     wait_for_status(page, "like plain/red.jpg")
@@ -150,9 +139,9 @@ def test_click_a_result_then_more_like_this(page, library, tmp_path):
     save_screenshot(page, tmp_path / "more-like-this.png")
 
 
-def test_image_to_text_tab(page, library):
+def test_image_to_text_tab(page, app_library):
     page.get_by_role("tab", name="Image → Text").click()
-    page.locator("#i2t-image input[type=file]").set_input_files(str(library.path("nature/yellow.jpg")))
+    page.locator("#i2t-image input[type=file]").set_input_files(str(app_library.path("nature/yellow.jpg")))
     page.wait_for_function("document.querySelector('#i2t-status')?.innerText.includes('texts nearest')",
                            timeout=WAIT_MS)
     table = page.inner_text("#i2t-table")
