@@ -33,8 +33,9 @@ def add_parser(verbs) -> None:
     p.add_argument("--dim", type=int, help="Matryoshka dimension 768/512/256/128/64 (default: the model's full size)")
     p.add_argument("--text", action=AppendInput, dest="inputs", metavar="T", help="a text to embed (repeatable)")
     p.add_argument("--image", action=AppendInput, dest="inputs", metavar="PATH", help="an image file to embed (repeatable)")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
-                   help="auto: bf16 where the CPU has it and it stays within cosine 0.999 of fp32")
+    p.add_argument("--precision", default="fp32", choices=("auto", "fp32", "bf16"),
+                   help="fp32 (default here: exact vectors for debugging and parity checks); auto: the indexer's "
+                        "fast path, bf16 where the CPU has it and it stays within cosine 0.999 of fp32")
     p.add_argument("--threads", type=int, help="CPU threads for inference (default: all cores)")
     p.set_defaults(run=run)
 

@@ -284,3 +284,12 @@ def test_large_photos_take_the_fast_resize_without_moving_the_embedding(tiny_enc
     cosine = (vision.embed_pixels(vision.preprocess.to_tensor([fast]))
               * vision.embed_pixels(vision.preprocess.to_tensor([exact]))).sum()
     assert cosine >= 0.999
+
+
+def test_embed_cli_is_exact_fp32_by_default(tiny_model_dirs, expected, manifest):
+    """The debugging tool must reproduce the reference without extra flags."""
+    result = _run_embed("--vision-model", str(tiny_model_dirs[0]), "--text-model", str(tiny_model_dirs[1]),
+                        "--dim", "64", "--text", manifest["texts"][0])
+    assert result.returncode == 0, result.stderr
+    vector = np.array(json.loads(result.stdout)["vector"])
+    assert np.abs(vector - expected["text_embeddings_64"][0]).max() <= 1e-4
