@@ -107,9 +107,9 @@ from gradio.data_classes import FileData  # noqa: E402
 from PIL import Image, ImageOps  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
-from search.errors import USER_ERRORS, UsageError, exit_on_user_error  # noqa: E402
+from core.errors import GlanceError, UsageError, exit_on_user_error  # noqa: E402
 from search.filters import Filters  # noqa: E402
-from search.store import MODEL_KEYS, Store, default_db_path  # noqa: E402
+from store import MODEL_KEYS, Store, default_db_path  # noqa: E402
 from search.uploads import MAX_UPLOAD_BYTES  # noqa: E402
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -419,7 +419,7 @@ class Pictures:
             image = ImageOps.exif_transpose(image).convert("RGB")
             image.thumbnail((PREVIEW_PX, PREVIEW_PX))
             return image, ""
-        except (*USER_ERRORS, OSError, ValueError) as exc:  # gone, moved out of reach, or an odd image mode
+        except (GlanceError, OSError, ValueError) as exc:  # gone, moved out of reach, or an odd image mode
             return self.thumbnail(engine, photo_id), f"showing the thumbnail: {one_line(exc)}"
 
     def remove(self) -> None:
@@ -439,7 +439,7 @@ def api_errors(fn):
     def run(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except USER_ERRORS as exc:
+        except GlanceError as exc:
             raise gr.Error(one_line(exc), print_exception=False) from None
         except gr.Error:
             raise
@@ -456,7 +456,7 @@ def shown_in_page(on_error):
         def run(*args, **kwargs):
             try:
                 return fn(*args, **kwargs)
-            except USER_ERRORS as exc:
+            except GlanceError as exc:
                 return on_error(one_line(exc))
             except Exception:
                 log.exception("unexpected error in %s", fn.__name__)
@@ -550,7 +550,7 @@ class Page:
             stats = self.library.engine().stats()
         except IndexMissing:
             return missing_markdown(self.library), missing_markdown(self.library)
-        except USER_ERRORS as exc:
+        except GlanceError as exc:
             return error_status(one_line(exc)), error_status(one_line(exc))
         except Exception:
             log.exception("unexpected error while reading the index stats")
@@ -852,7 +852,7 @@ def report_startup(library: Library, demo: gr.Blocks) -> None:
     if error is None:
         return
     demo.close()
-    if isinstance(error, USER_ERRORS) or isinstance(error, (KeyboardInterrupt, SystemExit)):
+    if isinstance(error, GlanceError) or isinstance(error, (KeyboardInterrupt, SystemExit)):
         with exit_on_user_error(PROGRAM):
             raise error
     print(f"{PROGRAM}: error: could not open the index at {library.db}: {type(error).__name__}: {one_line(error)}",

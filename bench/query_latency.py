@@ -80,7 +80,7 @@ def clustered(rng: np.random.Generator, centres: np.ndarray, count: int) -> np.n
 
 def images_rows(start: int, vectors: np.ndarray, dim: int) -> pa.Table:
     """Rows in Glance's images schema (metadata is filler; the vector is what is measured)."""
-    from search import store
+    import store
 
     n = len(vectors)
     ids = [f"{i:040x}" for i in range(start, start + n)]
@@ -111,7 +111,7 @@ def query_vectors(rng: np.random.Generator, centres: np.ndarray, count: int) -> 
 
 def build_table(db_path: Path, n: int, queries: np.ndarray, centres: np.ndarray, seed: int):
     """Write n vectors in chunks; keep a running exact top-K per query (numpy) as ground truth."""
-    from search import store
+    import store
 
     st = store.Store(db_path)
     st.create_tables(DIM)
@@ -206,7 +206,7 @@ def bench_size(n: int, args, text_dir: Path, vision_dir: Path, work: Path) -> di
 
 def write_meta(st, text_dir: Path, vision_dir: Path) -> None:
     from models import PREPROCESS_VERSION
-    from search import store
+    import store
 
     st.write_meta({"vision_model": str(vision_dir), "text_model": str(text_dir), "model_version": "v1.5", "dim": DIM,
                    "preprocess_version": PREPROCESS_VERSION, "schema_version": store.SCHEMA_VERSION,

@@ -4,7 +4,7 @@ For each table size N it builds a LanceDB table of clustered, L2-normalized 768-
 vectors make every index look bad, see docs/install.md), then measures on this machine:
   - exact search latency (no index: LanceDB scans every vector),
   - IVF_FLAT (cosine) build time, indexed search latency, and recall@k against the exact answer.
-The indexer builds the index once the table reaches `search.store.VECTOR_INDEX_MIN_ROWS`; this script is how
+The indexer builds the index once the table reaches `store.VECTOR_INDEX_MIN_ROWS`; this script is how
 that number was chosen: the smallest size where exact search gets slow enough for a person to notice
 (about 100 ms) while the index answers several times faster with recall near 1.
 

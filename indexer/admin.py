@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 
-from search import store as st
-from search.store import CAPTIONS, IMAGES, Store, delete_in, sql_string
+import store as st
+from store import CAPTIONS, IMAGES, Store, delete_in, sql_string
 
 from .lock import writer_lock
 from .plan import indexed_rows, inside

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from models import DEFAULT_TEXT, DEFAULT_VISION, PREPROCESS_VERSION, hub
 from models.encoders import check_pair
-from search import store
-from search.errors import UsageError
-from search.store import StoreError
+import store
+from core.errors import UsageError
+from store import StoreError
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from search.errors import UsageError
+from core.errors import UsageError
 
 from .decode import clean_caption
 

@@ -6,8 +6,8 @@ import json
 import os
 import sys
 
-from search.errors import UsageError, exit_on_user_error
-from search.store import VECTOR_INDEX_MIN_ROWS, default_db_path
+from core.errors import UsageError, exit_on_user_error
+from store import VECTOR_INDEX_MIN_ROWS, default_db_path
 
 from . import embed
 from .decode import DEFAULT_MAX_MEGAPIXELS

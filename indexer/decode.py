@@ -11,26 +11,15 @@ import io
 import os
 import re
 import stat
-import threading
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
+from core.images import ImageRefused, open_image, upright
 from models.preprocess import Preprocess, to_rgb
 
-try:  # HEIC/HEIF (iPhone photos) come through pillow-heif; without it they are reported, not fatal
-    import pillow_heif
-
-    pillow_heif.register_heif_opener()
-except ImportError:  # pragma: no cover - pillow-heif is in requirements.txt
-    pillow_heif = None
-
-# Only these decoders may run on files from a library: a `.jpg` that is really EPS or some exotic format is
-# refused instead of handing it to Ghostscript or a little-used plugin.
-# (Camera MPO files open through the JPEG plugin.)
-FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "HEIF", "AVIF")
 THUMB_SIZE = 256  # longest side, px
 THUMB_QUALITY = 80
 # JPEGs decode at 1/2, 1/4 or 1/8 scale almost for free (DCT scaling). Ask for at least 1.5x the model's input
@@ -41,9 +30,6 @@ DRAFT_FACTOR = 1.5
 # Files up to this size are read into memory once (hash and decode from the same bytes); larger ones are
 # hashed as a stream and decoded from disk.
 READ_WHOLE_MAX = 64 << 20
-# Decodes bigger than this (after draft scaling) take turns, so N workers never hold N huge images at once.
-BIG_DECODE_PIXELS = 40_000_000
-_big_decode = threading.Lock()
 DEFAULT_MAX_MEGAPIXELS = 200  # today's largest phone sensors are 200 MP
 
 DC = "{http://purl.org/dc/elements/1.1/}"
@@ -153,44 +139,23 @@ def file_kind(mode: int) -> str:
 
 def decode(path: str, content: bytes | None, preprocess: Preprocess, max_pixels: int) -> Decoded:
     """Pixels for the model, a thumbnail and metadata; any decoder failure becomes BadFile."""
+    draft = int(DRAFT_FACTOR * max(preprocess.input_size))
     try:
-        with Image.open(io.BytesIO(content) if content is not None else path, formats=readable_formats()) as image:
-            return _decode_open(image, preprocess, max_pixels)
-    except BadFile:
-        raise
-    except UnidentifiedImageError:
-        raise BadFile("not an image, or not a format Glance reads") from None
-    except Image.DecompressionBombError:  # Pillow's own check, at open time, for the most extreme sizes
-        raise BadFile(f"too many pixels: over the limit of {max_pixels / 1e6:g} MP (--max-megapixels)") from None
+        image = open_image(content if content is not None else path, name="", max_pixels=max_pixels,
+                           limit_hint="--max-megapixels", draft=draft)
+    except ImageRefused as exc:
+        raise BadFile(exc.reason) from None
+    try:
+        with image:
+            return _finish(image, preprocess, *image.original_size)
     except MemoryError:
         raise BadFile("not enough memory to decode") from None
     except Exception as exc:  # noqa: BLE001 - a hostile or broken file must never stop the run
         raise BadFile(f"corrupt or truncated image ({_short(exc)})") from None
 
 
-def readable_formats() -> list[str]:
-    """FORMATS that this Pillow build can open (AVIF and HEIF depend on optional libraries)."""
-    Image.init()
-    return [name for name in FORMATS if name in Image.OPEN]
-
-
-def _decode_open(image: Image.Image, preprocess: Preprocess, max_pixels: int) -> Decoded:
-    width, height = image.size
-    if width * height > max_pixels:
-        raise BadFile(f"too many pixels: {width}x{height} = {width * height / 1e6:.0f} MP, over the limit of "
-                      f"{max_pixels / 1e6:g} MP (--max-megapixels)")
-    if image.format in ("JPEG", "MPO"):
-        side = int(DRAFT_FACTOR * max(preprocess.input_size))
-        image.draft("RGB", (side, side))
-    if image.size[0] * image.size[1] > BIG_DECODE_PIXELS:
-        with _big_decode:
-            return _finish(image, preprocess, width, height)
-    return _finish(image, preprocess, width, height)
-
-
 def _finish(image: Image.Image, preprocess: Preprocess, width: int, height: int) -> Decoded:
-    image.load()  # before reading metadata: some formats (PNG) keep EXIF after the pixel data
-    decoded_size = image.size
+    decoded_size = image.size  # the pixels are loaded: some formats (PNG) keep EXIF after the pixel data
     exif = image.getexif()
     if exif.get(0x0112) in (5, 6, 7, 8):  # orientation with a quarter turn: upright size is swapped
         width, height = height, width
@@ -216,9 +181,9 @@ def _has_alpha(image: Image.Image) -> bool:
 
 def _flatten_alpha(image: Image.Image) -> Image.Image:
     """Transparent areas on white for the thumbnail, as viewers show them (the model sees plain RGB)."""
-    upright = ImageOps.exif_transpose(image).convert("RGBA")
-    canvas = Image.new("RGBA", upright.size, (255, 255, 255, 255))
-    canvas.alpha_composite(upright)
+    turned = upright(image).convert("RGBA")
+    canvas = Image.new("RGBA", turned.size, (255, 255, 255, 255))
+    canvas.alpha_composite(turned)
     return canvas.convert("RGB")
 
 

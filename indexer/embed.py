@@ -6,10 +6,13 @@ import json
 import sys
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from models import DEFAULT_TEXT, DEFAULT_VISION
-from search.errors import UsageError
+
+from .decode import DEFAULT_MAX_MEGAPIXELS
+from core import images
+from core.errors import UsageError
 
 
 class AppendInput(argparse.Action):
@@ -59,9 +62,5 @@ def run(args) -> None:
 def open_image(path: str) -> Image.Image:
     if not Path(path).is_file():
         raise UsageError(f"no such image file: {path}")
-    try:
-        image = Image.open(path)
-        image.load()
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-        raise UsageError(f"cannot read image {path}: {exc}") from None
-    return image
+    return images.open_image(path, name=path, max_pixels=int(DEFAULT_MAX_MEGAPIXELS * 1e6),
+                             limit_hint="the indexer's default limit")

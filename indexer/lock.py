@@ -6,7 +6,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from search.store import StoreError
+from store import StoreError
 
 LOCK_NAME = "indexer.lock"  # inside the database folder; LanceDB ignores files that are not tables
 

@@ -30,9 +30,9 @@ from PIL import Image
 from models import TextEmbedder, VisionEncoder
 from models.encoders import set_threads
 from models.preprocess import Preprocess
-from search import store as st
-from search.errors import UsageError
-from search.store import CAPTIONS, IMAGES, Store, delete_in, image_id, sql_in, upsert
+import store as st
+from core.errors import UsageError
+from store import CAPTIONS, IMAGES, Store, delete_in, image_id, sql_in, upsert
 
 from . import reconcile
 from .bookkeeping import ModelChoice, check_compatible, choose_models
@@ -155,7 +155,7 @@ class Indexer:
             raise UsageError("--max-megapixels must be positive")
         self._refuse_db_inside(self.o.paths)
         entries = load_caption_files(list(self.o.captions))
-        _quiet_pillow(self.max_pixels)
+        _quiet_pillow()
         self.store = Store(self.db_path)
         with writer_lock(self.store.path):
             choice, roots, known = self._prepare_index()
@@ -371,7 +371,8 @@ class Indexer:
         from .rows import now
 
         t = p.todo
-        return {"id": t.image_id, "root": t.root, "relpath": t.relpath, "size": p.file.size,
+        return {"id": t.image_id, "root": t.root, "relpath": st.display_name(t.relpath),
+                "relpath_bytes": st.name_bytes(t.relpath), "size": p.file.size,
                 "mtime_ns": p.file.mtime_ns, "sha256": p.file.sha256, "indexed_at": now()}
 
     def _reuse_sources(self, reuse: list[Prepared]):
@@ -523,10 +524,8 @@ def _check_preloaded(encoders, choice: ModelChoice) -> None:
             raise ValueError(f"preloaded encoder {encoder.spec} is not the index's model {wanted}")
 
 
-def _quiet_pillow(max_pixels: int) -> None:
-    """Our own pixel limit decides; Pillow's bomb check must not be stricter (it raises at 2x its limit)."""
-    Image.MAX_IMAGE_PIXELS = max(max_pixels, Image.MAX_IMAGE_PIXELS or 0)
-    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+def _quiet_pillow() -> None:
+    """Metadata of a photo that decoded fine is read best-effort; Pillow's warnings about it are noise."""
     warnings.filterwarnings("ignore", module=r"PIL\..*")  # "corrupt EXIF" and friends: the file still indexes
 
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from search.errors import UsageError
-from search.store import sql_string
+from core.errors import UsageError
+from store import sql_string
 
 from .scan import Scope, is_utf8
 

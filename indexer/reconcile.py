@@ -12,8 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from search import store as st
-from search.store import CAPTIONS, IMAGES, delete_in, image_id, sql_string, upsert
+import store as st
+from store import CAPTIONS, IMAGES, delete_in, image_id, sql_string, upsert
 
 from .captions import read_sidecar
 from .decode import display_path

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pyarrow as pa
 
-from search.store import caption_id, captions_schema, images_schema
+from store import caption_id, captions_schema, images_schema
 
 
 def now() -> datetime:

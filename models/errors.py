@@ -1,17 +1,18 @@
 """Problems a user can fix; each message is one line meant for them."""
+from core.errors import GlanceError
 
 
-class ModelUnavailable(Exception):
+class ModelUnavailable(GlanceError):
     """A model cannot be found locally or fetched from the Hub."""
 
 
-class CheckpointMismatch(Exception):
+class CheckpointMismatch(GlanceError):
     """A checkpoint or config that does not fit the architecture (missing/unexpected keys, unsupported options)."""
 
 
-class MismatchedModels(Exception):
+class MismatchedModels(GlanceError):
     """Vision and text models from different releases do not share an embedding space."""
 
 
-class UnsupportedDim(ValueError):
+class UnsupportedDim(GlanceError, ValueError):
     """A Matryoshka dimension the model was not trained for."""

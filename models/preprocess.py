@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
+
+from core.images import upright
 
 # Bump when anything here changes the pixels a model sees: stored vectors record it.
 PREPROCESS_VERSION = 1
@@ -74,7 +76,7 @@ class Preprocess:
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """Upright RGB: EXIF orientation applied, then converted the way CLIPImageProcessor does."""
-    image = ImageOps.exif_transpose(image)
+    image = upright(image)
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16-bit greyscale: scale to 8 bits instead of clipping at 255
         image = Image.fromarray((np.asarray(image, dtype=np.float32) / 257.0).clip(0, 255).astype(np.uint8))

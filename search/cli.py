@@ -11,7 +11,7 @@ import json
 import sys
 from datetime import datetime
 
-from .errors import UsageError, exit_on_user_error
+from core.errors import UsageError, exit_on_user_error
 from .filters import Filters, date_range
 from .query import parse_query
 

@@ -59,10 +59,10 @@ from models import TextEmbedder, VisionEncoder
 
 from . import modelmatch
 from .cutoff import WINDOW, Cutoff, adaptive_cutoff
-from .errors import UsageError
+from core.errors import UsageError
 from .filters import Filters, compile_where, describe as describe_filters
 from .query import Term, combine, parse_query
-from .store import CAPTIONS, IMAGES, Store, StoreError, sql_string
+from store import CAPTIONS, IMAGES, Store, StoreError, sql_string
 from .uploads import open_query_image
 
 MAX_TOP = 500

@@ -11,7 +11,6 @@ Query vectors are only comparable with the stored ones when they come from the s
 """
 from __future__ import annotations
 
-import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,15 +18,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from core.images import ImageRefused, open_image
+
 from models import check_dim, hub
 from models.encoders import check_pair
 
-from .errors import UsageError
-from .store import StoreError
+from core.errors import UsageError
+from store import StoreError
 
 # Same model: thumbnail vs original ~0.9+ (JPEG, resampling), caption re-embedded ~1.0.
 # Different models: unrelated spaces, ~0 +- 0.2.
 MIN_SAME_MODEL_COSINE = 0.5
+THUMB_MAX_PIXELS = 4_000_000  # thumbnails are ~256 px; anything far bigger is not one of ours
 REQUIRED_META = ("vision_model", "text_model", "dim")
 
 
@@ -110,11 +112,9 @@ def thumbnails_as_images(thumbs: list[bytes]) -> list[Image.Image]:
     images = []
     for data in thumbs:
         try:
-            image = Image.open(io.BytesIO(data))
-            image.load()
-        except Exception:  # a damaged thumbnail is no evidence either way
+            images.append(open_image(data, name="a thumbnail", max_pixels=THUMB_MAX_PIXELS))
+        except ImageRefused:  # a damaged thumbnail is no evidence either way
             continue
-        images.append(image)
     return images
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import UsageError
+from core.errors import UsageError
 
 MAX_QUERY_CHARS = 1000
 MAX_TERMS = 16

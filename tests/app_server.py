@@ -149,7 +149,7 @@ def paint_library(base: Path) -> Library:
 def index_library(library: Library, encoders, model_dirs) -> None:
     """The real indexer, in this process, with the already loaded tiny encoders."""
     from indexer.pipeline import IndexOptions, index
-    from search.store import Store, image_id
+    from store import Store, image_id
 
     vision_dir, text_dir = model_dirs
     summary = index(IndexOptions(paths=[str(library.root)], db=library.db, captions=[str(library.base / "labels.txt")],

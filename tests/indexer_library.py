@@ -220,7 +220,7 @@ def snapshot(root: Path) -> dict:
 
 def dump(db: Path) -> dict:
     """Every row of every table (indexed_at and last_indexed aside), sorted by key."""
-    from search import store as st
+    import store as st
 
     store = st.Store(db)
     images = store.table(st.IMAGES).to_arrow().drop_columns(["indexed_at"]).to_pylist()

@@ -18,7 +18,7 @@ import pyarrow as pa
 from PIL import Image
 
 from models import PREPROCESS_VERSION
-from search import store
+import store
 
 SIZE = (96, 64)
 

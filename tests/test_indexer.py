@@ -18,8 +18,8 @@ from indexer import admin
 from indexer.pipeline import IndexOptions, index
 from models import PREPROCESS_VERSION
 from models.synthetic import write_pair
-from search import store as st
-from search.store import CAPTIONS, IMAGES, Store, StoreError
+import store as st
+from store import CAPTIONS, IMAGES, Store, StoreError
 from tests.indexer_library import make_library, pattern, snapshot
 
 
@@ -311,7 +311,7 @@ def test_sidecar_edits_and_captions_files_are_reconciled(fresh, tiny_encoders, t
 def test_vector_index_is_built_once_the_table_is_big_enough(fresh, tiny_encoders, monkeypatch):
     images = Store(fresh.db).table(IMAGES)
     assert not [ix for ix in images.list_indices() if ix.columns == ["vector"]]  # 23 rows: exact search
-    monkeypatch.setattr(st, "VECTOR_INDEX_MIN_ROWS", 20)
+    monkeypatch.setattr(st.schema, "VECTOR_INDEX_MIN_ROWS", 20)
     summary = run([fresh.lib.root], fresh.db, tiny_encoders)
     assert any("vector index" in what for what in summary.maintenance)
     index_ = [ix for ix in Store(fresh.db).table(IMAGES).list_indices() if ix.columns == ["vector"]]
@@ -376,7 +376,7 @@ def test_decoding_runs_ahead_of_the_model_in_worker_threads_with_a_bounded_windo
 
 
 def test_db_inside_the_library_is_refused(fresh, tiny_encoders):
-    from search.errors import UsageError
+    from core.errors import UsageError
 
     with pytest.raises(UsageError, match="never writes into a photo library"):
         run([fresh.lib.root], fresh.lib.root / "index", tiny_encoders)
@@ -403,7 +403,7 @@ def test_progress_bar_shows_rate_and_eta(tmp_path, tiny_encoders, capsys):
 
 def test_captions_file_formats(tmp_path):
     from indexer.captions import load_caption_files
-    from search.errors import UsageError
+    from core.errors import UsageError
 
     (tmp_path / "a.csv").write_text('file,text\nx.jpg,"one, with a comma"\nx.jpg,"two\nlines"\n,label\n')
     (tmp_path / "b.jsonl").write_text('{"path": "y.jpg", "captions": ["p", "q"]}\n\n{"caption": "free"}\n')

@@ -14,7 +14,7 @@ import pytest
 
 from indexer.lock import writer_lock
 from indexer.pipeline import IndexOptions, index
-from search.store import CAPTIONS, IMAGES, Store
+from store import CAPTIONS, IMAGES, Store
 from tests.indexer_library import assert_same_rows, dump, make_library, pattern
 
 REPO = Path(__file__).resolve().parent.parent

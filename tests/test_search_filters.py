@@ -7,7 +7,7 @@ import lancedb
 import pyarrow as pa
 import pytest
 
-from search.errors import UsageError
+from core.errors import UsageError
 from search.filters import Filters, compile_where, date_range
 
 HOSTILE = ["it's", "a%b", "a_b", "axb", "x' OR '1'='1", "back\\slash", "x'; DROP TABLE images; --", "100%", "_",

@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from search.errors import UsageError
+from core.errors import UsageError
 from search.query import MAX_QUERY_CHARS, MAX_TERMS, Term, combine, describe, parse_query
 
 

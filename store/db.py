@@ -1,12 +1,10 @@
-"""The Glance index on disk (LanceDB): schema, location, model bookkeeping, and SQL escaping.
+"""The Glance index on disk (LanceDB): location, version check, and every query string sent to LanceDB.
 
-One module owns the schema, so the indexer (writer) and the search engine (reader) cannot drift apart.
 Every LanceDB write is one atomic commit (a new table version), so a reader always sees a consistent
 snapshot and a killed writer leaves no half-written rows behind.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from datetime import timedelta
@@ -14,30 +12,13 @@ from pathlib import Path
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
-IMAGES, CAPTIONS, META = "images", "captions", "meta"
+from core.errors import GlanceError
 
-# Meta keys (the search engine reads the model keys to load the same encoders the index was built with).
-VISION_MODEL, TEXT_MODEL, MODEL_VERSION, DIM = "vision_model", "text_model", "model_version", "dim"
-PREPROCESS_VERSION_KEY, SCHEMA_VERSION_KEY = "preprocess_version", "schema_version"
-LAST_INDEXED, ROOTS = "last_indexed", "roots"
-VECTOR_INDEX_ROWS = "vector_index_rows"  # table size when the vector index was last (re)built
-# Every vector in an index comes from these; a different value for any of them means re-embedding everything.
-MODEL_KEYS = (VISION_MODEL, TEXT_MODEL, MODEL_VERSION, DIM, PREPROCESS_VERSION_KEY)
-
-# Caption sources. Content captions come from inside the image file; the others from files beside it.
-SOURCE_SIDECAR, SOURCE_EXIF, SOURCE_XMP, SOURCE_FILE = "sidecar", "exif", "xmp", "file"
-
-# Exact (unindexed) cosine search costs about 4 us per row on 2 cores: 80 ms at 20k rows, 400 ms at 100k,
-# while IVF_FLAT answers in 6-18 ms with recall 1.0 up to 50k (bench/vector_index_threshold.py).
-# Below 20k rows the index saves nothing a person would notice, and it is rebuilt when the table doubles.
-VECTOR_INDEX_MIN_ROWS = 20_000
-VECTOR_INDEX_REBUILD_GROWTH = 2.0
-# Old table versions are kept this long after a compaction, so a reader holding one can finish.
-KEEP_OLD_VERSIONS = timedelta(hours=1)
+from . import schema
+from .schema import CAPTIONS, IMAGES, KEEP_OLD_VERSIONS, META, META_SCHEMA, VECTOR_INDEX_ROWS, captions_schema, images_schema
 
 
-class StoreError(Exception):
+class StoreError(GlanceError):
     """A problem with the index itself (missing, from another model, ...); the message is for the user."""
 
 
@@ -47,51 +28,6 @@ def default_db_path() -> Path:
         return Path(os.environ["GLANCE_DB"]).expanduser()
     data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
     return data_home / "glance" / "index"
-
-
-def image_id(root: str, relpath: str) -> str:
-    """Stable row id for a file location: a re-run after a crash upserts the same rows."""
-    return hashlib.sha1(f"{root}\0{relpath}".encode("utf-8", "surrogateescape")).hexdigest()
-
-
-def caption_id(image_id_: str, source: str, text: str) -> str:
-    return hashlib.sha1(f"{image_id_}\0{source}\0{text}".encode("utf-8", "surrogateescape")).hexdigest()
-
-
-def vector_type(dim: int) -> pa.DataType:
-    return pa.list_(pa.float32(), dim)
-
-
-def images_schema(dim: int) -> pa.Schema:
-    return pa.schema([
-        pa.field("id", pa.string(), nullable=False),
-        pa.field("root", pa.string(), nullable=False),  # absolute, symlinks resolved
-        pa.field("relpath", pa.string(), nullable=False),  # POSIX-style, relative to root
-        pa.field("size", pa.int64()),
-        pa.field("mtime_ns", pa.int64()),  # NULL for a moment while the photo's captions are written
-        pa.field("sha256", pa.string()),
-        pa.field("width", pa.int32()),  # upright (after EXIF orientation)
-        pa.field("height", pa.int32()),
-        pa.field("taken_at", pa.timestamp("s")),  # EXIF DateTimeOriginal, camera-local time
-        pa.field("camera", pa.string()),
-        pa.field("has_caption", pa.bool_()),
-        pa.field("thumb", pa.binary()),  # ~256 px JPEG: the UI never opens originals to show results
-        pa.field("indexed_at", pa.timestamp("s")),
-        pa.field("vector", vector_type(dim)),
-    ])
-
-
-def captions_schema(dim: int) -> pa.Schema:
-    return pa.schema([
-        pa.field("id", pa.string(), nullable=False),
-        pa.field("image_id", pa.string()),  # "" for free-standing texts (a label vocabulary)
-        pa.field("text", pa.string(), nullable=False),
-        pa.field("source", pa.string()),  # sidecar | exif | xmp | file
-        pa.field("vector", vector_type(dim)),
-    ])
-
-
-META_SCHEMA = pa.schema([pa.field("key", pa.string(), nullable=False), pa.field("value", pa.string())])
 
 
 def sql_string(value: str) -> str:
@@ -163,7 +99,8 @@ class Store:
         rows = images.count_rows()
         indexed_at = int(self.meta().get(VECTOR_INDEX_ROWS) or 0)
         has_vector_index = any(ix.columns == ["vector"] for ix in images.list_indices())
-        if rows >= VECTOR_INDEX_MIN_ROWS and (not has_vector_index or rows >= indexed_at * VECTOR_INDEX_REBUILD_GROWTH):
+        if rows >= schema.VECTOR_INDEX_MIN_ROWS and (
+                not has_vector_index or rows >= indexed_at * schema.VECTOR_INDEX_REBUILD_GROWTH):
             from lancedb.index import IvfFlat
 
             images.create_index("vector", config=IvfFlat(distance_type="cosine"), replace=True)

@@ -1,0 +1,73 @@
+"""Errors a user can fix, and the one way every Glance command reports them.
+
+Every such error derives from GlanceError, whose message is one line meant for the user. Commands print it as
+`glance: error: <message>` and exit with status 2; nothing else turns into a traceback.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import sys
+
+EXIT_OK = 0
+EXIT_PARTIAL = 1  # finished, but some files or captions were skipped (the indexer), or no results (search)
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+PROGRAM = "glance"
+
+
+class GlanceError(Exception):
+    """A problem the user can fix: bad input, a missing model, an unusable index. str() is one line."""
+
+
+class UsageError(GlanceError):
+    """Bad input from the user (a flag, a path, a query, an image)."""
+
+
+def one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def os_error_message(exc: OSError, what: str = "") -> str:
+    """An I/O error as one line that names the file and the way out."""
+    where = f" {exc.filename}" if exc.filename else (f" {what}" if what else "")
+    reason = exc.strerror or one_line(exc)
+    advice = {errno.ENOSPC: "free some disk space and run again",
+              errno.EDQUOT: "free some disk space and run again",
+              errno.EROFS: "the file system is read-only: use another --db",
+              errno.EACCES: "check the permissions, or use another --db",
+              errno.EPERM: "check the permissions, or use another --db"}.get(exc.errno)
+    return f"{reason}:{where}" + (f" ({advice})" if advice else "")
+
+
+@contextlib.contextmanager
+def exit_on_user_error(program: str = PROGRAM):
+    """Run a command body: a GlanceError or OSError becomes one line on stderr and exit 2, Ctrl-C exit 130,
+    and a closed stdout (`glance stats | head`) ends quietly."""
+    try:
+        yield
+    except GlanceError as exc:
+        _fail(program, one_line(exc))
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+    except OSError as exc:
+        _fail(program, os_error_message(exc))
+    except KeyboardInterrupt:
+        print(f"{program}: interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _fail(program: str, message: str):
+    print(f"{program}: error: {message}", file=sys.stderr)
+    sys.exit(EXIT_USER_ERROR)
+
+
+def _quiet_broken_pipe():
+    """The reader went away (`| head`): stop without a message; Python would complain again at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    sys.exit(EXIT_OK)
