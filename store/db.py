@@ -15,6 +15,8 @@ import pyarrow as pa
 from core.errors import GlanceError
 
 from . import schema
+from .indexing import IndexingQueries
+from .reading import ReadingQueries
 from .schema import CAPTIONS, IMAGES, KEEP_OLD_VERSIONS, META, META_SCHEMA, VECTOR_INDEX_ROWS, captions_schema, images_schema
 
 
@@ -37,8 +39,12 @@ def sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-class Store:
-    """An index directory. Tables are opened lazily; a missing index is not an error until it is used."""
+class Store(IndexingQueries, ReadingQueries):
+    """An index directory. Tables are opened lazily; a missing index is not an error until it is used.
+
+    This class owns every query string sent to LanceDB: the writer's in store/indexing.py, the readers' in
+    store/reading.py, the shared ones here. Nobody else writes SQL.
+    """
 
     def __init__(self, path: str | Path | None = None, consistency: timedelta | None = timedelta(seconds=1)):
         self.path = Path(path).expanduser() if path else default_db_path()
@@ -83,6 +89,11 @@ class Store:
         rows = pa.Table.from_pylist([{"key": k, "value": json.dumps(v)} for k, v in values.items()], schema=META_SCHEMA)
         upsert(self.table(META), rows, "key")
 
+    def publish(self) -> None:
+        """Record the tables' current versions as one consistent pair (after a complete batch or step):
+        readers check out exactly this pair, so they never see a caption without its photo."""
+        versions = {name: self.db.open_table(name).version for name in (IMAGES, CAPTIONS)}
+        self.write_meta({schema.SNAPSHOT: versions})
 
     def drop_all(self) -> None:
         """Delete the whole index (for --reindex). Images and captions go first: a run killed midway leaves
