@@ -197,7 +197,7 @@ class Library:
         if not engine.store.exists():
             return True
         meta = engine.store.meta()
-        return any(meta.get(key) != engine.meta.get(key) for key in MODEL_KEYS)
+        return any(meta.get(key) != engine.store.current_meta().get(key) for key in MODEL_KEYS)
 
     def _warm_vision(self) -> None:
         """Load the vision model now, so the first image query does not wait for it."""

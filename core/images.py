@@ -27,6 +27,8 @@ FORMAT_NAMES = "JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC/HEIF, AVIF"
 EXTERNAL_KINDS = ((b"%!PS", "PostScript/EPS"), (b"\xc5\xd0\xd3\xc6", "PostScript/EPS"), (b"%PDF", "PDF"),
                   (b"<svg", "SVG"), (b"<?xml", "SVG/XML"))
 SNIFF_BYTES = 64
+# Library photos: today's largest phone sensors are 200 MP. (Query uploads have their own, smaller limit.)
+LIBRARY_MAX_MEGAPIXELS = 200
 # Decodes bigger than this (after draft scaling) take turns, so N threads never hold N huge images at once.
 BIG_DECODE_PIXELS = 40_000_000
 _big_decode = threading.Lock()

@@ -1,4 +1,8 @@
-"""`python -m indexer`: build and maintain a Glance index from the command line."""
+"""The indexer's subcommands of `glance`: `index`, `remove` and `embed` (glance/cli.py assembles the command).
+
+`python -m indexer` is an alias: `python -m indexer PATH...` is `glance index PATH...`, and
+`python -m indexer stats|remove|embed ...` is the `glance` subcommand of that name.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,26 +11,18 @@ import os
 import sys
 
 from core.errors import UsageError, exit_on_user_error
+from core.images import LIBRARY_MAX_MEGAPIXELS
 from store import VECTOR_INDEX_MIN_ROWS, default_db_path
 
 from . import embed
-from .decode import DEFAULT_MAX_MEGAPIXELS
-from .report import EXIT_ERROR, problem_line, write_errors
-
-VERBS = ("index", "stats", "remove", "embed")
-
-USAGE = """python -m indexer [index] PATH [PATH ...] [options]   index photo folders (the default command)
-       python -m indexer stats [--db DIR] [--json]            what an index holds
-       python -m indexer remove PATH [PATH ...] [--db DIR]    take photos out of an index
-       python -m indexer embed --text T --image FILE ...      print embeddings (debugging)"""
+from .report import problem_line, write_errors
 
 EPILOG = f"""\
 examples:
-  python -m indexer ~/Pictures                         index (or update) a library
-  python -m indexer ~/Pictures /mnt/nas/photos --json  several folders; summary as JSON on stdout
-  python -m indexer ~/Pictures --captions labels.csv --errors skipped.jsonl
-  python -m indexer stats
-  python -m indexer remove ~/Pictures/private          forget a folder (the files stay on disk)
+  glance index ~/Pictures                          index (or update) a library
+  glance index ~/Pictures /mnt/nas/photos --json   several folders; summary as JSON on stdout
+  glance index ~/Pictures --captions labels.csv --errors skipped.jsonl
+  glance remove ~/Pictures/private                 forget a folder (the files stay on disk)
 
 what a run does:
   Walks each PATH recursively (hidden files and folders are skipped; symlinks are followed, loops are
@@ -52,8 +48,6 @@ index location: --db DIR, else $GLANCE_DB, else $XDG_DATA_HOME/glance/index (now
 A cosine vector index is built once the index holds {VECTOR_INDEX_MIN_ROWS} photos (exact search is fast
 enough below that), and a full-text index on captions.
 
-A folder named like a command (index, stats, remove, embed) must be written as ./stats or after "index".
-
 exit status:
   0    every photo indexed (or already up to date)
   1    finished, but some files or captions were skipped: reasons on stderr and in --errors FILE
@@ -64,21 +58,8 @@ exit status:
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m indexer", usage=USAGE,
-        description="Glance indexer: embeds photos and captions into a local search index.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    verbs = parser.add_subparsers(dest="verb", metavar="COMMAND")
-    add_index_parser(verbs)
-    add_stats_parser(verbs)
-    add_remove_parser(verbs)
-    embed.add_parser(verbs)
-    return parser
-
-
 def add_index_parser(verbs) -> None:
-    p = verbs.add_parser("index", usage=USAGE.splitlines()[0].strip(), help="index photo folders (default command)",
+    p = verbs.add_parser("index", help="index photo folders (incremental, crash-safe)",
                          description="Index photo folders into a Glance index (incremental, crash-safe).",
                          epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", metavar="PATH", help="photo folders to index (recursively)")
@@ -91,7 +72,7 @@ def add_index_parser(verbs) -> None:
                    help="Hub repo id or local folder (default: the index's model, else nomic-ai/nomic-embed-text-v1.5)")
     p.add_argument("--reindex", action="store_true",
                    help="delete the index and embed everything again (needed to change models)")
-    p.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_MEGAPIXELS, metavar="MP",
+    p.add_argument("--max-megapixels", type=float, default=LIBRARY_MAX_MEGAPIXELS, metavar="MP",
                    help="skip images with more pixels than this, e.g. decompression bombs (default: %(default)g)")
     p.add_argument("--errors", metavar="FILE", help="write skipped files with reasons as JSON lines to FILE")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
@@ -153,11 +134,29 @@ def run_index(args) -> int:
 
 
 def run_stats(args) -> int:
-    from .admin import stats, stats_text
+    from store import Store
 
-    result = stats(args.db)
-    print(json.dumps(result) if args.json else stats_text(result))
+    result = Store(args.db).stats()
+    print(json.dumps(result, default=str) if args.json else stats_text(result))
     return 0
+
+
+def stats_text(s: dict) -> str:
+    lines = [
+        f"index: {s['db']} ({s['size_bytes'] / 1e6:.1f} MB, schema {s['schema_version']})",
+        f"models: {s['vision_model']} + {s['text_model']} ({s['model_version']}, dim {s['dim']}, "
+        f"preprocessing v{s['preprocess_version']})",
+        f"photos: {s['photos']} ({s['photos_with_captions']} with captions)",
+        *(f"  {count:>8}  {root}" for root, count in s["roots"].items()),
+        f"captions: {s['captions']}" + (" (" + ", ".join(f"{k} {v}" for k, v in s["captions_by_source"].items())
+                                        + ")" if s["captions"] else ""),
+        f"free-standing texts: {s['texts']}",
+        f"last indexed: {s['last_indexed'] or 'never'}",
+        "vector index: " + (f"{s['vector_index']} (cosine)" if s["vector_index"] else
+                            f"none, exact search (built automatically from {s['vector_index_min_rows']} photos)"),
+        "full-text index on captions: " + ("yes" if s["text_index"] else "no"),
+    ]
+    return "\n".join(lines)
 
 
 def run_remove(args) -> int:
@@ -180,21 +179,21 @@ def _refuse_inside(path: str, folders: list[str], flag: str) -> None:
             raise UsageError(f"{flag} {path} is inside the photo folder {folder}; the indexer never writes there")
 
 
+ALIAS_VERBS = ("stats", "remove", "embed")
+
+
 def main(argv: list[str] | None = None) -> None:
+    """`python -m indexer`: the alias of `glance index` (and of `glance stats|remove|embed`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
-    if not argv:
-        parser.print_help(sys.stderr)
-        sys.exit(EXIT_ERROR)
-    if argv[0] not in VERBS and argv[0] not in ("-h", "--help"):
-        argv = ["index", *argv]  # no command: index the PATHs given
+    parser = argparse.ArgumentParser(prog="python -m indexer", description="Alias of `glance index`: see glance --help.")
+    verbs = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    add_index_parser(verbs)
+    add_stats_parser(verbs)
+    add_remove_parser(verbs)
+    embed.add_parser(verbs)
+    if not argv or argv[0] not in (*ALIAS_VERBS, "index", "-h", "--help"):
+        argv = ["index", *argv]  # the alias's one rewrite: `python -m indexer PATH` has always meant index
     args = parser.parse_args(argv)
-    if not getattr(args, "run", None):
-        parser.print_help()
-        sys.exit(EXIT_ERROR)
-    with exit_on_user_error("glance"):
-        try:
-            status = args.run(args)
-        except OSError as exc:  # e.g. an index folder that cannot be created or written
-            raise UsageError(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None
+    with exit_on_user_error():
+        status = args.run(args)
     sys.exit(status or 0)

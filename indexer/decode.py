@@ -17,7 +17,7 @@ from datetime import datetime
 
 from PIL import Image
 
-from core.images import ImageRefused, open_image, upright
+from core.images import LIBRARY_MAX_MEGAPIXELS, ImageRefused, open_image, upright
 from models.preprocess import Preprocess, to_rgb
 
 THUMB_SIZE = 256  # longest side, px
@@ -30,7 +30,7 @@ DRAFT_FACTOR = 1.5
 # Files up to this size are read into memory once (hash and decode from the same bytes); larger ones are
 # hashed as a stream and decoded from disk.
 READ_WHOLE_MAX = 64 << 20
-DEFAULT_MAX_MEGAPIXELS = 200  # today's largest phone sensors are 200 MP
+DEFAULT_MAX_MEGAPIXELS = LIBRARY_MAX_MEGAPIXELS
 
 DC = "{http://purl.org/dc/elements/1.1/}"
 RDF = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}"

@@ -9,8 +9,6 @@ from pathlib import Path
 from PIL import Image
 
 from models import DEFAULT_TEXT, DEFAULT_VISION
-
-from .decode import DEFAULT_MAX_MEGAPIXELS
 from core import images
 from core.errors import UsageError
 
@@ -29,7 +27,7 @@ def add_parser(verbs) -> None:
         description="Embed texts and images and print one JSON object per line, in input order:\n"
                     '  {"kind": "text"|"image", "input": ..., "dim": N, "vector": [...]}\n'
                     "Texts get the `search_query: ` prefix unless they start with a Nomic task prefix.",
-        epilog="example: python -m indexer embed --text 'a red bicycle' --image photo.jpg --dim 256",
+        epilog="example: glance embed --text 'a red bicycle' --image photo.jpg --dim 256",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--vision-model", default=DEFAULT_VISION, help="Hub repo id or local folder (default: %(default)s)")
     p.add_argument("--text-model", default=DEFAULT_TEXT, help="Hub repo id or local folder (default: %(default)s)")
@@ -62,5 +60,5 @@ def run(args) -> None:
 def open_image(path: str) -> Image.Image:
     if not Path(path).is_file():
         raise UsageError(f"no such image file: {path}")
-    return images.open_image(path, name=path, max_pixels=int(DEFAULT_MAX_MEGAPIXELS * 1e6),
+    return images.open_image(path, name=path, max_pixels=images.LIBRARY_MAX_MEGAPIXELS * 1_000_000,
                              limit_hint="the indexer's default limit")

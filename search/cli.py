@@ -1,4 +1,4 @@
-"""`python -m search`: search a Glance index from the command line.
+"""`glance search`: search a Glance index from the command line (`python -m search` is its alias).
 
 Prints one hit per line, `score<TAB>path` (captions mode: `score<TAB>text<TAB>its photo's path or -`), best
 first, or a JSON array with --json. Exit status: 0 with results, 1 with none (a note goes to stderr),
@@ -15,7 +15,7 @@ from core.errors import UsageError, exit_on_user_error
 from .filters import Filters, date_range
 from .query import parse_query
 
-PROGRAM = "python -m search"
+PROGRAM = "glance"
 EPILOG = """\
 query grammar (one box, rclip-style):
   golden retriever on the beach   plain words are ONE phrase, embedded as `search_query: ...`
@@ -26,15 +26,15 @@ query grammar (one box, rclip-style):
   terms combine as normalize(sum of weight x embedding); a query image adds with weight 1.
 
 examples:
-  python -m search "red bicycle"
-  python -m search "beach -people" --folder 2023/summer --from 2023-07 --to 2023-08
-  python -m search --image ~/Downloads/cat.jpg --top 20
-  python -m search "at night" --image photo.jpg          text and an image together
-  python -m search --like 3f2a...e9 --json                more like an indexed photo (id from --json)
-  python -m search "wedding" --cutoff                     hide the clearly irrelevant tail
-  python -m search "receipt" --captions                   captions and texts, keyword + semantic
-  python -m search --image photo.jpg --captions           captions and texts nearest to an image
-  python -m search --stats                                what the index holds
+  glance search "red bicycle"
+  glance search "beach -people" --folder 2023/summer --from 2023-07 --to 2023-08
+  glance search --image ~/Downloads/cat.jpg --top 20
+  glance search "at night" --image photo.jpg          text and an image together
+  glance search --like ~/Pictures/cat.jpg             more like an indexed photo (its path or its id)
+  glance search "wedding" --cutoff                    hide the clearly irrelevant tail
+  glance search "receipt" --captions                  captions and texts, keyword + semantic
+  glance search --image photo.jpg --captions          captions and texts nearest to an image
+  glance search --stats                               what the index holds (as glance stats --json)
 
 The models are the ones recorded in the index; --vision-model/--text-model point at local copies
 (and are refused when they do not reproduce the index's vectors). The index is $GLANCE_DB or
@@ -42,12 +42,21 @@ The models are the ones recorded in the index; --vision-model/--text-model point
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROGRAM, description="Search your photos by text, by image, or both.",
-                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+DESCRIPTION = "Search your photos by text, by image, or both."
+
+
+def add_search_parser(verbs) -> None:
+    p = verbs.add_parser("search", help="search photos by text, by image, or both", description=DESCRIPTION,
+                         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_search_arguments(p)
+    p.set_defaults(run=run)
+
+
+def add_search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("query", nargs="?", default="", help="text query in the grammar below (may be empty with --image/--like)")
     p.add_argument("--image", metavar="PATH", help="a query image file (combined with the text when both are given)")
-    p.add_argument("--like", metavar="ID", help="an indexed photo's id: photos like it (it is left out)")
+    p.add_argument("--like", metavar="PHOTO", help="an indexed photo (its path, or its id from --json): photos like "
+                                                  "it (it is left out)")
     p.add_argument("--db", metavar="DIR", help="index folder (default: $GLANCE_DB or ~/.local/share/glance/index)")
     p.add_argument("--top", type=int, default=10, metavar="N", help="how many results (default: %(default)s)")
     p.add_argument("--offset", type=int, default=0, metavar="N", help="skip the first N results (paging)")
@@ -68,24 +77,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vision-model", metavar="M", help="override the recorded vision model (Hub id or folder)")
     p.add_argument("--text-model", metavar="M", help="override the recorded text model (Hub id or folder)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="model precision (default: auto)")
-    return p
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    with exit_on_user_error(PROGRAM):
+    """`python -m search ARGS`: the alias of `glance search ARGS`."""
+    parser = argparse.ArgumentParser(prog="python -m search", description=f"{DESCRIPTION} (alias of glance search)",
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_search_arguments(parser)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    with exit_on_user_error():
         status = run(args)
     sys.exit(status)
 
 
 def run(args) -> int:
     check_query_given(args)
+    if args.stats:
+        from store import Store
+
+        print(json.dumps(Store(args.db).stats(), indent=2, default=str))
+        return 0
     from .engine import Engine  # after argument checks: loading torch takes seconds
 
     engine = Engine(args.db, args.vision_model, args.text_model, precision=args.precision)
-    if args.stats:
-        print(json.dumps(engine.stats(), indent=2, default=str))
-        return 0
     if args.captions:
         return print_texts(text_results(engine, args), args.json)
     filters = Filters(args.folder, args.date_from, args.date_to, args.has_caption)

@@ -1,9 +1,8 @@
-"""Search filters and their one compiler into a LanceDB `where` prefilter.
+"""Search filters: what the user asked for (Filters), checked and resolved into a store.PhotoFilter.
 
-Every user value reaches SQL through `store.sql_string`, inside `compile_where` and nowhere else, and
-only as an argument of `starts_with(...)`, `=` or a TIMESTAMP literal, so quotes, `%`, `_`,
-backslashes or SQL keywords in a folder name are matched literally and can neither break nor widen
-the query.
+The SQL is written by the store (store/reading.py: photo_where), which escapes every value; here folders are
+resolved against the indexed roots and dates into half-open ranges, so bad input is refused with one line
+before any query runs.
 """
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path, PurePosixPath
 
 from core.errors import UsageError
-from store import sql_string
+from store import FolderScope, PhotoFilter
 
 _DATE = re.compile(r"(\d{4})(?:-(\d{1,2})(?:-(\d{1,2})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?)?)?")
 DateLike = date | datetime | str | None
@@ -43,37 +42,24 @@ class Filters:
             and self.date_to in (None, "") and self.has_caption is None
 
 
-def compile_where(filters: Filters | None, roots: list[str] | tuple[str, ...] = (),
-                  exclude_ids: tuple[str, ...] = ()) -> str | None:
-    """Filters (+ photo ids to leave out) -> a `where` string for the images table, or None for "everything"."""
+def resolve(filters: Filters | None, roots: list[str] | tuple[str, ...] = (),
+            exclude_ids: tuple[str, ...] = ()) -> PhotoFilter | None:
+    """Filters (+ photo ids to leave out) -> the PhotoFilter the store compiles, or None for "every photo"."""
     filters = filters or Filters()
-    clauses = []
-    try:
-        if filters.folder and filters.folder.strip():
-            clauses.append(_folder_clause(filters.folder, roots))
-        clauses = [c for c in clauses if c]
-        start, end = date_range(filters.date_from, filters.date_to)
-        if start:
-            clauses.append(f"taken_at >= TIMESTAMP {sql_string(_sql_time(start))}")
-        if end:
-            clauses.append(f"taken_at < TIMESTAMP {sql_string(_sql_time(end))}")
-        if filters.has_caption is True:
-            clauses.append("has_caption = true")
-        elif filters.has_caption is False:
-            clauses.append("(has_caption = false OR has_caption IS NULL)")
-        clauses.extend(f"id != {sql_string(photo_id)}" for photo_id in exclude_ids)
-    except ValueError as exc:  # sql_string refuses NUL characters
-        raise UsageError(f"invalid filter: {exc}") from None
-    return " AND ".join(clauses) or None
+    for value in (filters.folder, *exclude_ids):
+        if isinstance(value, str) and "\x00" in value:
+            raise UsageError("invalid filter: text contains a NUL character")
+    folders = _folders(filters.folder, roots) if filters.folder and filters.folder.strip() else None
+    start, end = date_range(filters.date_from, filters.date_to)
+    resolved = PhotoFilter(folders, start, end, filters.has_caption, tuple(exclude_ids))
+    return None if resolved == PhotoFilter() else resolved
 
 
-def _folder_clause(folder: str, roots) -> str | None:
+def _folders(folder: str, roots) -> tuple[FolderScope, ...] | None:
     if folder.startswith(("/", "~")):
-        return _absolute_folder_clause(Path(folder).expanduser(), roots)
+        return _absolute_folders(Path(folder).expanduser(), roots)
     relative = _relative_folder(folder)
-    if relative is None:  # the top of every root: no restriction
-        return None
-    return f"starts_with(relpath, {sql_string(relative + '/')})"
+    return None if relative is None else (FolderScope(None, relative),)  # None: the top of every root
 
 
 def _relative_folder(folder: str) -> str | None:
@@ -84,20 +70,19 @@ def _relative_folder(folder: str) -> str | None:
     return "/".join(parts) or None
 
 
-def _absolute_folder_clause(folder: Path, roots) -> str:
+def _absolute_folders(folder: Path, roots) -> tuple[FolderScope, ...]:
     folder = Path(os.path.normpath(folder))
     options = []
     for root in roots:
         root_path = Path(root)
         if folder == root_path or root_path.is_relative_to(folder):
-            options.append(f"root = {sql_string(root)}")
+            options.append(FolderScope(root, ""))
         elif folder.is_relative_to(root_path):
-            rel = folder.relative_to(root_path).as_posix()
-            options.append(f"(root = {sql_string(root)} AND starts_with(relpath, {sql_string(rel + '/')}))")
+            options.append(FolderScope(root, folder.relative_to(root_path).as_posix()))
     if not options:
         listed = ", ".join(roots) or "none recorded"
         raise UsageError(f"folder {folder} is not inside an indexed folder (indexed: {listed})")
-    return "(" + " OR ".join(options) + ")"
+    return tuple(options)
 
 
 def date_range(date_from: DateLike, date_to: DateLike) -> tuple[datetime | None, datetime | None]:
@@ -138,10 +123,6 @@ def _parse_date_text(text: str, which: str) -> tuple[datetime, datetime]:
         return start, start + (timedelta(seconds=1) if second is not None else timedelta(minutes=1))
     except (ValueError, OverflowError) as exc:
         raise UsageError(f"invalid {which} date {text!r}: {exc}") from None
-
-
-def _sql_time(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def describe(filters: Filters | None) -> str:

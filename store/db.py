@@ -17,11 +17,19 @@ from core.errors import GlanceError
 from . import schema
 from .indexing import IndexingQueries
 from .reading import ReadingQueries
-from .schema import CAPTIONS, IMAGES, KEEP_OLD_VERSIONS, META, META_SCHEMA, VECTOR_INDEX_ROWS, captions_schema, images_schema
+from .schema import (CAPTIONS, IMAGES, KEEP_OLD_VERSIONS, META, META_SCHEMA, PREPROCESS_VERSION_KEY, SCHEMA_VERSION,
+                     SCHEMA_VERSION_KEY, VECTOR_INDEX_ROWS, captions_schema, images_schema)
+from .sql import sql_in, sql_string
 
 
 class StoreError(GlanceError):
     """A problem with the index itself (missing, from another model, ...); the message is for the user."""
+
+
+def no_index_message(path: Path) -> str:
+    """The one "no index here" message, with the command that builds one."""
+    db = "" if Path(path) == default_db_path() else f" --db {path}"
+    return f"no Glance index at {path}: build one with `glance index ~/Pictures{db}`"
 
 
 def default_db_path() -> Path:
@@ -30,13 +38,6 @@ def default_db_path() -> Path:
         return Path(os.environ["GLANCE_DB"]).expanduser()
     data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
     return data_home / "glance" / "index"
-
-
-def sql_string(value: str) -> str:
-    """A user value as a SQL string literal for a LanceDB `where`: the only way user text reaches SQL."""
-    if "\x00" in value:
-        raise ValueError("text contains a NUL character")
-    return "'" + value.replace("'", "''") + "'"
 
 
 class Store(IndexingQueries, ReadingQueries):
@@ -50,6 +51,7 @@ class Store(IndexingQueries, ReadingQueries):
         self.path = Path(path).expanduser() if path else default_db_path()
         self._consistency = consistency
         self._db = None
+        self._version_checked = False
 
     @property
     def db(self):
@@ -70,8 +72,40 @@ class Store(IndexingQueries, ReadingQueries):
 
     def table(self, name: str):
         if name not in self.table_names():
-            raise StoreError(f"no Glance index at {self.path} (build one with: python -m indexer PATH --db {self.path})")
+            raise StoreError(no_index_message(self.path))
+        if not self._version_checked and name != META:
+            self._version_checked = True
+            self.check_version()
         return self.db.open_table(name)
+
+    def check_version(self) -> None:
+        """Refuse an index from a newer Glance; bring one from an older Glance up to date in place."""
+        from models import PREPROCESS_VERSION  # noqa: PLC0415 - models/__init__ is light; this is a constant
+
+        meta = self.meta()
+        if not meta:
+            return  # no record at all: the readers and the writer refuse it with their own message
+        recorded = int(meta.get(SCHEMA_VERSION_KEY) or 1)
+        preprocess = meta.get(PREPROCESS_VERSION_KEY)
+        if recorded > SCHEMA_VERSION or (preprocess is not None and int(preprocess) > PREPROCESS_VERSION):
+            raise StoreError(f"this index was written by a newer Glance (schema {recorded}, preprocessing "
+                             f"{preprocess}; this Glance knows schema {SCHEMA_VERSION}, preprocessing "
+                             f"{PREPROCESS_VERSION}): upgrade Glance, or rebuild the index with "
+                             f"`glance index --reindex PATH --db {self.path}`")
+        if recorded < SCHEMA_VERSION and IMAGES in self.table_names():
+            self._migrate(recorded)
+
+    def _migrate(self, recorded: int) -> None:
+        """Schema 1 -> 2: images gains relpath_bytes (NULL: every name written by schema 1 was UTF-8)."""
+        images = self.db.open_table(IMAGES)
+        try:
+            if "relpath_bytes" not in images.schema.names:
+                images.add_columns(pa.field("relpath_bytes", pa.binary()))
+            self.write_meta({SCHEMA_VERSION_KEY: SCHEMA_VERSION})
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise StoreError(f"the index at {self.path} is from an older Glance (schema {recorded}) and could not "
+                             f"be updated ({exc}); rebuild it with `glance index --reindex PATH --db {self.path}`") \
+                from None
 
     def create_tables(self, dim: int) -> None:
         existing = self.table_names()
@@ -139,12 +173,6 @@ def upsert(table, rows: pa.Table, on: str = "id") -> int:
         return 0
     result = table.merge_insert(on).when_matched_update_all().when_not_matched_insert_all().execute(rows)
     return int(getattr(result, "num_inserted_rows", 0) or 0)
-
-
-def sql_in(column: str, values) -> str:
-    """`column IN ('a', 'b')` with every value escaped by sql_string; FALSE for no values."""
-    values = list(values)
-    return f"{column} IN ({', '.join(sql_string(v) for v in values)})" if values else "FALSE"
 
 
 def delete_in(table, column: str, values, chunk: int = 500, extra: str = "") -> int:

@@ -35,6 +35,14 @@ def tiny_encoders(tiny_model_dirs):
     return load_pair(str(vision), str(text), precision="fp32")
 
 
+@pytest.fixture(scope="session")
+def library(tmp_path_factory, tiny_encoders):
+    """The painted library of tests/search_library.py, indexed once per session by the real indexer."""
+    from tests import search_library
+
+    return search_library.build(tmp_path_factory.mktemp("search-library"), *tiny_encoders)
+
+
 @pytest.fixture(scope="module")
 def app_library(tmp_path_factory, tiny_encoders, tiny_model_dirs):
     """The painted photo library the app tests share, indexed once by the real indexer."""

@@ -1,23 +1,19 @@
-"""A small generated photo library and its index, for the search tests.
+"""A small generated photo library, indexed by the real indexer, for the search tests.
 
-It stands in for `python -m indexer` (not ready yet): images are painted, embedded with the tiny models,
-and written with the store schema through `store.upsert`, with the meta keys the indexer records.
-To use the real indexer later, replace `write_index` with a call to it; the tests only rely on
-LIBRARY (what each photo looks like, where it is, when it was taken) and on the returned Library.
+Photos are painted and saved with EXIF (taken-at date, camera), captions sit beside them as sidecar files, and
+free-standing texts come from a captions CSV; `indexer.pipeline.index` builds the index with the tiny models.
+The tests rely on LIBRARY (what each photo looks like, where it is, when it was taken) and on the Library.
 """
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 from PIL import Image
 
-from models import PREPROCESS_VERSION
 import store
 
 SIZE = (96, 64)
@@ -95,85 +91,48 @@ class Library:
         return next(n for n, i in {**self.ids, **self.extra_rows}.items() if i == photo_id)
 
 
-def paint_files(root: Path) -> dict[str, Image.Image]:
-    images = {}
+def paint_files(root: Path) -> None:
     for spec in LIBRARY:
         target = root / spec.relpath
         target.parent.mkdir(parents=True, exist_ok=True)
-        image = spec.paint()
-        image.save(target, quality=95) if target.suffix == ".jpg" else image.save(target)
-        images[spec.name] = Image.open(target).convert("RGB")
-    return images
+        exif = Image.Exif()
+        if spec.taken_at:
+            exif.get_ifd(0x8769)[36867] = spec.taken_at.strftime("%Y:%m:%d %H:%M:%S")  # DateTimeOriginal
+        if spec.camera:
+            exif[272] = spec.camera  # Model
+        options = {"quality": 95} if target.suffix == ".jpg" else {}
+        spec.paint().save(target, exif=exif.tobytes(), **options)
+        if spec.caption:
+            Path(f"{target}.txt").write_text(spec.caption)
 
 
-def thumbnail(image: Image.Image) -> bytes:
-    small = image.copy()
-    small.thumbnail((64, 64))
-    out = io.BytesIO()
-    small.save(out, "JPEG", quality=85)
-    return out.getvalue()
+def write_index(db: Path, root: Path, vision, text, free_texts_csv: Path) -> None:
+    from indexer.pipeline import IndexOptions, index
+
+    summary = index(IndexOptions(paths=[str(root)], db=db, captions=[str(free_texts_csv)], encoders=(vision, text),
+                                 precision="fp32"))
+    assert not summary.problems, summary.problems
 
 
-def write_index(db: Path, root: Path, vision, text, vision_spec: str, text_spec: str,
-                images: dict[str, Image.Image], link: tuple[str, Image.Image] | None = None) -> tuple[dict, dict, str]:
-    """Rows for every LIBRARY photo (plus an optional symlinked photo), its captions and free texts, and meta."""
-    dim = vision.dim
-    names = list(images)
-    vectors = vision.embed_images([images[n] for n in names]).numpy()
-    specs = {s.name: s for s in LIBRARY}
-    rows, ids = [], {}
-    for name, vector in zip(names, vectors):
-        spec = specs[name]
-        rows.append(_image_row(str(root), spec.relpath, images[name], vector, spec.taken_at, spec.camera, bool(spec.caption)))
-        ids[name] = rows[-1]["id"]
-    link_id = ""
-    if link:
-        relpath, image = link
-        vector = vision.embed_images([image]).numpy()[0]
-        rows.append(_image_row(str(root), relpath, image, vector, None, None, False))
-        link_id = rows[-1]["id"]
-    st = store.Store(db)
-    st.create_tables(dim)
-    store.upsert(st.table(store.IMAGES), pa.Table.from_pylist(rows, schema=store.images_schema(dim)))
-    store.upsert(st.table(store.CAPTIONS), _caption_rows(ids, text, dim))
-    st.write_meta({
-        "vision_model": vision_spec, "text_model": text_spec, "model_version": "v1.5", "dim": dim,
-        "preprocess_version": PREPROCESS_VERSION, "schema_version": store.SCHEMA_VERSION,
-        "last_indexed": "2024-03-01T12:00:00", "roots": [str(root)],
-    })
-    return ids, dict(zip(names, vectors)), link_id
+def stored_rows(db: Path) -> dict[str, dict]:
+    """relpath -> {id, vector} of every indexed photo."""
+    images = store.Store(db).table(store.IMAGES).to_arrow().select(["id", "relpath", "vector"]).to_pylist()
+    return {row["relpath"]: row for row in images}
 
 
-def _image_row(root: str, relpath: str, image: Image.Image, vector, taken_at, camera, has_caption) -> dict:
-    path = Path(root) / relpath
-    return {
-        "id": store.image_id(root, relpath), "root": root, "relpath": relpath,
-        "size": path.stat().st_size if path.exists() else 0, "mtime_ns": 1_700_000_000_000_000_000,
-        "sha256": "0" * 64, "width": image.width, "height": image.height, "taken_at": taken_at,
-        "camera": camera, "has_caption": has_caption, "thumb": thumbnail(image),
-        "indexed_at": datetime(2024, 3, 1, 12), "vector": [float(x) for x in vector],
-    }
-
-
-def _caption_rows(ids: dict[str, str], text, dim: int) -> pa.Table:
-    entries = [(ids[s.name], s.caption, "sidecar") for s in LIBRARY if s.caption]
-    entries += [("", t, "file") for t in FREE_TEXTS]
-    # Captions live in the image space, so they are embedded as `search_query: ` (as Nomic trained them).
-    vectors = text.embed_queries([t for _, t, _ in entries]).numpy()
-    rows = [{"id": store.caption_id(i, src, t), "image_id": i, "text": t, "source": src, "vector": [float(x) for x in v]}
-            for (i, t, src), v in zip(entries, vectors)]
-    return pa.Table.from_pylist(rows, schema=store.captions_schema(dim))
-
-
-def build(base: Path, vision, text, vision_spec: str, text_spec: str) -> Library:
+def build(base: Path, vision, text) -> Library:
     """The library under base/photos, a file outside it under base/outside, and the index under base/index."""
     root = (base / "photos").resolve()
-    images = paint_files(root)
+    paint_files(root)
     outside = base / "outside" / "secret.png"
     outside.parent.mkdir(parents=True)
     Image.new("RGB", SIZE, (90, 90, 90)).save(outside)
     (root / "links").mkdir()
     os.symlink(outside, root / "links" / "escape.png")
-    link = ("links/escape.png", Image.open(outside).convert("RGB"))
-    ids, vectors, link_id = write_index(base / "index", root, vision, text, vision_spec, text_spec, images, link)
-    return Library(root, base / "index", ids, vectors, outside, {"escape": link_id})
+    free_texts = base / "free-texts.csv"
+    free_texts.write_text("path,caption\n" + "".join(f",{t}\n" for t in FREE_TEXTS))
+    write_index(base / "index", root, vision, text, free_texts)
+    rows = stored_rows(base / "index")
+    ids = {s.name: rows[s.relpath]["id"] for s in LIBRARY}
+    vectors = {s.name: np.asarray(rows[s.relpath]["vector"], np.float32) for s in LIBRARY}
+    return Library(root, base / "index", ids, vectors, outside, {"escape": rows["links/escape.png"]["id"]})

@@ -15,11 +15,6 @@ from tests import search_library
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def library(tmp_path_factory, tiny_encoders, tiny_model_dirs):
-    vision, text = tiny_encoders
-    vision_dir, text_dir = (str(p.resolve()) for p in tiny_model_dirs)
-    return search_library.build(tmp_path_factory.mktemp("cli"), vision, text, vision_dir, text_dir)
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:
@@ -69,7 +64,7 @@ def test_captions_mode(capsys, library):
 def test_bad_input_is_one_line_and_exit_2(capsys, library, argv, message):
     code, out, err = run(capsys, *argv, "--db", str(library.db))
     assert code == 2 and out == ""
-    assert len(err.strip().splitlines()) == 1 and message in err and err.startswith("python -m search: error:")
+    assert len(err.strip().splitlines()) == 1 and message in err and err.startswith("glance: error:")
 
 
 def test_a_corrupt_image_and_a_missing_index(capsys, library, tmp_path):
@@ -78,7 +73,7 @@ def test_a_corrupt_image_and_a_missing_index(capsys, library, tmp_path):
     code, _, err = run(capsys, "--image", str(bad), "--db", str(library.db))
     assert code == 2 and len(err.strip().splitlines()) == 1
     code, _, err = run(capsys, "dog", "--db", str(tmp_path / "none"))
-    assert code == 2 and "no Glance index" in err and "python -m indexer" in err
+    assert code == 2 and "no Glance index" in err and "glance index" in err
 
 
 def test_no_results_exit_1(capsys, library):

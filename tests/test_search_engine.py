@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import search.engine as engine_module
+import store.reading as store_reading
 import search.uploads as uploads
 from search.engine import Engine, NotServable
 from core.errors import UsageError
@@ -30,11 +30,6 @@ def unit(v):
     return v / np.linalg.norm(v)
 
 
-@pytest.fixture(scope="module")
-def library(tmp_path_factory, tiny_encoders, tiny_model_dirs):
-    vision, text = tiny_encoders
-    vision_dir, text_dir = (str(p.resolve()) for p in tiny_model_dirs)
-    return search_library.build(tmp_path_factory.mktemp("library"), vision, text, vision_dir, text_dir)
 
 
 @pytest.fixture(scope="module")
@@ -92,19 +87,40 @@ def test_a_subtracted_term_pushes_its_nearest_photo_down(engine, library, tiny_e
     assert rank("dog -2:cat") > rank("dog")
 
 
-def test_queries_run_on_one_thread_and_leave_torch_as_it_was(engine, library):
+def test_queries_run_on_one_thread_and_leave_torch_as_it_was(engine, library, monkeypatch):
     import torch
 
+    seen = []
+    for encoder, method in ((engine.vectors.text, "embed_queries"), (engine.vectors.vision(), "embed_images")):
+        original = getattr(encoder, method)
+
+        def spy(*args, _original=original, **kwargs):
+            seen.append(torch.get_num_threads())
+            return _original(*args, **kwargs)
+        monkeypatch.setattr(encoder, method, spy)
     before = torch.get_num_threads()
-    engine.search("a thread test", image=str(library.path("blue")))
-    assert torch.get_num_threads() == before
+    torch.set_num_threads(2)
+    try:
+        engine.search("a thread test", image=str(library.path("blue")))
+        assert seen == [1, 1]  # the text term and the image, each embedded on one thread
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
-def test_text_and_image_together(engine, library):
-    image_only = engine.search(like=library.ids["green"], top=50)
+def test_text_and_image_together(engine, library, tiny_encoders):
+    _, text = tiny_encoders
+    dog = unit(text.embed_queries(["a dog"]).numpy()[0])
+    query = unit(dog + unit(library.vectors["green"]))  # both parts weigh 1, then the sum is normalized
     both = engine.search("a dog", like=library.ids["green"], top=50)
-    assert [h.id for h in both.hits] != [] and library.ids["green"] not in [h.id for h in both.hits]
-    assert {h.id for h in both.hits} == {h.id for h in image_only.hits}
+    scores = {library.name_of(h.id): h.score for h in both.hits}
+    assert "green" not in scores and len(scores) == all_photos(library) - 1
+    for name, vector in library.vectors.items():
+        if name != "green":
+            assert scores[name] == pytest.approx(float(query @ unit(vector)), abs=1e-5)
+    image_only = [h.id for h in engine.search(like=library.ids["green"], top=50).hits]
+    text_only = [h.id for h in engine.search("a dog", top=50).hits if h.id != library.ids["green"]]
+    assert [h.id for h in both.hits] not in (image_only, text_only)  # the text moved the ranking, and the image
 
 
 # ----------------------------------------------------------------------------------------------- paging
@@ -166,12 +182,16 @@ def test_a_filter_that_matches_nothing_says_so(engine):
 # -------------------------------------------------------------------------------------------- cut-off
 
 def test_cutoff_reports_its_decision_and_keeps_pages_consistent(engine, library):
+    from search.cutoff import adaptive_cutoff
+
+    uncut = engine.search(like=library.ids["red"], top=50)
+    expected = adaptive_cutoff([h.score for h in uncut.hits], uncut.total_considered)
     results = engine.search(like=library.ids["red"], top=3, cutoff=True)
-    assert results.cutoff is not None and results.cutoff.considered == all_photos(library) - 1
-    if results.cutoff.cut:
-        assert results.dropped == results.total_considered - results.cutoff.keep
+    assert results.cutoff == expected and results.cutoff.considered == all_photos(library) - 1
+    kept = expected.keep if expected.cut else len(uncut.hits)
+    assert results.dropped == uncut.total_considered - kept
     second = engine.search(like=library.ids["red"], top=3, offset=3, cutoff=True)
-    assert not {h.id for h in results.hits} & {h.id for h in second.hits}
+    assert [h.id for h in results.hits + second.hits] == [h.id for h in uncut.hits[:min(6, kept)]]
 
 
 # ------------------------------------------------------------------------------------------ bad input
@@ -243,9 +263,10 @@ def test_thumbnails_and_photo_details(engine, library):
 def test_stats(engine, library):
     engine.warm_up(vision=True)
     stats = engine.stats()
-    assert stats["vision_loaded"] is True
+    assert engine.vectors.vision_loaded
     assert (stats["photos"], stats["captions"], stats["texts"]) == (all_photos(library), 5, 4)
-    assert stats["dim"] == 128 and stats["roots"] == [str(library.root)] and stats["model_version"] == "v1.5"
+    assert stats["dim"] == 128 and stats["roots"] == {str(library.root): all_photos(library)}
+    assert stats["model_version"] == "v1.5" and stats["schema_version"] == 2
 
 
 # ---------------------------------------------------------------------------------------------- texts
@@ -294,7 +315,7 @@ def test_the_vector_index_is_used_on_big_tables_and_agrees_with_exact_search(lib
         "vector", config=IvfFlat(distance_type="cosine", num_partitions=2))
     engine = Engine(copy, precision="fp32")
     exact = engine.search(like=library.ids["red"], top=20)
-    monkeypatch.setattr(engine_module, "EXACT_MAX_ROWS", 0)
+    monkeypatch.setattr(store_reading, "EXACT_MAX_ROWS", 0)
     indexed = engine.search(like=library.ids["red"], top=20)
     assert (exact.mode, indexed.mode) == ("exact", "index")
     assert [h.id for h in indexed.hits] == [h.id for h in exact.hits]

@@ -8,7 +8,12 @@ import pyarrow as pa
 import pytest
 
 from core.errors import UsageError
-from search.filters import Filters, compile_where, date_range
+from search.filters import Filters, date_range, resolve
+from store import photo_where
+
+
+def compile_where(filters, roots=(), exclude_ids=()):
+    return photo_where(resolve(filters, roots, exclude_ids))
 
 HOSTILE = ["it's", "a%b", "a_b", "axb", "x' OR '1'='1", "back\\slash", "x'; DROP TABLE images; --", "100%", "_",
            "q\"uote", "2023/trip", "2023/trip-old", "with space", "ünï"]

@@ -1,0 +1,74 @@
+"""`glance`: one command to index photo folders, search them, and serve the search page.
+
+Each package defines its own subcommands (indexer/cli.py: index, stats, remove; indexer/embed.py: embed;
+search/cli.py: search; search/server_options.py + app.py: serve); this module only assembles them. Building the
+parser imports nothing heavy (no torch, no LanceDB, no gradio): `glance --help` answers at once.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from core.errors import exit_on_user_error
+from indexer import cli as indexer_cli
+from indexer import embed
+from search import cli as search_cli
+from search import server_options
+
+from . import __version__
+
+DESCRIPTION = "Glance: semantic search for your photo library, on your own machine."
+EPILOG = """\
+start here:
+  glance index ~/Pictures                 embed every photo (incremental; run it again after changes)
+  glance search "dog on the beach"        words -> photos, best first
+  glance search --image cat.jpg           a photo -> similar photos
+  glance serve                            the search page on http://127.0.0.1:7860/
+  glance stats                            what the index holds
+
+each command has its own help: glance index --help, glance search --help, ...
+The index lives in $GLANCE_DB, else ~/.local/share/glance/index; --db DIR picks another.
+
+exit status:
+  0    done
+  1    finished, but some files were skipped (index), or nothing was found (search)
+  2    an error, explained in one line on stderr (glance: error: ...)
+  130  interrupted (Ctrl-C); what was committed is kept
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="glance", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"glance {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    indexer_cli.add_index_parser(commands)
+    search_cli.add_search_parser(commands)
+    add_serve_parser(commands)
+    indexer_cli.add_stats_parser(commands)
+    indexer_cli.add_remove_parser(commands)
+    embed.add_parser(commands)
+    return parser
+
+
+def add_serve_parser(commands) -> None:
+    p = commands.add_parser("serve", help="serve the search page (and its API) in a browser",
+                            description=server_options.DESCRIPTION, epilog=server_options.EPILOG,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    server_options.add_arguments(p)
+    p.set_defaults(run=run_serve)
+
+
+def run_serve(args) -> int:
+    server_options.check(args)
+    import app  # gradio and the page: seconds, so only once the flags are known to be good
+
+    app.main(args)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    with exit_on_user_error():
+        status = args.run(args)
+    sys.exit(status or 0)

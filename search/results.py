@@ -1,0 +1,92 @@
+"""What the engine answers with: hits, pages of results, caption hits, photo details, and NotServable."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from core.errors import UsageError
+
+from .cutoff import Cutoff
+from .query import Term
+
+
+class NotServable(UsageError):
+    """A file or thumbnail that may not (403) or cannot (404) be served; `status` is the HTTP code."""
+
+    def __init__(self, message: str, status: int = 404):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One photo in a result list. `path` is root/relpath as indexed; serve files via Engine.file_path."""
+    id: str
+    root: str
+    relpath: str
+    path: str
+    score: float  # cosine similarity to the query vector, -1..1 (text->image is typically 0.0-0.1)
+    taken_at: datetime | None
+    camera: str | None
+    width: int | None
+    height: int | None
+    has_caption: bool
+
+
+@dataclass
+class Results:
+    """A page of hits, best first.
+
+    total_considered: photos that passed the filters (the population that was ranked).
+    has_more:         a next page exists (call search again with offset + top).
+    cutoff:           the cut-off decision (None when cutoff=False); `dropped` photos fell below it.
+    mode:             "exact" (brute force) or "index" (LanceDB vector index).
+    note:             a human sentence when there is nothing to show (e.g. the filters match no photo).
+    query:            the parsed text terms, for showing the query back.
+    """
+    hits: list[Hit]
+    offset: int
+    top: int
+    has_more: bool
+    total_considered: int
+    cutoff: Cutoff | None = None
+    dropped: int = 0
+    mode: str = "exact"
+    note: str = ""
+    query: list[Term] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TextHit:
+    """A caption (image_id = its photo) or a free-standing text (image_id = "").
+
+    score: cosine for image_to_text; reciprocal-rank-fusion score for caption_search (rank-based, ~0.03 max).
+    cosine: the semantic cosine when the text was found semantically, else None.
+    matched: "semantic", "keyword" or "both".
+    """
+    text: str
+    score: float
+    image_id: str
+    source: str
+    id: str = ""
+    cosine: float | None = None
+    matched: str = "semantic"
+    path: str = ""  # the photo's root/relpath for a caption, "" for a free-standing text
+
+
+@dataclass(frozen=True)
+class PhotoDetails:
+    id: str
+    root: str
+    relpath: str
+    path: str
+    size: int | None
+    mtime: datetime | None
+    sha256: str | None
+    width: int | None
+    height: int | None
+    taken_at: datetime | None
+    camera: str | None
+    has_caption: bool
+    indexed_at: datetime | None
+    captions: list[tuple[str, str]]  # (text, source)

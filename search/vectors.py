@@ -1,0 +1,121 @@
+"""Query vectors: the encoders recorded in the index (or proven overrides), and embedding what a user asks.
+
+Text terms are embedded once and kept in an LRU cache (paging and edits re-use them); the vision model loads
+on the first image query. A short text query is ~3 GFLOP, one query image ~36. On an idle 2-core machine a
+second thread saves ~10 ms per text, but when the cores are busy (indexing, other users) OpenMP threads wait
+on each other: a text query took 300-500 ms instead of ~50 ms, an image 1.5-1.8 s instead of ~350 ms,
+measured here (bench/query_latency.py). So queries are embedded on one thread, unless `threads` is given.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+from models import TextEmbedder, VisionEncoder
+from store import CAPTIONS, IMAGES, Store
+
+from . import modelmatch
+from .query import Term
+from .uploads import open_query_image
+
+QUERY_THREADS = 1
+TERM_CACHE = 512
+
+
+class QueryVectors:
+    def __init__(self, store: Store, vision_model: str | None, text_model: str | None, precision: str,
+                 threads: int | None):
+        if threads:
+            torch.set_num_threads(threads)
+        self.threads = threads or QUERY_THREADS
+        self.precision = modelmatch.check_precision(precision)
+        self.store = store
+        self.recorded = modelmatch.recorded_models(store.current_meta(), store.path)
+        version = self.recorded.version
+        self.vision_choice = modelmatch.choose("vision", self.recorded.vision, vision_model, version, store.path)
+        self.text_choice = modelmatch.choose("text", self.recorded.text, text_model, version, store.path)
+        self.text = TextEmbedder(self.text_choice.spec, self.precision)
+        modelmatch.check_pair_and_dim(self.vision_choice, self.text_choice, self.text.dim, self.recorded, store.path)
+        if self.text_choice.overridden:
+            self._verify_text_model()
+        self._vision: VisionEncoder | None = None
+        self._vision_lock = threading.Lock()
+        self._cache_lock = threading.Lock()
+        self._term_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        if self.vision_choice.overridden:
+            self.vision()  # prove the override matches before serving anything
+
+    @property
+    def dim(self) -> int:
+        return self.recorded.dim
+
+    @property
+    def vision_loaded(self) -> bool:
+        return self._vision is not None
+
+    def terms(self, terms: list[Term]) -> list[np.ndarray]:
+        """Term embeddings (`search_query: ` + text), cached."""
+        with self._cache_lock:
+            known = {t.text: self._term_cache[t.text] for t in terms if t.text in self._term_cache}
+            for text in known:
+                self._term_cache.move_to_end(text)  # least recently used goes first
+        missing = list(dict.fromkeys(t.text for t in terms if t.text not in known))
+        if missing:
+            with torch_threads(self.threads):
+                fresh = self.text.embed_queries(missing, dim=self.dim).numpy()
+            known.update(zip(missing, fresh))
+            with self._cache_lock:
+                self._term_cache.update(zip(missing, fresh))
+                while len(self._term_cache) > TERM_CACHE:
+                    self._term_cache.popitem(last=False)
+        return [known[t.text] for t in terms]
+
+    def image(self, image) -> np.ndarray:
+        """A query image (path, bytes or PIL image; checked by search/uploads.py) as a vector."""
+        decoded = open_query_image(image)
+        vision = self.vision()
+        with torch_threads(self.threads):
+            return vision.embed_images([decoded], dim=self.dim)[0].numpy()
+
+    def vision(self) -> VisionEncoder:
+        with self._vision_lock:
+            if self._vision is None:
+                vision = VisionEncoder(self.vision_choice.spec, self.precision)
+                if self.vision_choice.overridden:
+                    self._verify_vision_model(vision)
+                self._vision = vision
+            return self._vision
+
+    def _verify_text_model(self) -> None:
+        samples = self.store.samples(CAPTIONS, "text")
+        embedded = stored = None
+        if samples:
+            embedded = self.text.embed_queries([s["text"] for s in samples], dim=self.dim).numpy()
+            stored = np.asarray([s["vector"] for s in samples], dtype=np.float32)
+        modelmatch.verify("text", self.text_choice, self.recorded.text, embedded, stored, self.store.path)
+
+    def _verify_vision_model(self, vision: VisionEncoder) -> None:
+        samples = self.store.samples(IMAGES, "thumb")
+        images = modelmatch.thumbnails_as_images([s["thumb"] for s in samples])
+        embedded = stored = None
+        if images and len(images) == len(samples):
+            embedded = vision.embed_images(images, dim=self.dim).numpy()
+            stored = np.asarray([s["vector"] for s in samples], dtype=np.float32)
+        modelmatch.verify("vision", self.vision_choice, self.recorded.vision, embedded, stored, self.store.path)
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """Run torch on `count` threads for a moment (process-wide: a concurrent call may see it; speed only)."""
+    before = torch.get_num_threads()
+    if count != before:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        if count != before:
+            torch.set_num_threads(before)
