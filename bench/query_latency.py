@@ -284,6 +284,8 @@ def main() -> None:
     sizes = [20_000] if args.quick else [int(s) for s in args.sizes.split(",") if s.strip()]
     if args.quick:
         args.queries, args.hnsw = 20, False
+    if args.tmp and not Path(args.tmp).is_dir():
+        parser.error(f"--tmp {args.tmp} is not a folder (create it first)")
     work = Path(tempfile.mkdtemp(prefix="glance-bench-", dir=args.tmp))
     started = time.perf_counter()
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start (other processes skew latency)")

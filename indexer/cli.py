@@ -15,7 +15,6 @@ from core.images import LIBRARY_MAX_MEGAPIXELS
 from store import VECTOR_INDEX_MIN_ROWS, default_db_path
 
 from . import embed
-from .report import problem_line, write_errors
 
 EPILOG = f"""\
 examples:
@@ -111,6 +110,7 @@ def run_index(args) -> int:
     from tqdm import tqdm
 
     from .pipeline import IndexOptions, index
+    from .report import problem_line, write_errors
 
     for value, flag in ((args.batch_size, "--batch-size"), (args.workers, "--workers"), (args.threads, "--threads")):
         if value is not None and value < 1:

@@ -1,4 +1,4 @@
-"""The Glance search engine: one object over an index, used by `python -m search` and by app.py.
+"""The Glance search engine: one object over an index, used by `glance search` and by the page (app.py).
 
     engine = Engine()                                   # $GLANCE_DB or ~/.local/share/glance/index
     results = engine.search("beach -people +sunset 2:dog", filters=Filters(folder="2023"), top=24)

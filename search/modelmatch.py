@@ -20,11 +20,11 @@ from PIL import Image
 
 from core.images import ImageRefused, open_image
 
-from models import check_dim, hub
+from models import PREPROCESS_VERSION, check_dim, hub
 from models.encoders import check_pair
 
 from core.errors import UsageError
-from store import StoreError
+from store import StoreError, newer_glance_message
 
 # Same model: thumbnail vs original ~0.9+ (JPEG, resampling), caption re-embedded ~1.0.
 # Different models: unrelated spaces, ~0 +- 0.2.
@@ -51,10 +51,14 @@ class ChosenModel:
 
 
 def recorded_models(meta: dict, db_path: Path) -> IndexModels:
+    preprocess = meta.get("preprocess_version")
+    if preprocess is not None and int(preprocess) > PREPROCESS_VERSION:
+        raise StoreError(newer_glance_message(db_path, f"preprocessing {preprocess}",
+                                              f"preprocessing {PREPROCESS_VERSION}"))
     missing = [key for key in REQUIRED_META if not meta.get(key)]
     if missing:
         raise StoreError(f"the index at {db_path} does not record its models ({', '.join(missing)} missing); "
-                         f"rebuild it with: python -m indexer PATH --db {db_path}")
+                         f"rebuild it with `glance index --reindex PATH --db {db_path}`")
     return IndexModels(str(meta["vision_model"]), str(meta["text_model"]),
                        str(meta.get("model_version") or ""), int(meta["dim"]))
 

@@ -17,7 +17,7 @@ from core.errors import GlanceError
 from . import schema
 from .indexing import IndexingQueries
 from .reading import ReadingQueries
-from .schema import (CAPTIONS, IMAGES, KEEP_OLD_VERSIONS, META, META_SCHEMA, PREPROCESS_VERSION_KEY, SCHEMA_VERSION,
+from .schema import (CAPTIONS, IMAGES, KEEP_OLD_VERSIONS, META, META_SCHEMA, SCHEMA_VERSION,
                      SCHEMA_VERSION_KEY, VECTOR_INDEX_ROWS, captions_schema, images_schema)
 from .sql import sql_in, sql_string
 
@@ -30,6 +30,11 @@ def no_index_message(path: Path) -> str:
     """The one "no index here" message, with the command that builds one."""
     db = "" if Path(path) == default_db_path() else f" --db {path}"
     return f"no Glance index at {path}: build one with `glance index ~/Pictures{db}`"
+
+
+def newer_glance_message(path: Path, recorded: str, known: str) -> str:
+    return (f"this index was written by a newer Glance ({recorded}; this Glance knows {known}): upgrade Glance, "
+            f"or rebuild the index with `glance index --reindex PATH --db {path}`")
 
 
 def default_db_path() -> Path:
@@ -79,19 +84,14 @@ class Store(IndexingQueries, ReadingQueries):
         return self.db.open_table(name)
 
     def check_version(self) -> None:
-        """Refuse an index from a newer Glance; bring one from an older Glance up to date in place."""
-        from models import PREPROCESS_VERSION  # noqa: PLC0415 - models/__init__ is light; this is a constant
-
+        """Refuse an index from a newer Glance; bring one from an older Glance up to date in place. (The
+        preprocessing version is the models' business: search/modelmatch.py and indexer/bookkeeping.py.)"""
         meta = self.meta()
         if not meta:
             return  # no record at all: the readers and the writer refuse it with their own message
         recorded = int(meta.get(SCHEMA_VERSION_KEY) or 1)
-        preprocess = meta.get(PREPROCESS_VERSION_KEY)
-        if recorded > SCHEMA_VERSION or (preprocess is not None and int(preprocess) > PREPROCESS_VERSION):
-            raise StoreError(f"this index was written by a newer Glance (schema {recorded}, preprocessing "
-                             f"{preprocess}; this Glance knows schema {SCHEMA_VERSION}, preprocessing "
-                             f"{PREPROCESS_VERSION}): upgrade Glance, or rebuild the index with "
-                             f"`glance index --reindex PATH --db {self.path}`")
+        if recorded > SCHEMA_VERSION:
+            raise StoreError(newer_glance_message(self.path, f"schema {recorded}", f"schema {SCHEMA_VERSION}"))
         if recorded < SCHEMA_VERSION and IMAGES in self.table_names():
             self._migrate(recorded)
 

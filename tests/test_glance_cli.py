@@ -1,0 +1,181 @@
+"""`glance` as users and scripts run it: help and usage, versions of an index, the image allow-list, one error style."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import lancedb
+import pytest
+
+from glance.cli import main
+from store import Store
+
+REPO = Path(__file__).resolve().parent.parent
+COMMANDS = ("index", "search", "serve", "stats", "remove", "embed")
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+
+
+def glance(capsys, *argv) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as done:
+        main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return done.value.code, out, err
+
+
+def glance_process(*argv, env: dict | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "glance", *map(str, argv)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("glance: error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+# ------------------------------------------------------------------------------------- help and usage
+
+@pytest.mark.parametrize("command", ["", *COMMANDS])
+def test_help_imports_neither_torch_nor_lancedb(command):
+    probe = ("import sys, glance.cli\n"
+             "try:\n    glance.cli.main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+             "print(sorted(m for m in ('torch', 'lancedb', 'gradio', 'transformers') if m in sys.modules),"
+             " file=sys.stderr)")
+    argv = [command, "--help"] if command else ["--help"]
+    done = subprocess.run([sys.executable, "-c", probe, *argv], cwd=REPO, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0 and done.stderr.strip() == "[]", done.stderr
+    assert done.stdout.startswith(f"usage: glance {command}".rstrip())
+
+
+def test_the_top_help_teaches_and_version_answers(capsys):
+    code, out, _ = glance(capsys, "--help")
+    assert code == 0 and all(command in out for command in COMMANDS)
+    assert 'glance search "dog on the beach"' in out and "exit status:" in out
+    code, out, _ = glance(capsys, "--version")
+    assert code == 0 and out.startswith("glance 0.")
+
+
+def test_a_mistyped_command_is_one_usage_error():
+    done = glance_process("serach", "dog")
+    assert done.returncode == 2 and "invalid choice: 'serach'" in done.stderr and "Traceback" not in done.stderr
+
+
+# ------------------------------------------------------------------------------- no external programs
+
+@pytest.fixture
+def fake_ghostscript(tmp_path):
+    """A `gs` first on PATH that leaves a mark when anything runs it."""
+    bin_dir, mark = tmp_path / "bin", tmp_path / "gs-ran"
+    bin_dir.mkdir()
+    (bin_dir / "gs").write_text(f"#!/bin/sh\necho \"$@\" > {mark}\nexit 1\n")
+    (bin_dir / "gs").chmod(0o755)
+    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}, mark
+
+
+def test_the_fake_ghostscript_is_what_pillow_would_run(tmp_path, fake_ghostscript):
+    env, mark = fake_ghostscript
+    eps = tmp_path / "q.eps"
+    eps.write_bytes(EPS)
+    child = "import sys\nfrom PIL import Image\ntry:\n    Image.open(sys.argv[1]).load()\nexcept Exception:\n    pass"
+    subprocess.run([sys.executable, "-c", child, str(eps)], env={**os.environ, **env}, timeout=60)
+    assert mark.exists()  # without the allow-list, Pillow hands PostScript to gs
+
+
+@pytest.mark.parametrize("name", ["q.eps", "holiday.jpg"])
+def test_no_query_image_reaches_ghostscript(library, tmp_path, fake_ghostscript, name):
+    env, mark = fake_ghostscript
+    query = tmp_path / name
+    query.write_bytes(EPS)  # PostScript, named .eps or disguised as a JPEG
+    for argv in (["search", "--image", query], ["search", "--image", query, "--captions"], ["embed", "--image", query]):
+        done = glance_process(*argv, "--db", library.db, env=env) if argv[0] == "search" else \
+            glance_process(*argv, env=env)
+        assert done.returncode == 2 and "PostScript/EPS files are never opened" in one_error_line(done.stderr)
+    assert not mark.exists()
+
+
+def test_the_indexer_skips_postscript_without_running_it(tmp_path, fake_ghostscript, tiny_model_dirs):
+    env, mark = fake_ghostscript
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "scan.jpg").write_bytes(EPS)
+    vision, text = tiny_model_dirs
+    done = glance_process("index", photos, "--db", tmp_path / "db", "--vision-model", vision, "--text-model", text,
+                          "--json", env=env)
+    assert done.returncode == 1 and json.loads(done.stdout)["failed"] == 1
+    assert "PostScript/EPS" in done.stderr and not mark.exists()
+
+
+# ------------------------------------------------------------------------------------ manners
+
+def test_like_takes_an_indexed_photos_path_or_its_id(capsys, library):
+    for like in (library.path("red"), library.ids["red"]):
+        code, out, err = glance(capsys, "search", "--like", like, "--top", "1", "--db", library.db, "--precision", "fp32")
+        assert code == 0, err
+        assert out.split("\t")[1].strip() == str(library.path("red2"))
+    code, _, err = glance(capsys, "search", "--like", library.root / "nowhere.jpg", "--db", library.db)
+    assert code == 2 and "is not an indexed photo" in one_error_line(err)
+
+
+@pytest.mark.parametrize("command", [["search", "dog"], ["stats"], ["search", "--stats"], ["remove", "/x"]])
+def test_an_index_folder_that_does_not_exist_is_one_line(capsys, tmp_path, command):
+    missing = tmp_path / "not" / "there"
+    code, _, err = glance(capsys, *command, "--db", missing)
+    assert code == 2 and "no Glance index at" in one_error_line(err) and "glance index" in err
+    assert not missing.exists() and not missing.parent.exists()
+
+
+def test_a_benchmark_with_a_missing_tmp_folder_is_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "bench/query_latency.py", "--quick", "--tmp", str(tmp_path / "no")],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "is not a folder" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_one_stats_function_one_set_of_keys(capsys, library):
+    from search.engine import Engine
+
+    code, out, _ = glance(capsys, "stats", "--json", "--db", library.db)
+    from_stats = json.loads(out)
+    code, out, _ = glance(capsys, "search", "--stats", "--db", library.db)
+    from_search = json.loads(out)
+    from_engine = json.loads(json.dumps(Engine(library.db, precision="fp32").stats(), default=str))
+    assert from_stats == from_search == from_engine
+    assert from_stats["photos"] == sum(from_stats["roots"].values()) == len(library.ids) + len(library.extra_rows)
+    code, out, _ = glance(capsys, "stats", "--db", library.db)
+    assert code == 0 and f"photos: {from_stats['photos']}" in out and "schema 2" in out
+
+
+# ------------------------------------------------------------------------------------ versioned index
+
+def test_an_index_from_a_newer_glance_is_refused(library, tmp_path, tiny_model_dirs):
+    copy = tmp_path / "newer"
+    shutil.copytree(library.db, copy)
+    Store(copy).write_meta({"schema_version": 99})
+    vision, text = tiny_model_dirs
+    for argv in (["search", "dog"], ["stats"], ["index", library.root, "--vision-model", vision, "--text-model", text]):
+        done = glance_process(*argv, "--db", copy)
+        assert done.returncode == 2, done.stderr
+        assert "written by a newer Glance (schema 99" in one_error_line(done.stderr)
+        assert f"glance index --reindex PATH --db {copy}" in done.stderr
+    Store(copy).write_meta({"schema_version": 2, "preprocess_version": 7})
+    done = glance_process("search", "dog", "--db", copy)
+    assert done.returncode == 2 and "newer Glance (preprocessing 7" in one_error_line(done.stderr)
+
+
+def test_an_index_from_an_older_glance_is_migrated_in_place(capsys, library, tmp_path):
+    copy = tmp_path / "older"
+    shutil.copytree(library.db, copy)
+    images = lancedb.connect(str(copy)).open_table("images")
+    images.drop_columns(["relpath_bytes"])  # what schema 1 looked like
+    Store(copy).write_meta({"schema_version": 1})
+    code, out, err = glance(capsys, "search", "--like", library.ids["red"], "--top", "1", "--db", copy,
+                            "--precision", "fp32")
+    assert code == 0 and out.split("\t")[1].strip() == str(library.path("red2")), err
+    assert "relpath_bytes" in lancedb.connect(str(copy)).open_table("images").schema.names
+    assert Store(copy).meta()["schema_version"] == 2
+    assert Store(copy).table("images").count_rows() == len(library.ids) + len(library.extra_rows)
