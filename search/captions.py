@@ -59,15 +59,10 @@ def fuse(semantic: list[dict], keyword: list[dict], top: int) -> list[TextHit]:
 
 
 def with_paths(store: Store, hits: list[TextHit]) -> list[TextHit]:
-    """Each caption with its photo's path; a caption whose photo is not in the same snapshot is dropped."""
+    """Each caption with its photo's path (read from the same snapshot, so the photo is there)."""
     paths = store.photo_paths(sorted({h.image_id for h in hits if h.image_id}))
-    shown = []
-    for hit in hits:
-        if hit.image_id and hit.image_id not in paths:
-            continue
-        row = paths.get(hit.image_id)
-        shown.append(replace(hit, path=display_path(row["root"], row["relpath"])) if row else hit)
-    return shown
+    return [replace(hit, path=display_path(paths[hit.image_id]["root"], paths[hit.image_id]["relpath"]))
+            if hit.image_id in paths else hit for hit in hits]
 
 
 def _text_hit(row: dict, score: float, cosine: float | None, matched: str) -> TextHit:
