@@ -281,5 +281,5 @@ def test_help_and_bad_flags_answer_at_once():
     assert helped.returncode == 0 and "--auth USER:PASS" in helped.stdout and "127.0.0.1" in helped.stdout
     bad = subprocess.run([sys.executable, "app.py", "--auth", "nopassword"], cwd=REPO, capture_output=True, text=True,
                          timeout=60, env={"PATH": "/usr/bin:/bin"})
-    assert bad.returncode == 2 and bad.stderr.strip() == "app.py: error: --auth must be USER:PASS, both non-empty"
+    assert bad.returncode == 2 and bad.stderr.strip() == "glance: error: --auth must be USER:PASS, both non-empty"
     assert bad.stdout == ""

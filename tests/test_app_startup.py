@@ -19,7 +19,7 @@ def test_a_missing_index_is_explained_until_it_is_built(tmp_path_factory, tiny_e
         server.wait_ready()
         assert httpx.get(server.url, timeout=30).status_code == 200
         client = Client(server.url, verbose=False)
-        explained = "no Glance index at .* yet: build one with `python -m indexer ~/Pictures --db"
+        explained = "no Glance index at .* yet: build one with `glance index ~/Pictures --db"
         for api_name, args in (("/search_text", ["red"]), ("/stats", [])):
             with pytest.raises(AppError, match=explained):
                 client.predict(*args, api_name=api_name)
@@ -37,10 +37,10 @@ def assert_the_page_explains(server, db) -> None:
     with app_server.chromium() as browser:
         page = browser.new_page()
         page.goto(server.url)
-        page.wait_for_function("document.querySelector('#banner')?.innerText.includes('python -m indexer')",
+        page.wait_for_function("document.querySelector('#banner')?.innerText.includes('glance index')",
                                timeout=60_000)
         banner = page.inner_text("#banner")
-    assert "No photos indexed yet" in banner and f"python -m indexer ~/Pictures --db {db}" in banner
+    assert "No photos indexed yet" in banner and f"glance index ~/Pictures --db {db}" in banner
 
 
 def test_a_model_that_does_not_match_the_index_is_refused(tmp_path_factory, tiny_encoders, tiny_model_dirs):
@@ -54,4 +54,4 @@ def test_a_model_that_does_not_match_the_index_is_refused(tmp_path_factory, tiny
     finally:
         server.stop()
     lines = server.stderr().strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("app.py: error: --text-model") and "rebuild" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("glance: error: --text-model") and "rebuild" in lines[0]
