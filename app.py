@@ -91,7 +91,7 @@ from search.live import IndexMissing, Library  # noqa: E402
 from search.preview import Pictures  # noqa: E402
 from search.serialize import photo_json, results_json, stats_json, text_hit_json  # noqa: E402
 from search.uploads import MAX_UPLOAD_BYTES  # noqa: E402
-from server.guard import RefuseRemoteFiles  # noqa: E402
+from server.guard import LoginRequired, RefuseRemoteFiles  # noqa: E402
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 PAGE_SIZE = 24  # photos per page of results ("Load more" fetches the next one)
@@ -554,7 +554,8 @@ def launch(demo: gr.Blocks, host: str, port: int, auth) -> None:
                 show_error=False, max_file_size=MAX_UPLOAD_BYTES, ssr_mode=False, mcp_server=False, pwa=False,
                 enable_monitoring=False, strict_cors=True, footer_links=["api"], theme=theme, run_history=False,
                 css_paths=[ASSETS / "glance.css"], auth_message="Glance: log in to search the photos.",
-                app_kwargs={"middleware": [Middleware(RefuseRemoteFiles)]})
+                app_kwargs={"middleware": [Middleware(LoginRequired), Middleware(RefuseRemoteFiles)],
+                            "openapi_url": None})  # FastAPI's own schema would list every route to anyone
 
 
 def warn_if_exposed(host: str, auth) -> None:

@@ -1,10 +1,67 @@
-"""ASGI middleware around gradio: Glance's server never fetches a URL on a client's behalf."""
+"""ASGI middleware around gradio: nothing without the login but the login page, and no URL ever fetched."""
 from __future__ import annotations
 
 import json
 
+from starlette.requests import HTTPConnection
+
 MAX_JSON_BODY = 1 << 20  # API requests carry text and upload references; files come via /upload
 HISTORY_BUCKET_HEADER = b"x-gradio-history-bucket"  # gradio.history.BUCKET_HEADER
+
+
+# What a browser that is not logged in may fetch: the login page and what it is built from. Everything else,
+# including any route a future gradio adds, needs the login.
+OPEN_PATHS = frozenset({
+    "/",  # gradio renders it as the login form (no components, no library data) until the login cookie is set
+    "/login", "/login/",  # the form posts here
+    "/favicon.ico", "/theme.css", "/manifest.json",  # referenced by the login page's HTML
+    "/robots.txt",  # static text that asks crawlers nothing of the library
+})
+OPEN_PREFIXES = ("/assets/", "/static/", "/svelte/")  # gradio's frontend bundles, the same in every install
+# gradio's launch() calls this itself, without a cookie, once; it stays closed from then on.
+STARTUP_PATH = "/gradio_api/startup-events"
+
+
+class LoginRequired:
+    """ASGI middleware: with a login set, a request without it gets 401 unless it is for the login page.
+
+    gradio checks the login per route, and some of its routes answer without it (the heartbeat stream that
+    opens a session, /gradio_api/app_id, /gradio_api/user...). This turns that around: closed unless listed.
+    The login is gradio's own (its cookie, its token table), read from the FastAPI app in the ASGI scope.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket") or _is_open(scope) or _logged_in(scope):
+            return await self.app(scope, receive, send)
+        if scope["type"] == "websocket":
+            return await send({"type": "websocket.close", "code": 1008})
+        gradio = scope["app"]
+        detail = {"error": "Not authenticated", "auth_message": gradio.get_blocks().auth_message}
+        return await _refuse(send, 401, detail, key="detail")  # the shape gradio's own refusals have
+
+
+def _is_open(scope) -> bool:
+    path = scope.get("path", "")
+    if scope["type"] != "http":
+        return False
+    if path == STARTUP_PATH:
+        return not getattr(scope.get("app"), "startup_events_triggered", True)
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+
+
+def _logged_in(scope) -> bool:
+    gradio = scope.get("app")
+    if gradio is None:  # not mounted in a FastAPI app: nothing to check against, so nothing passes
+        return False
+    if getattr(gradio, "auth", None) is None and getattr(gradio, "auth_dependency", None) is None:
+        return True  # served without --auth
+    cookies = HTTPConnection(scope).cookies
+    token = (cookies.get(f"access-token-{gradio.cookie_id}")
+             or cookies.get(f"access-token-unsecure-{gradio.cookie_id}"))
+    return token is not None and gradio.tokens.get(token) is not None
 
 
 class RefuseRemoteFiles:
@@ -95,8 +152,8 @@ def _replay(body: bytes, receive):
     return replayed
 
 
-async def _refuse(send, status: int, message: str) -> None:
-    payload = json.dumps({"error": message}).encode()
+async def _refuse(send, status: int, message, key: str = "error") -> None:
+    payload = json.dumps({key: message}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
     await send({"type": "http.response.body", "body": payload})
