@@ -283,3 +283,11 @@ def test_help_and_bad_flags_answer_at_once():
                          timeout=60, env={"PATH": "/usr/bin:/bin"})
     assert bad.returncode == 2 and bad.stderr.strip() == "glance: error: --auth must be USER:PASS, both non-empty"
     assert bad.stdout == ""
+
+
+def test_a_huge_upload_is_refused_for_its_pixels(client, tmp_path):
+    huge = tmp_path / "huge.png"
+    Image.new("1", (20_000, 20_000)).save(huge)  # 400 MP in a few kB
+    for api_name in ("/search_image", "/image_to_text"):
+        message = error_of(client, handle_file(str(huge)), api_name=api_name)
+        assert "20000x20000" in message and "limit of 50 MP" in message and "not an image" not in message
