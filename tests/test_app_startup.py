@@ -2,6 +2,8 @@
 exists) and when a model does not match the index (one line on stderr, exit status 2)."""
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 from gradio_client import Client
@@ -28,9 +30,22 @@ def test_a_missing_index_is_explained_until_it_is_built(tmp_path_factory, tiny_e
         app_server.copy_index(library, db)  # the index appears while the app runs
         hits = client.predict("red", top=100, api_name="/search_text")["hits"]
         assert {h["relpath"] for h in hits} == set(library.ids)
+        assert_a_meta_change_is_picked_up(client, db)
     finally:
         server.stop()
     assert_no_unexpected_errors(server)
+
+
+def assert_a_meta_change_is_picked_up(client, db) -> None:
+    """Not only other models: a new indexing run (here: its time stamp) reaches the running app."""
+    from search.live import RECHECK_S
+    from store import Store
+
+    Store(db).write_meta({"last_indexed": "2031-02-03T04:05:06"})
+    deadline = time.monotonic() + RECHECK_S + 30
+    while client.predict(api_name="/stats")["last_indexed"] != "2031-02-03T04:05:06":
+        assert time.monotonic() < deadline, "the app kept the index it had opened"
+        time.sleep(1)
 
 
 def assert_the_page_explains(server, db) -> None:
