@@ -14,8 +14,8 @@ needs a login. The browser only ever gets gradio's cached copies of thumbnails a
 read through Engine.file_path (strictly inside an indexed root), never served by path, and no
 allowed_paths are given to gradio. Query images are uploads only, checked by Engine.check_image (bytes,
 pixels, decodable); the server never fetches a URL (server/guard.py RefuseRemoteFiles), and without the
-login nothing but the login page answers (server/guard.py LoginRequired); gradio's run history is off. Bad input gets a one-line
-message in the page and an error from the API, never a stack trace.
+login nothing but the login page answers (server/guard.py LoginRequired); gradio's run history is off.
+Bad input gets a one-line message in the page and an error from the API, never a stack trace.
 """
 import argparse
 import logging
