@@ -2,7 +2,9 @@
 
     python app.py [--db DIR] [--host 127.0.0.1] [--port 7860] [--auth USER:PASS]
 
-This file is layout and event wiring only; every search decision lives in search/ (search.engine.Engine).
+This file is page layout and event wiring only. Every search decision lives in search/ (search.engine.Engine);
+the Engine's lifecycle and hot reload in search/live.py, the JSON shapes in search/serialize.py, thumbnails and
+previews in search/preview.py, the flags in search/server_options.py, and the URL guard in server/guard.py.
 The page: one query box (the grammar of search/query.py) plus an image slot (drop, upload or paste), filters,
 a gallery of thumbnails with "Load more", a detail view with "More like this", an Image -> Text tab and the
 index's stats. gradio_client can call the named endpoints listed in API_ENDPOINTS.
@@ -11,26 +13,22 @@ Safety: binds 127.0.0.1 unless told otherwise; never share=True; with --auth eve
 needs a login. The browser only ever gets gradio's cached copies of thumbnails and previews: originals are
 read through Engine.file_path (strictly inside an indexed root), never served by path, and no
 allowed_paths are given to gradio. Query images are uploads only, checked by Engine.check_image (bytes,
-pixels, decodable); the server never fetches a URL (see RefuseRemoteFiles). Bad input gets a one-line
-message in the page and an error from the API, never a stack trace.
+pixels, decodable); the server never fetches a URL (server/guard.py RefuseRemoteFiles), and without the
+login nothing but the login page answers (server/guard.py LoginRequired); gradio's run history is off.
+Bad input gets a one-line message in the page and an error from the API, never a stack trace.
 """
 import argparse
-import hashlib
-import json
 import logging
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import threading
-import time
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from functools import wraps
 from pathlib import Path
 
-PROGRAM = "app.py"
+from core.errors import PROGRAM, UsageError, exit_on_user_error
+from search import server_options
 
 EPILOG = """\
 what the page offers:
@@ -60,41 +58,23 @@ exit status: 0 after Ctrl-C; 2 for bad arguments or an index/model that cannot b
 
 # ------------------------------------------------------------------------------------------------ CLI
 
+class OneLineErrors(argparse.ArgumentParser):
+    """A bad flag is reported like every other Glance error: one line, exit status 2."""
+
+    def error(self, message: str):
+        print(f"{PROGRAM}: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"python {PROGRAM}", description="Glance: search your photos in a browser.",
-                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--db", metavar="DIR", help="index folder (default: $GLANCE_DB or ~/.local/share/glance/index)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
-    p.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
-    p.add_argument("--auth", metavar="USER:PASS", help="require this login for every page and API call "
-                                                       "(default: $GLANCE_AUTH, else no login)")
-    p.add_argument("--vision-model", metavar="M", help="override the index's vision model (Hub id or folder)")
-    p.add_argument("--text-model", metavar="M", help="override the index's text model (Hub id or folder)")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="model precision")
-    return p
+    parser = OneLineErrors(prog="python app.py", description="Glance: search your photos in a browser.",
+                           epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return server_options.add_arguments(parser)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    """The checked arguments; a mistake ends the program with one line and exit status 2."""
-    args = build_parser().parse_args(argv)
-    args.auth = parse_auth(args.auth or os.environ.get("GLANCE_AUTH"))
-    if not 1 <= args.port <= 65535:
-        cli_error(f"--port must be from 1 to 65535, not {args.port}")
-    return args
-
-
-def parse_auth(text: str | None) -> tuple[str, str] | None:
-    if not text:
-        return None
-    user, colon, password = text.partition(":")
-    if not colon or not user or not password:
-        cli_error("--auth must be USER:PASS, both non-empty")
-    return user, password
-
-
-def cli_error(message: str):
-    print(f"{PROGRAM}: error: {message}", file=sys.stderr)
-    sys.exit(2)
+    with exit_on_user_error():
+        return server_options.check(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
@@ -104,109 +84,23 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home, bef
 
 import gradio as gr  # noqa: E402
 from gradio.data_classes import FileData  # noqa: E402
-from PIL import Image, ImageOps  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
-from core.errors import GlanceError, UsageError, exit_on_user_error  # noqa: E402
+from core.errors import GlanceError, one_line  # noqa: E402
 from search.filters import Filters  # noqa: E402
-from store import MODEL_KEYS, Store, default_db_path  # noqa: E402
+from search.live import IndexMissing, Library  # noqa: E402
+from search.preview import Pictures  # noqa: E402
+from search.serialize import photo_json, results_json, stats_json, text_hit_json  # noqa: E402
 from search.uploads import MAX_UPLOAD_BYTES  # noqa: E402
+from server.guard import LoginRequired, RefuseRemoteFiles  # noqa: E402
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 PAGE_SIZE = 24  # photos per page of results ("Load more" fetches the next one)
-PREVIEW_PX = 1280  # longest side of the large view; originals are never sent as they are
-STARTUP_WAIT_S = 180  # a request that arrives while the models load waits this long at most
-RECHECK_S = 10  # how often a request checks that the index still holds the same models
-MAX_JSON_BODY = 1 << 20  # API requests carry text and upload references; files come via /upload
 GENERIC_ERROR = "something went wrong on the server; the details are in its log"
 API_ENDPOINTS = ("/search_text", "/search_image", "/more_like_this", "/search_captions", "/image_to_text",
                  "/photo", "/stats")
 
 log = logging.getLogger("glance.app")
-
-
-# ------------------------------------------------------------------------------------- the library
-
-class IndexMissing(UsageError):
-    """No index at the database path yet: the page explains how to build one."""
-
-
-class Library:
-    """The Engine behind the page.
-
-    It is opened in a background thread, so the page is up in seconds while the models load. A missing index
-    is not an error: the page says how to build one, and each request looks again. If the index is rebuilt
-    with other models while the app runs, the next request re-opens it (or says why it cannot).
-    """
-
-    def __init__(self, db: str | None, vision_model: str | None, text_model: str | None, precision: str):
-        self.db = Path(db).expanduser() if db else default_db_path()
-        self.overrides = {"vision_model": vision_model, "text_model": text_model, "precision": precision}
-        self.startup_error: BaseException | None = None
-        self._engine = None
-        self._checked_at = 0.0
-        self._lock = threading.Lock()
-        self._started = threading.Event()
-
-    def start(self) -> None:
-        """Open the index (thread target); a user error here ends the app with one line (see main)."""
-        try:
-            if self._index_exists():
-                self._engine = self._open()
-        except BaseException as exc:  # handed to the main thread, which reports it
-            self.startup_error = exc
-        finally:
-            self._started.set()
-        self._warm_vision()
-
-    def wait_started(self) -> BaseException | None:
-        self._started.wait()
-        return self.startup_error
-
-    def engine(self):
-        """The open Engine; raises IndexMissing (how to build one) or a user error that explains the problem."""
-        if not self._started.wait(STARTUP_WAIT_S):
-            raise UsageError("the models are still loading; try again in a moment")
-        with self._lock:
-            if self._engine is not None and self._changed(self._engine):
-                log.info("the index at %s changed models or disappeared; re-opening it", self.db)
-                self._engine = None
-            if self._engine is None:
-                if not self._index_exists():
-                    raise IndexMissing(f"no Glance index at {self.db} yet: build one with "
-                                       f"`{self.build_command()}`")
-                self._engine = self._open()
-            return self._engine
-
-    def build_command(self) -> str:
-        db = "" if self.db == default_db_path() else f" --db {self.db}"
-        return f"python -m indexer ~/Pictures{db}"
-
-    def _open(self):
-        from search.engine import Engine  # torch: seconds, so not before the page is up
-
-        return Engine(self.db, **self.overrides)
-
-    def _index_exists(self) -> bool:
-        return Store(self.db).exists()
-
-    def _changed(self, engine) -> bool:
-        if time.monotonic() - self._checked_at < RECHECK_S:
-            return False
-        self._checked_at = time.monotonic()
-        if not engine.store.exists():
-            return True
-        meta = engine.store.meta()
-        return any(meta.get(key) != engine.store.current_meta().get(key) for key in MODEL_KEYS)
-
-    def _warm_vision(self) -> None:
-        """Load the vision model now, so the first image query does not wait for it."""
-        if self._engine is None:
-            return
-        try:
-            self._engine.load_vision()
-        except Exception:  # the first image query reports it to the user
-            log.warning("the vision model did not load in advance", exc_info=True)
 
 
 # --------------------------------------------------------------------------------- query and view
@@ -296,10 +190,6 @@ def file_size(size) -> str:
     return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.0f} kB"
 
 
-def iso(moment) -> str | None:
-    return moment.isoformat() if isinstance(moment, datetime) else moment
-
-
 def hit_caption(hit) -> str:
     return f"{hit.score:.3f} · {Path(hit.relpath).name}"
 
@@ -366,71 +256,11 @@ def missing_markdown(library: Library) -> str:
             f"then press **Reload**.")
 
 
-def hit_json(hit) -> dict:
-    # "file", not "path": gradio_client would take any {"path": ...} in a result for a file to download
-    return {"id": hit.id, "file": hit.path, "root": hit.root, "relpath": hit.relpath, "score": round(hit.score, 6),
-            "taken_at": iso(hit.taken_at), "camera": hit.camera, "width": hit.width, "height": hit.height,
-            "has_caption": hit.has_caption}
-
-
-def text_hit_json(hit) -> dict:
-    return {"text": hit.text, "score": round(hit.score, 6),
-            "cosine": None if hit.cosine is None else round(hit.cosine, 6), "matched": hit.matched,
-            "source": hit.source, "image_id": hit.image_id, "file": hit.path or None}
-
-
-def results_json(results) -> dict:
-    return {"hits": [hit_json(h) for h in results.hits], "has_more": results.has_more, "offset": results.offset,
-            "total_considered": results.total_considered, "dropped": results.dropped}
-
-
 def text_rows(hits) -> list[list]:
     return [[round(h.score, 4), h.text, h.source, h.path or "(free-standing text)"] for h in hits]
 
 
-# ----------------------------------------------------------------------------------- images for the page
-
-class Pictures:
-    """Thumbnails (as small files, named by content) and large previews, made only from indexed photos."""
-
-    def __init__(self):
-        self.folder = Path(tempfile.mkdtemp(prefix="glance-thumbs-"))
-        self.placeholder = self.folder / "missing.png"
-        Image.new("RGB", (64, 64), (200, 200, 200)).save(self.placeholder)
-
-    def thumbnail(self, engine, photo_id: str) -> str:
-        from search.engine import NotServable
-
-        try:
-            data = engine.thumbnail(photo_id)
-        except NotServable:
-            return str(self.placeholder)
-        target = self.folder / f"{hashlib.sha1(data).hexdigest()[:24]}.jpg"
-        if not target.exists():
-            partial = target.with_suffix(f".{threading.get_ident()}.part")
-            partial.write_bytes(data)
-            partial.replace(target)  # atomic: a concurrent request never sees half a file
-        return str(target)
-
-    def preview(self, engine, photo_id: str) -> tuple[Image.Image | str, str]:
-        """The original, upright and shrunk to PREVIEW_PX, or its thumbnail and the reason why."""
-        try:
-            image = engine.check_image(engine.file_path(photo_id))  # inside an indexed root; size limits
-            image = ImageOps.exif_transpose(image).convert("RGB")
-            image.thumbnail((PREVIEW_PX, PREVIEW_PX))
-            return image, ""
-        except (GlanceError, OSError, ValueError) as exc:  # gone, moved out of reach, or an odd image mode
-            return self.thumbnail(engine, photo_id), f"showing the thumbnail: {one_line(exc)}"
-
-    def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
 # --------------------------------------------------------------------------------------- errors
-
-def one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
 
 def api_errors(fn):
     """API endpoints: a user error becomes gr.Error with its one-line message, anything else a generic one
@@ -599,15 +429,11 @@ class Api:
 
     def photo(self, photo_id: str) -> dict:
         """Everything the index knows about one photo, captions included."""
-        d = self.library.engine().photo(as_text(photo_id, "photo id"))
-        return {"id": d.id, "file": d.path, "root": d.root, "relpath": d.relpath, "size": d.size,
-                "mtime": iso(d.mtime), "sha256": d.sha256, "width": d.width, "height": d.height,
-                "taken_at": iso(d.taken_at), "camera": d.camera, "has_caption": d.has_caption,
-                "indexed_at": iso(d.indexed_at), "captions": [{"text": t, "source": s} for t, s in d.captions]}
+        return photo_json(self.library.engine().photo(as_text(photo_id, "photo id")))
 
     def stats(self) -> dict:
         """What the index holds: counts, models, folders, last indexed."""
-        return json.loads(json.dumps(self.library.engine().stats(), default=str))
+        return stats_json(self.library.engine().stats())
 
     def _results(self, query: Query, top, offset) -> dict:
         results = run_query(self.library.engine(), query, offset, top)
@@ -718,104 +544,19 @@ def image_to_text_tab(page: Page) -> None:
                 api_visibility="private")
 
 
-# ------------------------------------------------------------------------------ no URL ever fetched
-
-class RefuseRemoteFiles:
-    """ASGI middleware: Glance's server never fetches a URL on a client's behalf.
-
-    Gradio would: `/gradio_api/file=https://...` streams a remote file through the server, and a file input
-    whose "path" is a URL is downloaded before the handler runs. Both are refused here, before gradio sees them.
-    """
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        if _remote_file_route(scope.get("path", "")):
-            return await _refuse(send, 403, "Glance does not fetch URLs")
-        if scope.get("method") != "POST" or _is_form(scope):
-            return await self.app(scope, receive, send)
-        body, more = b"", True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > MAX_JSON_BODY:
-                return await _refuse(send, 413, "request too large")
-        if _names_remote_file(body):
-            return await _refuse(send, 400, "Glance does not fetch URLs: upload the file instead")
-        return await self.app(scope, _replay(body, receive), send)
-
-
-def _is_form(scope) -> bool:
-    """Uploads and the login form; any other POST body may be read as JSON by FastAPI, even untyped."""
-    content_type = dict(scope.get("headers", [])).get(b"content-type", b"").lower()
-    return content_type.startswith((b"multipart/form-data", b"application/x-www-form-urlencoded"))
-
-
-def _remote_file_route(path: str) -> bool:
-    for marker in ("/file=", "/file/", "/proxy="):
-        _, found, rest = path.partition(marker)
-        if found and _has_scheme(rest.lstrip("/") if marker == "/file/" else rest):
-            return True
-    return False
-
-
-def _has_scheme(text: str) -> bool:
-    scheme, colon, _ = text.strip().partition(":")
-    return bool(colon) and scheme[:1].isalpha() and all(c.isalnum() or c in "+.-" for c in scheme)
-
-
-def _names_remote_file(body: bytes) -> bool:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return False  # gradio answers malformed JSON itself
-    stack = [data]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            if isinstance(item.get("path"), str) and _has_scheme(item["path"]):
-                return True
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
-
-
-def _replay(body: bytes, receive):
-    sent = False
-
-    async def replayed():
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-    return replayed
-
-
-async def _refuse(send, status: int, message: str) -> None:
-    payload = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
-    await send({"type": "http.response.body", "body": payload})
-
-
 # ------------------------------------------------------------------------------------------- launch
 
 def launch(demo: gr.Blocks, host: str, port: int, auth) -> None:
     theme = gr.themes.Default(primary_hue="blue", font=["system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])  # no web fonts: the page works offline
+    # run_history=False: gradio's run-history routes answer without the login and call the Hugging Face Hub
+    # with the host's HF_TOKEN, and a header can make it upload every query to a bucket.
     demo.launch(server_name=host, server_port=port, auth=auth, share=False, prevent_thread_lock=True, quiet=True,
                 show_error=False, max_file_size=MAX_UPLOAD_BYTES, ssr_mode=False, mcp_server=False, pwa=False,
-                enable_monitoring=False, strict_cors=True, footer_links=["api"], theme=theme,
+                enable_monitoring=False, strict_cors=True, footer_links=["api"], theme=theme, run_history=False,
                 css_paths=[ASSETS / "glance.css"], auth_message="Glance: log in to search the photos.",
-                app_kwargs={"middleware": [Middleware(RefuseRemoteFiles)]})
+                app_kwargs={"middleware": [Middleware(LoginRequired), Middleware(RefuseRemoteFiles)],
+                            "openapi_url": None})  # FastAPI's own schema would list every route to anyone
 
 
 def warn_if_exposed(host: str, auth) -> None:
@@ -825,6 +566,13 @@ def warn_if_exposed(host: str, auth) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    """Serve until Ctrl-C or SIGTERM. `args` carries the flags of search.server_options (`glance serve`)."""
+    with exit_on_user_error():
+        server_options.check(args)
+        serve(args)
+
+
+def serve(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own startup checks, one line each
     warn_if_exposed(args.host, args.auth)
@@ -837,7 +585,7 @@ def main(args: argparse.Namespace) -> None:
         try:
             launch(demo, args.host, args.port, args.auth)
         except OSError as exc:  # e.g. the port is taken
-            cli_error(f"cannot serve on {args.host}:{args.port}: {one_line(exc)}")
+            raise UsageError(f"cannot serve on {args.host}:{args.port}: {one_line(exc)}") from None
         print(f"Glance: serving {library.db} on http://{args.host}:{args.port}/ (loading the models)", flush=True)
         report_startup(library, demo)
         print("Glance: ready", flush=True)
@@ -852,9 +600,8 @@ def report_startup(library: Library, demo: gr.Blocks) -> None:
     if error is None:
         return
     demo.close()
-    if isinstance(error, GlanceError) or isinstance(error, (KeyboardInterrupt, SystemExit)):
-        with exit_on_user_error(PROGRAM):
-            raise error
+    if isinstance(error, (GlanceError, OSError, KeyboardInterrupt, SystemExit)):
+        raise error  # main's exit_on_user_error reports it
     print(f"{PROGRAM}: error: could not open the index at {library.db}: {type(error).__name__}: {one_line(error)}",
           file=sys.stderr)
     sys.exit(1)

@@ -187,9 +187,11 @@ def free_port() -> int:
 
 @dataclass
 class AppServer:
-    """`python app.py ...` on 127.0.0.1:port; output goes to files under `logs`."""
+    """`python app.py ...` on 127.0.0.1:port; output goes to files under `logs`. `env` adds to the environment
+    (a None value removes the variable)."""
     args: list[str]
     logs: Path
+    env: dict[str, str | None] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
     started_at: float = 0.0
@@ -201,8 +203,10 @@ class AppServer:
 
     def start(self) -> "AppServer":
         self.logs.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
         env.pop("GLANCE_AUTH", None)
+        env.update(self.env)
+        env = {name: value for name, value in env.items() if value is not None}
         self.started_at = time.monotonic()
         self.process = subprocess.Popen(
             [sys.executable, str(REPO / "app.py"), "--port", str(self.port), *self.args], cwd=REPO, env=env,
@@ -254,8 +258,8 @@ def assert_no_unexpected_errors(server: AppServer) -> None:
     assert "unexpected error" not in log and 'app.py", line' not in log, log[-3000:]
 
 
-def start_app(tmp_path_factory, *args: str) -> AppServer:
-    return AppServer(list(args), tmp_path_factory.mktemp("app-server")).start()
+def start_app(tmp_path_factory, *args: str, env: dict[str, str | None] | None = None) -> AppServer:
+    return AppServer(list(args), tmp_path_factory.mktemp("app-server"), env=env or {}).start()
 
 
 def login(server: AppServer, auth=AUTH) -> httpx.Client:
@@ -291,9 +295,9 @@ def chromium():
 
 
 @contextmanager
-def logged_in_server(tmp_path_factory, library: Library):
-    """A real app on the shared library behind --auth; on a clean exit its log must hold no unexpected error."""
-    server = start_app(tmp_path_factory, "--db", str(library.db), "--auth", ":".join(AUTH))
+def logged_in_server(tmp_path_factory, library: Library, env: dict[str, str | None] | None = None):
+    """A real app on the library behind --auth; on a clean exit its log must hold no unexpected error."""
+    server = start_app(tmp_path_factory, "--db", str(library.db), "--auth", ":".join(AUTH), env=env)
     try:
         yield server.wait_ready()
     finally:

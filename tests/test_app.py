@@ -281,5 +281,13 @@ def test_help_and_bad_flags_answer_at_once():
     assert helped.returncode == 0 and "--auth USER:PASS" in helped.stdout and "127.0.0.1" in helped.stdout
     bad = subprocess.run([sys.executable, "app.py", "--auth", "nopassword"], cwd=REPO, capture_output=True, text=True,
                          timeout=60, env={"PATH": "/usr/bin:/bin"})
-    assert bad.returncode == 2 and bad.stderr.strip() == "app.py: error: --auth must be USER:PASS, both non-empty"
+    assert bad.returncode == 2 and bad.stderr.strip() == "glance: error: --auth must be USER:PASS, both non-empty"
     assert bad.stdout == ""
+
+
+def test_a_huge_upload_is_refused_for_its_pixels(client, tmp_path):
+    huge = tmp_path / "huge.png"
+    Image.new("1", (20_000, 20_000)).save(huge)  # 400 MP in a few kB
+    for api_name in ("/search_image", "/image_to_text"):
+        message = error_of(client, handle_file(str(huge)), api_name=api_name)
+        assert "20000x20000" in message and "limit of 50 MP" in message and "not an image" not in message

@@ -2,6 +2,8 @@
 exists) and when a model does not match the index (one line on stderr, exit status 2)."""
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 from gradio_client import Client
@@ -19,7 +21,7 @@ def test_a_missing_index_is_explained_until_it_is_built(tmp_path_factory, tiny_e
         server.wait_ready()
         assert httpx.get(server.url, timeout=30).status_code == 200
         client = Client(server.url, verbose=False)
-        explained = "no Glance index at .* yet: build one with `python -m indexer ~/Pictures --db"
+        explained = "no Glance index at .* yet: build one with `glance index ~/Pictures --db"
         for api_name, args in (("/search_text", ["red"]), ("/stats", [])):
             with pytest.raises(AppError, match=explained):
                 client.predict(*args, api_name=api_name)
@@ -28,19 +30,32 @@ def test_a_missing_index_is_explained_until_it_is_built(tmp_path_factory, tiny_e
         app_server.copy_index(library, db)  # the index appears while the app runs
         hits = client.predict("red", top=100, api_name="/search_text")["hits"]
         assert {h["relpath"] for h in hits} == set(library.ids)
+        assert_a_meta_change_is_picked_up(client, db)
     finally:
         server.stop()
     assert_no_unexpected_errors(server)
+
+
+def assert_a_meta_change_is_picked_up(client, db) -> None:
+    """Not only other models: a new indexing run (here: its time stamp) reaches the running app."""
+    from search.live import RECHECK_S
+    from store import Store
+
+    Store(db).write_meta({"last_indexed": "2031-02-03T04:05:06"})
+    deadline = time.monotonic() + RECHECK_S + 30
+    while client.predict(api_name="/stats")["last_indexed"] != "2031-02-03T04:05:06":
+        assert time.monotonic() < deadline, "the app kept the index it had opened"
+        time.sleep(1)
 
 
 def assert_the_page_explains(server, db) -> None:
     with app_server.chromium() as browser:
         page = browser.new_page()
         page.goto(server.url)
-        page.wait_for_function("document.querySelector('#banner')?.innerText.includes('python -m indexer')",
+        page.wait_for_function("document.querySelector('#banner')?.innerText.includes('glance index')",
                                timeout=60_000)
         banner = page.inner_text("#banner")
-    assert "No photos indexed yet" in banner and f"python -m indexer ~/Pictures --db {db}" in banner
+    assert "No photos indexed yet" in banner and f"glance index ~/Pictures --db {db}" in banner
 
 
 def test_a_model_that_does_not_match_the_index_is_refused(tmp_path_factory, tiny_encoders, tiny_model_dirs):
@@ -54,4 +69,4 @@ def test_a_model_that_does_not_match_the_index_is_refused(tmp_path_factory, tiny
     finally:
         server.stop()
     lines = server.stderr().strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("app.py: error: --text-model") and "rebuild" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("glance: error: --text-model") and "rebuild" in lines[0]

@@ -1,0 +1,102 @@
+"""The Engine of a long-running server: opened in the background, re-opened when the index changes.
+
+A server outlives indexing runs: photos are added, folders indexed, the index rebuilt with other models, or it
+does not exist yet when the server starts. `Library.engine()` follows all of that: a missing index raises
+IndexMissing (whose message says how to build one) and is looked for again on the next request; once the
+index's meta (models, roots, last indexed...) differs from what the open Engine was opened on, a fresh Engine
+replaces it. The check reads only the small meta table, at most every RECHECK_S seconds.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+from core.errors import UsageError
+from store import Store, default_db_path
+
+STARTUP_WAIT_S = 180  # a request that arrives while the models load waits this long at most
+RECHECK_S = 10  # how often a request looks whether the index changed under the open Engine
+BUILD_COMMAND = "glance index ~/Pictures"
+
+log = logging.getLogger("glance.live")
+
+
+class IndexMissing(UsageError):
+    """No index at the database path yet: the page explains how to build one."""
+
+
+class Library:
+    """The Engine behind a server, opened by `start` (a thread target) and followed by `engine()`."""
+
+    def __init__(self, db: str | Path | None, vision_model: str | None = None, text_model: str | None = None,
+                 precision: str = "auto"):
+        self.db = Path(db).expanduser() if db else default_db_path()
+        self.overrides = {"vision_model": vision_model, "text_model": text_model, "precision": precision}
+        self.startup_error: BaseException | None = None
+        self._store = Store(self.db)
+        self._engine = None
+        self._opened_meta: dict | None = None
+        self._checked_at = 0.0
+        self._lock = threading.Lock()
+        self._started = threading.Event()
+
+    def start(self) -> None:
+        """Open the index if there is one; a user error here is kept for the main thread to report."""
+        try:
+            if self._store.exists():
+                with self._lock:
+                    self._open()
+        except BaseException as exc:  # handed to the main thread, which ends the app with it
+            self.startup_error = exc
+        finally:
+            self._started.set()
+        self._warm_vision()
+
+    def wait_started(self) -> BaseException | None:
+        self._started.wait()
+        return self.startup_error
+
+    def engine(self):
+        """The open Engine; raises IndexMissing (how to build one) or a user error that explains the problem."""
+        if not self._started.wait(STARTUP_WAIT_S):
+            raise UsageError("the models are still loading; try again in a moment")
+        with self._lock:
+            if self._engine is not None and self._index_changed():
+                log.info("the index at %s changed; re-opening it", self.db)
+                self._engine = None
+            if self._engine is None:
+                self._open()
+                threading.Thread(target=self._warm_vision, name="glance-warm-vision", daemon=True).start()
+            return self._engine
+
+    def build_command(self) -> str:
+        db = "" if self.db == default_db_path() else f" --db {self.db}"
+        return f"{BUILD_COMMAND}{db}"
+
+    def _open(self) -> None:
+        from search.engine import Engine  # torch: seconds, so not before the page is up
+
+        if not self._store.exists():
+            raise IndexMissing(f"no Glance index at {self.db} yet: build one with `{self.build_command()}`")
+        meta = self._store.meta()  # read first: a change made while the Engine opens is seen by the next check
+        self._engine = Engine(self.db, **self.overrides)
+        self._opened_meta = meta
+        self._checked_at = time.monotonic()
+
+    def _index_changed(self) -> bool:
+        if time.monotonic() - self._checked_at < RECHECK_S:
+            return False
+        self._checked_at = time.monotonic()
+        return not self._store.exists() or self._store.meta() != self._opened_meta
+
+    def _warm_vision(self) -> None:
+        """Load the vision model now, so the first image query does not wait for it."""
+        engine = self._engine
+        if engine is None:
+            return
+        try:
+            engine.load_vision()
+        except Exception:  # the first image query reports it to the user
+            log.warning("the vision model did not load in advance", exc_info=True)

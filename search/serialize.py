@@ -1,0 +1,43 @@
+"""The JSON form of search results: one serializer per kind, shared by the web API and `--json` on the CLI.
+
+Photo paths go under the key "file", never "path": gradio_client takes any {"path": ...} in a result for a
+file to download.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+
+def hit_json(hit) -> dict:
+    return {"id": hit.id, "file": hit.path, "root": hit.root, "relpath": hit.relpath, "score": round(hit.score, 6),
+            "taken_at": iso(hit.taken_at), "camera": hit.camera, "width": hit.width, "height": hit.height,
+            "has_caption": hit.has_caption}
+
+
+def text_hit_json(hit) -> dict:
+    return {"text": hit.text, "score": round(hit.score, 6),
+            "cosine": None if hit.cosine is None else round(hit.cosine, 6), "matched": hit.matched,
+            "source": hit.source, "image_id": hit.image_id, "file": hit.path or None}
+
+
+def results_json(results) -> dict:
+    return {"hits": [hit_json(h) for h in results.hits], "has_more": results.has_more, "offset": results.offset,
+            "total_considered": results.total_considered, "dropped": results.dropped}
+
+
+def photo_json(details) -> dict:
+    return {"id": details.id, "file": details.path, "root": details.root, "relpath": details.relpath,
+            "size": details.size, "mtime": iso(details.mtime), "sha256": details.sha256, "width": details.width,
+            "height": details.height, "taken_at": iso(details.taken_at), "camera": details.camera,
+            "has_caption": details.has_caption, "indexed_at": iso(details.indexed_at),
+            "captions": [{"text": text, "source": source} for text, source in details.captions]}
+
+
+def stats_json(stats: dict) -> dict:
+    """The engine's stats as they are; anything JSON has no type for (dates, paths) becomes its str()."""
+    return json.loads(json.dumps(stats, default=str))
+
+
+def iso(moment) -> str | None:
+    return moment.isoformat() if isinstance(moment, datetime) else moment
