@@ -30,32 +30,6 @@ from pathlib import Path
 from core.errors import PROGRAM, UsageError, exit_on_user_error
 from search import server_options
 
-EPILOG = """\
-what the page offers:
-  a search box in Glance's query grammar:   beach -people +sunset 2:dog
-  an image slot: drop a photo, upload one, or paste from the clipboard (combined with the text if any)
-  filters: folder, taken from/to (YYYY, YYYY-MM, YYYY-MM-DD), only captioned, hide irrelevant results
-  click a result for the large view and "More like this"; the Image -> Text tab finds captions for an image
-
-API (gradio_client, same login as the page):
-  from gradio_client import Client, handle_file
-  c = Client("http://127.0.0.1:7860/", auth=("me", "secret"))
-  c.predict("red bicycle", api_name="/search_text")                  -> {"hits": [...], "has_more": ...}
-  c.predict(handle_file("cat.jpg"), api_name="/search_image")
-  c.predict("receipt", api_name="/search_captions")                  -> [{"text", "score", ...}]
-  also /more_like_this, /image_to_text, /photo, /stats (see the page's "Use via API" link)
-
-models: the ones recorded in the index (Hub ids or folders); --vision-model/--text-model override them
-and are refused unless they reproduce the index's vectors.
-
-safety: only 127.0.0.1 is bound unless --host says otherwise; with --host 0.0.0.0 use --auth (or
-GLANCE_AUTH=USER:PASS, which keeps the password out of the process list). The app serves thumbnails and
-previews of indexed photos only, never fetches URLs, and never creates a public share link.
-
-exit status: 0 after Ctrl-C; 2 for bad arguments or an index/model that cannot be used (one line on stderr).
-"""
-
-
 # ------------------------------------------------------------------------------------------------ CLI
 
 class OneLineErrors(argparse.ArgumentParser):
@@ -67,8 +41,8 @@ class OneLineErrors(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineErrors(prog="python app.py", description="Glance: search your photos in a browser.",
-                           epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineErrors(prog="python app.py", description=server_options.DESCRIPTION,
+                           epilog=server_options.EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     return server_options.add_arguments(parser)
 
 

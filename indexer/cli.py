@@ -180,12 +180,16 @@ def _refuse_inside(path: str, folders: list[str], flag: str) -> None:
 
 
 ALIAS_VERBS = ("stats", "remove", "embed")
+ALIAS_USAGE = """python -m indexer [index] PATH [PATH ...] [options]   = glance index
+       python -m indexer stats|remove|embed ...              = glance stats|remove|embed"""
 
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m indexer`: the alias of `glance index` (and of `glance stats|remove|embed`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = argparse.ArgumentParser(prog="python -m indexer", description="Alias of `glance index`: see glance --help.")
+    parser = argparse.ArgumentParser(
+        prog="python -m indexer", usage=ALIAS_USAGE, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="The alias of `glance index` (and of `glance stats`, `glance remove`, `glance embed`).")
     verbs = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_index_parser(verbs)
     add_stats_parser(verbs)

@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime
 
 from core.errors import UsageError, exit_on_user_error
 from .filters import Filters, date_range
 from .query import parse_query
+from .serialize import hit_json, stats_json, text_hit_json
 
 PROGRAM = "glance"
 EPILOG = """\
@@ -95,7 +95,7 @@ def run(args) -> int:
     if args.stats:
         from store import Store
 
-        print(json.dumps(Store(args.db).stats(), indent=2, default=str))
+        print(json.dumps(stats_json(Store(args.db).stats()), indent=2))
         return 0
     from .engine import Engine  # after argument checks: loading torch takes seconds
 
@@ -133,10 +133,7 @@ def text_results(engine, args):
 
 def print_photos(results, as_json: bool) -> None:
     if as_json:
-        print(json.dumps([{"score": round(h.score, 6), "path": h.path, "id": h.id, "root": h.root,
-                           "relpath": h.relpath, "taken_at": _iso(h.taken_at), "camera": h.camera,
-                           "width": h.width, "height": h.height, "has_caption": h.has_caption}
-                          for h in results.hits], ensure_ascii=False, indent=1))
+        print(json.dumps([hit_json(h) for h in results.hits], ensure_ascii=False, indent=1))
         return
     for hit in results.hits:
         print(f"{hit.score:.4f}\t{hit.path}")
@@ -156,10 +153,7 @@ def print_texts(hits, as_json: bool) -> int:
         print(f"{PROGRAM}: no matching captions or texts", file=sys.stderr)
         return 1
     if as_json:
-        print(json.dumps([{"score": round(h.score, 6), "text": h.text, "image_id": h.image_id, "source": h.source,
-                           "cosine": None if h.cosine is None else round(h.cosine, 6), "matched": h.matched,
-                           "path": h.path or None}
-                          for h in hits], ensure_ascii=False, indent=1))
+        print(json.dumps([text_hit_json(h) for h in hits], ensure_ascii=False, indent=1))
         return 0
     for hit in hits:
         print(f"{hit.score:.4f}\t{_one_line(hit.text)}\t{hit.path or '-'}")
@@ -168,7 +162,3 @@ def print_texts(hits, as_json: bool) -> int:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment else None

@@ -2,9 +2,10 @@
 
 A server outlives indexing runs: photos are added, folders indexed, the index rebuilt with other models, or it
 does not exist yet when the server starts. `Library.engine()` follows all of that: a missing index raises
-IndexMissing (whose message says how to build one) and is looked for again on the next request; once the
-index's meta (models, roots, last indexed...) differs from what the open Engine was opened on, a fresh Engine
-replaces it. The check reads only the small meta table, at most every RECHECK_S seconds.
+IndexMissing (whose message says how to build one) and is looked for again on the next request. New photos,
+roots and `last_indexed` need nothing here: the Engine reads them from each published snapshot. Only when the
+index is rebuilt with other models (MODEL_KEYS), or disappears, does a fresh Engine replace the open one; the
+check reads only the small meta table, at most every RECHECK_S seconds.
 """
 from __future__ import annotations
 
@@ -14,11 +15,10 @@ import time
 from pathlib import Path
 
 from core.errors import UsageError
-from store import Store, default_db_path
+from store import MODEL_KEYS, Store, build_command, default_db_path, no_index_message
 
 STARTUP_WAIT_S = 180  # a request that arrives while the models load waits this long at most
 RECHECK_S = 10  # how often a request looks whether the index changed under the open Engine
-BUILD_COMMAND = "glance index ~/Pictures"
 
 log = logging.getLogger("glance.live")
 
@@ -37,7 +37,7 @@ class Library:
         self.startup_error: BaseException | None = None
         self._store = Store(self.db)
         self._engine = None
-        self._opened_meta: dict | None = None
+        self._opened_models: dict | None = None
         self._checked_at = 0.0
         self._lock = threading.Lock()
         self._started = threading.Event()
@@ -72,24 +72,23 @@ class Library:
             return self._engine
 
     def build_command(self) -> str:
-        db = "" if self.db == default_db_path() else f" --db {self.db}"
-        return f"{BUILD_COMMAND}{db}"
+        return build_command(self.db)
 
     def _open(self) -> None:
         from search.engine import Engine  # torch: seconds, so not before the page is up
 
         if not self._store.exists():
-            raise IndexMissing(f"no Glance index at {self.db} yet: build one with `{self.build_command()}`")
-        meta = self._store.meta()  # read first: a change made while the Engine opens is seen by the next check
+            raise IndexMissing(no_index_message(self.db))
+        models = _models(self._store.meta())  # read first: a change made while the Engine opens is seen next time
         self._engine = Engine(self.db, **self.overrides)
-        self._opened_meta = meta
+        self._opened_models = models
         self._checked_at = time.monotonic()
 
     def _index_changed(self) -> bool:
         if time.monotonic() - self._checked_at < RECHECK_S:
             return False
         self._checked_at = time.monotonic()
-        return not self._store.exists() or self._store.meta() != self._opened_meta
+        return not self._store.exists() or _models(self._store.meta()) != self._opened_models
 
     def _warm_vision(self) -> None:
         """Load the vision model now, so the first image query does not wait for it."""
@@ -100,3 +99,7 @@ class Library:
             engine.load_vision()
         except Exception:  # the first image query reports it to the user
             log.warning("the vision model did not load in advance", exc_info=True)
+
+
+def _models(meta: dict) -> dict:
+    return {key: meta.get(key) for key in MODEL_KEYS}

@@ -13,6 +13,33 @@ from core.errors import UsageError
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 AUTH_ENV = "GLANCE_AUTH"
+DESCRIPTION = "Glance: search your photos in a browser (the page and its API)."
+EPILOG = """\
+what the page offers:
+  a search box in Glance's query grammar:   beach -people +sunset 2:dog
+  an image slot: drop a photo, upload one, or paste from the clipboard (combined with the text if any)
+  filters: folder, taken from/to (YYYY, YYYY-MM, YYYY-MM-DD), only captioned, hide irrelevant results
+  click a result for the large view and "More like this"; the Image -> Text tab finds captions for an image
+
+API (gradio_client, same login as the page):
+  from gradio_client import Client, handle_file
+  c = Client("http://127.0.0.1:7860/", auth=("me", "secret"))
+  c.predict("red bicycle", api_name="/search_text")                  -> {"hits": [...], "has_more": ...}
+  c.predict(handle_file("cat.jpg"), api_name="/search_image")
+  c.predict("receipt", api_name="/search_captions")                  -> [{"text", "score", ...}]
+  also /more_like_this, /image_to_text, /photo, /stats (see the page's "Use via API" link)
+
+models: the ones recorded in the index (Hub ids or folders); --vision-model/--text-model override them
+and are refused unless they reproduce the index's vectors.
+
+safety: only 127.0.0.1 is bound unless --host says otherwise; with --host 0.0.0.0 use --auth (or
+GLANCE_AUTH=USER:PASS, which keeps the password out of the process list). The app serves thumbnails and
+previews of indexed photos only, never fetches URLs, and never creates a public share link.
+
+exit status: 0 after Ctrl-C; 2 for bad arguments or an index/model that cannot be used (one line on stderr).
+"""
+
+
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -26,10 +26,14 @@ class StoreError(GlanceError):
     """A problem with the index itself (missing, from another model, ...); the message is for the user."""
 
 
+def build_command(path: Path) -> str:
+    """The command that builds an index at `path`."""
+    return "glance index ~/Pictures" + ("" if Path(path) == default_db_path() else f" --db {path}")
+
+
 def no_index_message(path: Path) -> str:
     """The one "no index here" message, with the command that builds one."""
-    db = "" if Path(path) == default_db_path() else f" --db {path}"
-    return f"no Glance index at {path}: build one with `glance index ~/Pictures{db}`"
+    return f"no Glance index at {path}: build one with `{build_command(path)}`"
 
 
 def newer_glance_message(path: Path, recorded: str, known: str) -> str:

@@ -21,7 +21,7 @@ def test_a_missing_index_is_explained_until_it_is_built(tmp_path_factory, tiny_e
         server.wait_ready()
         assert httpx.get(server.url, timeout=30).status_code == 200
         client = Client(server.url, verbose=False)
-        explained = "no Glance index at .* yet: build one with `glance index ~/Pictures --db"
+        explained = "no Glance index at .*: build one with `glance index ~/Pictures --db"
         for api_name, args in (("/search_text", ["red"]), ("/stats", [])):
             with pytest.raises(AppError, match=explained):
                 client.predict(*args, api_name=api_name)

@@ -94,7 +94,7 @@ def test_library_run_json_errors_file_and_exit_status(tmp_path, model_flags, cap
     assert json.loads(again.stdout)["unchanged"] == len(lib.good) and again.stderr == ""
     assert again.returncode == 1  # the bad files are still there
     stats = json.loads(main("stats", "--db", db, "--json", capsys=capsys).stdout)
-    assert stats["images"] == len(lib.good) and stats["fts_index"] is True
+    assert stats["photos"] == len(lib.good) and stats["text_index"] is True
 
 
 def test_clean_library_exits_0_and_a_folder_named_like_a_command_still_indexes(tmp_path, model_flags, capsys,

@@ -37,10 +37,16 @@ def test_prints_score_tab_path_best_first(capsys, library):
 
 
 def test_json_output_and_filters(capsys, library):
-    code, out, _ = run(capsys, "x", "--db", str(library.db), "--folder", "x' OR '1'='1", "--json")
+    code, out, _ = run(capsys, "x", "--db", str(library.db), "--folder", "x' OR '1'='1", "--json", "--precision", "fp32")
     rows = json.loads(out)
     assert code == 0 and [r["relpath"] for r in rows] == ["x' OR '1'='1/black.png"]
-    assert set(rows[0]) >= {"score", "path", "id", "taken_at", "camera", "width", "height", "has_caption"}
+    assert set(rows[0]) >= {"score", "file", "id", "taken_at", "camera", "width", "height", "has_caption"}
+    from search.engine import Engine
+    from search.filters import Filters
+    from search.serialize import hit_json
+
+    hits = Engine(library.db, precision="fp32").search("x", filters=Filters(folder="x' OR '1'='1"), top=10).hits
+    assert rows == [hit_json(h) for h in hits]  # the CLI and the API share one serializer
 
 
 def test_captions_mode(capsys, library):
