@@ -163,7 +163,7 @@ class Indexer:
             self._close_bar()
             for problem in found.problems:
                 self._problem(problem)
-            plan = classify(self.store, roots, found.files)
+            plan = classify(self.store, roots, found)
             if not self.o.prune:
                 refuse_emptied(plan, found)
             self.summary.unchanged = plan.unchanged
@@ -197,7 +197,7 @@ class Indexer:
 
     def _prepare_index(self) -> tuple[ModelChoice, Roots, list[str]]:
         """Models checked, roots planned, tables and meta written: all before the first row."""
-        meta = self.store.meta()
+        meta = self._recorded_meta()
         vision, text = self.o.vision_model, self.o.text_model
         # preloaded encoders name their own models
         vision = vision or (self._vision.spec if self._vision is not None else None)
@@ -218,6 +218,16 @@ class Indexer:
         self.store.write_meta({**choice.meta(), st.SCHEMA_VERSION_KEY: st.SCHEMA_VERSION,
                                st.ROOTS: sorted({*known, *roots.added})})
         return choice, roots, known
+
+    def _recorded_meta(self) -> dict:
+        """The index's meta; with --reindex an unreadable one counts as none: rebuilding a damaged index is
+        what --reindex is for (its models then come from the flags, or the defaults)."""
+        if not self.o.reindex:
+            return self.store.meta()
+        try:
+            return self.store.meta()
+        except RuntimeError:
+            return {}
 
     def _auto_batch(self, choice: ModelChoice) -> int:
         import json

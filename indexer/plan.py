@@ -81,9 +81,9 @@ def in_scopes(relpaths: pa.ChunkedArray, scopes: list[Scope]) -> pa.ChunkedArray
     return mask
 
 
-def classify(store: Store, roots: Roots, files: pa.Table) -> Plan:
+def classify(store: Store, roots: Roots, found: Scan) -> Plan:
     """Split the walk into unchanged / to read, and list the indexed rows that vanished."""
-    todo_parts, vanished, unchanged, held = [], [], 0, {}
+    todo_parts, vanished, unchanged, held, files = [], [], 0, {}, found.files
     for root in sorted({s.root for s in roots.scopes}):
         scopes = [s for s in roots.scopes if s.root == root]
         scanned = files.filter(pc.equal(files["root"], root))
@@ -98,7 +98,11 @@ def classify(store: Store, roots: Roots, files: pa.Table) -> Plan:
         unchanged += pc.sum(same).as_py() or 0
         joined = scanned.append_column("old_id", old["id"]).append_column("old_sha", old["sha256"])
         todo_parts.append(joined.filter(pc.invert(same)).select(TODO_COLUMNS))
-        vanished += indexed.filter(pc.invert(pc.is_in(indexed["id"], value_set=scanned["id"])))["id"].to_pylist()
+        gone = indexed.filter(pc.invert(pc.is_in(indexed["id"], value_set=scanned["id"])))
+        for unlisted_root, prefix in found.unlisted_below:  # unseen is not gone
+            if unlisted_root == root:
+                gone = gone.filter(pc.invert(pc.starts_with(gone["relpath"], prefix)))
+        vanished += gone["id"].to_pylist()
     for root in roots.absorbed:  # every row of an absorbed root is re-keyed under its new root
         ids = store.rows_in_root(root, ["id"])["id"].to_pylist()
         vanished += ids

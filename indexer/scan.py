@@ -69,6 +69,9 @@ class Scan:
     problems: list[Problem] = field(default_factory=list)
     found: dict[Scope, int] = field(default_factory=dict)  # image files found in each scope
     unlisted: dict[Scope, str] = field(default_factory=dict)  # scopes whose own folder could not be listed: why
+    # (root, display relpath prefix ending in "/") of folders below that could not be listed: what the index
+    # holds there is unknown, not gone
+    unlisted_below: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Columns:
@@ -134,6 +137,8 @@ def _walk(scope: Scope, files: Columns, result: Scan, progress) -> int:
             problems.append(Problem(display_path(folder), f"cannot list folder: {exc.strerror or exc}", "folder"))
             if folder == scope.folder:
                 result.unlisted[scope] = exc.strerror or str(exc)
+            else:
+                result.unlisted_below.append((scope.root, display_name(rel)))
             continue
         names = {entry.name for entry in entries}
         subfolders = []

@@ -22,6 +22,7 @@ SET_CHUNK = 500  # ids per UPDATE, so the SQL stays small
 # LanceDB reports I/O trouble as RuntimeError("lance error: LanceError(IO): ... (os error 28) ...").
 LANCE_ERROR = re.compile(r"^lance error: ")
 OS_ERROR_CODE = re.compile(r"\(os error (\d+)\)")
+LANCE_REASON = re.compile(r"LanceError\(\w+\): (.*?)(?:, /\S+:\d+:\d+)?$", re.S)  # the reason, not the Rust source
 
 
 class IndexingQueries:
@@ -113,8 +114,9 @@ class IndexingQueries:
             return f"the index {self.path} is on a read-only file system: remount it read-write, or use another --db"
         if number in (errno.EACCES, errno.EPERM):
             return f"no permission to write the index {self.path}: check its permissions, or use another --db"
-        detail = text.split("LanceError", 1)[-1].split(", /")[0].strip("():")  # the reason, not the Rust source
-        return (f"the index {self.path} is damaged ({' '.join(detail.split())[:160]}); rebuild it with: "
+        found = LANCE_REASON.search(text)
+        reason = " ".join((found.group(1) if found else text).split())[:160]
+        return (f"the index {self.path} is damaged ({reason}); rebuild it with: "
                 f"python -m indexer --reindex PATH --db {self.path}")
 
     # ----- helpers -------------------------------------------------------------------------------------------

@@ -104,13 +104,18 @@ def test_the_cli_refuses_an_empty_root_with_one_line_and_prunes_on_request(base,
     assert f'"removed": {PHOTOS}' in pruned.stdout and photo_count(db) == 0
 
 
+def unprivileged() -> tuple[str, ...]:
+    """A command prefix under which a folder of mode 000 cannot be listed: root reads any folder whatever its
+    mode, unless it runs without these two capabilities."""
+    if os.geteuid() != 0:
+        return ()
+    if not shutil.which("setpriv"):
+        pytest.skip("running as root, and setpriv (to drop the file-permission capabilities) is missing")
+    return ("setpriv", "--bounding-set", "-dac_override,-dac_read_search")
+
+
 def test_an_unreadable_root_is_refused(base, tmp_path, tiny_encoders, model_flags):
-    # root reads any folder whatever its mode; without these two capabilities it is refused like anyone else
-    prefix = ()
-    if os.geteuid() == 0:
-        if not shutil.which("setpriv"):
-            pytest.skip("running as root, and setpriv (to drop the file-permission capabilities) is missing")
-        prefix = ("setpriv", "--bounding-set", "-dac_override,-dac_read_search")
+    prefix = unprivileged()
     root, db = indexed_copy(base, tmp_path, tiny_encoders)
     os.chmod(root, 0)
     try:
@@ -121,25 +126,40 @@ def test_an_unreadable_root_is_refused(base, tmp_path, tiny_encoders, model_flag
     assert photo_count(db) == PHOTOS
 
 
+def test_an_unreadable_subfolder_keeps_its_photos(base, tmp_path, tiny_encoders, model_flags):
+    prefix = unprivileged()
+    root, db = indexed_copy(base, tmp_path, tiny_encoders)
+    os.chmod(root / "trip", 0)
+    try:
+        result = cli(root, "--db", db, "--json", *model_flags, prefix=prefix)
+    finally:
+        os.chmod(root / "trip", 0o755)
+    assert result.returncode == 1, result.stderr  # reported as a skipped folder, the run goes on
+    assert '"removed": 0' in result.stdout and photo_count(db) == PHOTOS
+
+
 # ----- a damaged index ---------------------------------------------------------------------------------------
 
-def truncate_data_files(db):
-    for path in glob.glob(str(db / "images.lance" / "data" / "*.lance")):
+def truncate_data_files(db, table):
+    for path in glob.glob(str(db / f"{table}.lance" / "data" / "*.lance")):
         os.truncate(path, 100)
 
 
-def empty_manifests(db):
-    for path in glob.glob(str(db / "images.lance" / "_versions" / "*.manifest")):
+def empty_manifests(db, table):
+    for path in glob.glob(str(db / f"{table}.lance" / "_versions" / "*.manifest")):
         open(path, "w").close()
 
 
-@pytest.mark.parametrize("damage", [truncate_data_files, empty_manifests])
-def test_a_damaged_index_is_one_line_that_says_how_to_rebuild(base, db, model_flags, damage):
-    damage(db)
+@pytest.mark.parametrize("damage,table", [(truncate_data_files, "images"), (empty_manifests, "images"),
+                                          (empty_manifests, "meta")])
+def test_a_damaged_index_is_one_line_that_says_how_to_rebuild(base, db, model_flags, tiny_encoders, damage, table):
+    damage(db, table)
     for args in ((base.root, "--db", db, *model_flags), ("remove", base.root / "0.jpg", "--db", db)):
         result = cli(*args)
         assert_one_line_error(result, f"the index {db} is damaged")
         assert f"python -m indexer --reindex PATH --db {db}" in result.stderr
+    # and the way out works
+    assert index(IndexOptions([str(base.root)], db=db, encoders=tiny_encoders, reindex=True)).added == PHOTOS
 
 
 # ----- full and read-only disks ------------------------------------------------------------------------------
