@@ -7,10 +7,10 @@ from pathlib import Path
 import pyarrow.compute as pc
 
 import store as st
-from store import CAPTIONS, IMAGES, Store, delete_in, sql_string
+from store import CAPTIONS, IMAGES, Store
 
 from .lock import writer_lock
-from .plan import indexed_rows, inside
+from .plan import inside
 
 
 def stats(db: str | Path | None = None) -> dict:
@@ -65,31 +65,30 @@ def remove(paths: list[str], db: str | Path | None = None) -> dict:
     if not store.exists():
         raise st.StoreError(f"no Glance index at {store.path}")
     removed, captions_removed, per_path = 0, 0, {}
-    with writer_lock(store.path):
-        images, captions = store.table(IMAGES), store.table(CAPTIONS)
+    with writer_lock(store.path), store.lance_errors():
         meta = store.meta()
-        roots = sorted(set(meta.get(st.ROOTS) or []) | set(images.search().select(["root"]).limit(None)
-                                                           .to_arrow()["root"].unique().to_pylist()))
+        roots = sorted(set(meta.get(st.ROOTS) or []) | set(store.indexed_roots()))
         kept_roots = list(meta.get(st.ROOTS) or [])
         for given in paths:
             target = _absolute(given)
             ids = []
             for root in roots:
                 if inside(root, target):  # the whole root goes, and stops being a root
-                    ids += _ids(images, f"root = {sql_string(root)}")
+                    ids += store.rows_in_root(root, ["id"])["id"].to_pylist()
                     kept_roots = [r for r in kept_roots if r != root]
                 elif inside(target, root):
-                    rel = os.path.relpath(target, root).replace(os.sep, "/")
-                    rows = indexed_rows(images, root, ["id", "relpath"])
+                    rel = st.display_name(os.path.relpath(target, root).replace(os.sep, "/"))
+                    rows = store.rows_in_root(root, ["id", "relpath"])
                     mask = pc.or_(pc.equal(rows["relpath"], rel), pc.starts_with(rows["relpath"], rel + "/"))
                     ids += rows.filter(mask)["id"].to_pylist()
-            captions_removed += delete_in(captions, "image_id", ids)  # captions first: see pipeline.py
-            count = delete_in(images, "id", ids)
+            captions_removed += store.delete_captions_of(ids)  # captions first: see pipeline.py
+            count = store.delete_photos(ids)
             per_path[given] = count
             removed += count
         store.write_meta({st.ROOTS: sorted(kept_roots)})
         if removed:
             store.ensure_indexes()
+        store.publish()
     return {"removed": removed, "captions_removed": captions_removed, "per_path": per_path, "db": str(store.path)}
 
 
@@ -102,7 +101,3 @@ def _absolute(given: str) -> str:
     while parent != os.path.dirname(parent) and not os.path.exists(parent):
         parent = os.path.dirname(parent)
     return os.path.join(os.path.realpath(parent), os.path.relpath(path, parent))
-
-
-def _ids(images, where: str) -> list[str]:
-    return images.search().where(where).select(["id"]).limit(None).to_arrow()["id"].to_pylist()

@@ -51,8 +51,9 @@ exit status:
   0    every photo indexed (or already up to date)
   1    finished, but some files or captions were skipped: reasons on stderr and in --errors FILE
   2    stopped with an error (one line on stderr): bad arguments, missing models, an index built with
-       other models (see --reindex), another indexer writing to the same index; what was committed stays
-       consistent
+       other models (see --reindex), another indexer writing to the same index, a folder that is now empty
+       or unreadable while the index holds photos from it (see --prune), a damaged index, a full disk;
+       what was committed stays consistent
   130  interrupted (Ctrl-C): batches committed so far are kept; run again to finish
 """
 
@@ -71,6 +72,9 @@ def add_index_parser(verbs) -> None:
                    help="Hub repo id or local folder (default: the index's model, else nomic-ai/nomic-embed-text-v1.5)")
     p.add_argument("--reindex", action="store_true",
                    help="delete the index and embed everything again (needed to change models)")
+    p.add_argument("--prune", action="store_true",
+                   help="let a folder that is now empty or unreadable lose its photos from the index (without it, "
+                        "that is refused: it usually means a drive that is not mounted)")
     p.add_argument("--max-megapixels", type=float, default=LIBRARY_MAX_MEGAPIXELS, metavar="MP",
                    help="skip images with more pixels than this, e.g. decompression bombs (default: %(default)g)")
     p.add_argument("--errors", metavar="FILE", help="write skipped files with reasons as JSON lines to FILE")
@@ -124,7 +128,7 @@ def run_index(args) -> int:
 
     summary = index(IndexOptions(
         paths=args.paths, db=args.db, captions=args.captions, vision_model=args.vision_model,
-        text_model=args.text_model, reindex=args.reindex, max_megapixels=args.max_megapixels,
+        text_model=args.text_model, reindex=args.reindex, prune=args.prune, max_megapixels=args.max_megapixels,
         batch_size=args.batch_size, workers=args.workers, threads=args.threads, precision=args.precision,
         progress=sys.stderr.isatty() and not args.quiet, on_problem=show))
     if args.errors:
@@ -198,6 +202,6 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] not in (*ALIAS_VERBS, "index", "-h", "--help"):
         argv = ["index", *argv]  # the alias's one rewrite: `python -m indexer PATH` has always meant index
     args = parser.parse_args(argv)
-    with exit_on_user_error():
+    with exit_on_user_error():  # also an OSError (a full disk, a closed stdout): one line, or quiet
         status = args.run(args)
     sys.exit(status or 0)

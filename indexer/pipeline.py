@@ -10,6 +10,8 @@ Crash safety comes from the order of atomic commits (each LanceDB write is one n
   3. after all batches: rows of vanished files (captions first), then caption reconciliation, then a sweep of
      orphaned captions and has_caption flags. Each step recomputes its work from disk and the table, so a run
      killed at any point converges on re-run to the same rows as an uninterrupted run.
+After each batch's last write, the removals, the caption repairs and the index maintenance, Store.publish()
+records the tables' versions as one pair in meta: readers check out that pair, never a half-done step.
 """
 from __future__ import annotations
 
@@ -32,14 +34,14 @@ from models.encoders import set_threads
 from models.preprocess import Preprocess
 import store as st
 from core.errors import UsageError
-from store import CAPTIONS, IMAGES, Store, delete_in, image_id, sql_in, upsert
+from store import Store
 
 from . import reconcile
 from .bookkeeping import ModelChoice, check_compatible, choose_models
 from .captions import CAPTION_PREFIX, Entry, load_caption_files, read_sidecar
 from .decode import DEFAULT_MAX_MEGAPIXELS, BadFile, Decoded, FileBytes, decode, display_path, read_file
 from .lock import writer_lock
-from .plan import Roots, classify, inside, plan_roots
+from .plan import Roots, classify, inside, plan_roots, refuse_emptied
 from .report import Summary
 from .scan import Problem, scan
 
@@ -47,8 +49,6 @@ MAX_BATCH = 32  # CPU throughput is flat beyond this; smaller batches lose less 
 COMPACT_EVERY = 100  # batches; a compaction takes well under a second, 100 batches take minutes
 TEXT_BATCH = 64
 REUSE_COLUMNS = ["id", "sha256", "width", "height", "taken_at", "camera", "thumb", "vector"]
-CONTENT_SOURCES = (st.SOURCE_EXIF, st.SOURCE_XMP)
-FINISHED = "mtime_ns IS NOT NULL"  # a row without mtime was killed before its captions: not a source to copy
 
 
 @dataclass
@@ -65,27 +65,25 @@ class IndexOptions:
     threads: int | None = None  # torch threads; default: all cores
     precision: str = "auto"
     progress: bool = False  # tqdm bar on stderr
+    prune: bool = False  # a folder found empty or unreadable loses its photos (else: refused, a drive not mounted?)
     on_problem: Callable[[Problem], None] | None = None  # called as each problem is found
     encoders: tuple | None = None  # preloaded (VisionEncoder, TextEmbedder); either may be None (loaded if needed)
 
 
 @dataclass
 class Todo:
+    image_id: str
     root: str
-    relpath: str
+    relpath: str  # as the OS knows it (surrogate-escaped where the name is not UTF-8)
     size: int
     mtime_ns: int
     old_id: str | None
     old_sha: str | None
-    sidecars: list[str]
+    sidecars: list[str]  # relpaths, as the OS knows them
 
     @property
     def path(self) -> str:
         return os.path.join(self.root, self.relpath)
-
-    @property
-    def image_id(self) -> str:
-        return image_id(self.root, self.relpath)
 
 
 @dataclass
@@ -127,8 +125,7 @@ def available_memory() -> int:
 class ShaSet:
     """Content hashes of finished rows, as sorted 64-bit prefixes: 8 bytes per row, thread-safe to read."""
 
-    def __init__(self, images):
-        shas = images.search().where(FINISHED).select(["sha256"]).limit(None).to_arrow()["sha256"].to_pylist()
+    def __init__(self, shas: list[str]):
         self.keys = np.unique(np.array([int(s[:16], 16) for s in shas if s], dtype=np.uint64))
 
     def __contains__(self, sha: str) -> bool:
@@ -157,33 +154,36 @@ class Indexer:
         entries = load_caption_files(list(self.o.captions))
         _quiet_pillow()
         self.store = Store(self.db_path)
-        with writer_lock(self.store.path):
+        with writer_lock(self.store.path), self.store.lance_errors():
             choice, roots, known = self._prepare_index()
             self.choice = choice
             self.preprocess = Preprocess.from_folder(choice.vision_folder)
             self.batch_size = self.o.batch_size or self._auto_batch(choice)
-            images = self.store.table(IMAGES)
             found = scan(roots.scopes, self._scan_progress())
             self._close_bar()
             for problem in found.problems:
                 self._problem(problem)
-            plan = classify(images, roots, found.files)
+            plan = classify(self.store, roots, found)
+            if not self.o.prune:
+                refuse_emptied(plan, found)
             self.summary.unchanged = plan.unchanged
             self.file_captions, free_texts = self._resolve_entries(entries, roots.all(known))
-            self.known = ShaSet(images)
-            self._process(plan.todo, found.sidecars)
+            self.known = ShaSet(self.store.finished_hashes())
+            self._process(plan.todo)
             self.summary.removed = self._remove(plan.vanished)
             added, removed, problems = reconcile.captions(
-                self.store, roots, found.sidecars, self.file_captions if entries else None, free_texts,
+                self.store, roots, found.files, self.file_captions if entries else None, free_texts,
                 self._embed_texts)
             for problem in problems:
                 self._problem(problem)
             self.summary.captions_added += added
             self.summary.captions_removed += removed + reconcile.sweep(self.store)
+            self.store.publish()
             self.store.write_meta({st.LAST_INDEXED: _iso_now(), st.ROOTS: roots.all(known)})
             self.summary.maintenance = self.store.ensure_indexes()
-            self.summary.images_total = self.store.table(IMAGES).count_rows()
-            self.summary.captions_total = self.store.table(CAPTIONS).count_rows()
+            self.store.publish()
+            self.summary.images_total = self.store.photo_count()
+            self.summary.captions_total = self.store.caption_count()
         self.summary.seconds = time.monotonic() - started
         return self.summary
 
@@ -197,7 +197,7 @@ class Indexer:
 
     def _prepare_index(self) -> tuple[ModelChoice, Roots, list[str]]:
         """Models checked, roots planned, tables and meta written: all before the first row."""
-        meta = self.store.meta()
+        meta = self._recorded_meta()
         vision, text = self.o.vision_model, self.o.text_model
         # preloaded encoders name their own models
         vision = vision or (self._vision.spec if self._vision is not None else None)
@@ -206,7 +206,7 @@ class Indexer:
         if self.o.reindex:
             self.store.drop_all()
             meta = {}
-        has_rows = self.store.exists() and any(self.store.table(t).count_rows() for t in (IMAGES, CAPTIONS))
+        has_rows = self.store.exists() and self.store.has_rows()
         check_compatible(meta, has_rows, choice, self.store.path)
         if not has_rows and self.store.exists() and meta.get(st.DIM) not in (None, choice.dim):
             self.store.drop_all()  # an empty index from other models: its tables have the wrong vector size
@@ -218,6 +218,16 @@ class Indexer:
         self.store.write_meta({**choice.meta(), st.SCHEMA_VERSION_KEY: st.SCHEMA_VERSION,
                                st.ROOTS: sorted({*known, *roots.added})})
         return choice, roots, known
+
+    def _recorded_meta(self) -> dict:
+        """The index's meta; with --reindex an unreadable one counts as none: rebuilding a damaged index is
+        what --reindex is for (its models then come from the flags, or the defaults)."""
+        if not self.o.reindex:
+            return self.store.meta()
+        try:
+            return self.store.meta()
+        except RuntimeError:
+            return {}
 
     def _auto_batch(self, choice: ModelChoice) -> int:
         import json
@@ -247,8 +257,8 @@ class Indexer:
         return by_image, list(dict.fromkeys(free))
 
     # ----- files to read -------------------------------------------------------------------------------------
-    def _process(self, todo: pa.Table, sidecars: pa.Table) -> None:
-        items = _iter_todo(todo, sidecars)
+    def _process(self, todo: pa.Table) -> None:
+        items = _iter_todo(todo)
         bar = self._bar(todo.num_rows)
         workers = self.o.workers or default_workers()
         window: deque = deque()
@@ -329,21 +339,21 @@ class Indexer:
         from .rows import captions_table, images_table
 
         dim = self.choice.dim
-        captions, images = self.store.table(CAPTIONS), self.store.table(IMAGES)
         finished = images_table(image_rows, np.stack(image_vectors), dim) if image_rows else None
         unique = {row["id"]: (row, vector) for row, vector in zip(caption_rows, caption_vectors)}
         if unique and finished is not None:  # photos first, so no caption ever points at a missing photo
             column = finished.schema.get_field_index("mtime_ns")
-            upsert(images, finished.set_column(column, "mtime_ns", pa.nulls(finished.num_rows, pa.int64())))
+            self.store.upsert_photos(
+                finished.set_column(column, "mtime_ns", pa.nulls(finished.num_rows, pa.int64())))
         replaced = [p.todo.image_id for p in batch if p.todo.old_id is not None]
         if replaced:  # content captions of the old content must not outlive it
-            self.summary.captions_removed += delete_in(
-                captions, "image_id", replaced, extra=sql_in("source", CONTENT_SOURCES))
+            self.summary.captions_removed += self.store.delete_captions_of(replaced, st.CONTENT_SOURCES)
         if unique:
             rows, vecs = zip(*unique.values())
-            self.summary.captions_added += upsert(captions, captions_table(list(rows), np.stack(vecs), dim))
+            self.summary.captions_added += self.store.upsert_captions(captions_table(list(rows), np.stack(vecs), dim))
         if finished is not None:
-            upsert(images, finished)
+            self.store.upsert_photos(finished)
+            self.store.publish()
         self.commits += 1
         if self.commits % COMPACT_EVERY == 0:
             self.store.compact()
@@ -380,18 +390,15 @@ class Indexer:
         if not reuse:
             return {}, {}
         shas = sorted({p.file.sha256 for p in reuse})
-        images, captions = self.store.table(IMAGES), self.store.table(CAPTIONS)
-        where = f"{sql_in('sha256', shas)} AND {FINISHED}"
-        rows = images.search().where(where).select(REUSE_COLUMNS).limit(None).to_arrow()
+        rows = self.store.finished_rows_with_hashes(shas, REUSE_COLUMNS)
         sources: dict[str, dict] = {}
         for row in sorted(rows.to_pylist(), key=lambda r: r["id"]):
             sources.setdefault(row["sha256"], row)
         copied: dict[str, list] = {}
         source_ids = [r["id"] for r in sources.values()]
         if source_ids:
-            where = f"{sql_in('image_id', source_ids)} AND {sql_in('source', CONTENT_SOURCES)}"
-            found = captions.search().where(where).select(["image_id", "source", "text", "vector"]).limit(None)
-            for row in sorted(found.to_arrow().to_pylist(), key=lambda r: (r["source"], r["text"])):
+            found = self.store.content_captions_of(source_ids)
+            for row in sorted(found.to_pylist(), key=lambda r: (r["source"], r["text"])):
                 copied.setdefault(row["image_id"], []).append((row["source"], row["text"], row["vector"]))
         return sources, copied
 
@@ -448,8 +455,10 @@ class Indexer:
         """Captions first: a kill in between leaves image rows that the next run still sees as vanished."""
         if not vanished:
             return 0
-        self.summary.captions_removed += delete_in(self.store.table(CAPTIONS), "image_id", vanished)
-        return delete_in(self.store.table(IMAGES), "id", vanished)
+        self.summary.captions_removed += self.store.delete_captions_of(vanished)
+        removed = self.store.delete_photos(vanished)
+        self.store.publish()
+        return removed
 
     # ----- reporting -----------------------------------------------------------------------------------------
     def _problem(self, problem: Problem) -> None:
@@ -482,24 +491,11 @@ def _caption(iid: str, source: str, text: str) -> dict:
     return caption(iid, source, text)
 
 
-def _iter_todo(todo: pa.Table, sidecars: pa.Table) -> Iterator[Todo]:
-    """Todo rows with their sidecars: both sorted by (root, relpath), merged as streams."""
-    side = _iter_rows(sidecars.sort_by([("root", "ascending"), ("relpath", "ascending"), ("sidecar", "ascending")]))
-    current = next(side, None)
-    for row in _iter_rows(todo):
-        key = (row["root"], row["relpath"])
-        while current is not None and (current["root"], current["relpath"]) < key:
-            current = next(side, None)
-        found = []
-        while current is not None and (current["root"], current["relpath"]) == key:
-            found.append(current["sidecar"])
-            current = next(side, None)
-        yield Todo(**row, sidecars=found)
-
-
-def _iter_rows(table: pa.Table) -> Iterator[dict]:
-    for batch in table.to_batches(max_chunksize=2048):
-        yield from batch.to_pylist()
+def _iter_todo(todo: pa.Table) -> Iterator[Todo]:
+    for batch in todo.to_batches(max_chunksize=2048):
+        for row in batch.to_pylist():
+            yield Todo(row["id"], row["root"], st.os_relpath(row["relpath"], row["relpath_bytes"]), row["size"],
+                       row["mtime_ns"], row["old_id"], row["old_sha"], [os.fsdecode(b) for b in row["sidecars"]])
 
 
 def _place(candidates: list[str], roots: list[str]) -> tuple[str, str] | None:

@@ -1,7 +1,8 @@
 """Before any photo is opened: which roots the folders belong to, and what changed since the last run.
 
-Change detection compares the walk with the index as two Arrow tables (a join on relpath), so a re-run over a
-large unchanged library costs one stat per file and no Python object per row.
+Change detection compares the walk with the index as two Arrow tables (matched on the row id, which is never
+null and hashes the name's raw bytes), so a re-run over a large unchanged library costs one stat per file and no
+Python object per row.
 """
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.errors import UsageError
-from store import sql_string
+from store import Store, display_name
 
-from .scan import Scope, is_utf8
+from .scan import Scan, Scope, is_utf8
 
 INDEXED_COLUMNS = ["id", "relpath", "size", "mtime_ns", "sha256"]
+TODO_COLUMNS = ["id", "root", "relpath", "relpath_bytes", "size", "mtime_ns", "sidecars", "old_id", "old_sha"]
 
 
 @dataclass
@@ -31,9 +33,10 @@ class Roots:
 
 @dataclass
 class Plan:
-    todo: pa.Table  # root, relpath, size, mtime_ns, old_id, old_sha: files to read, sorted by (root, relpath)
+    todo: pa.Table  # TODO_COLUMNS: files to read, sorted by (root, relpath)
     unchanged: int  # same size and mtime: skipped without opening
     vanished: list[str]  # ids of indexed rows in scope that are no longer on disk
+    held: dict[Scope, int]  # photos the index holds in each scope (absorbed roots included)
 
 
 def inside(path: str, folder: str) -> bool:
@@ -50,8 +53,6 @@ def plan_roots(paths: list[str], known_roots: list[str]) -> Roots:
             raise UsageError(f"no such folder: {given}")
         if not os.path.isdir(real):
             raise UsageError(f"not a folder: {given} (give the folder that holds it)")
-        if not is_utf8(real):
-            raise UsageError(f"folder path is not valid UTF-8: {os.fsencode(real).decode('utf-8', 'backslashreplace')}")
         folders.append(real)
     folders = sorted(f for f in set(folders) if not any(f != g and inside(f, g) for g in folders))
     scopes, added = [], []
@@ -60,6 +61,8 @@ def plan_roots(paths: list[str], known_roots: list[str]) -> Roots:
         if holders:
             root = min(holders, key=len)
             scopes.append(Scope(root, os.path.relpath(folder, root).replace(os.sep, "/") if folder != root else ""))
+        elif not is_utf8(folder):  # the root column is text; names below a root may be anything
+            raise UsageError(f"folder path is not valid UTF-8: {display_name(folder)} (index a folder above it)")
         else:
             scopes.append(Scope(folder, ""))
             added.append(folder)
@@ -68,52 +71,64 @@ def plan_roots(paths: list[str], known_roots: list[str]) -> Roots:
     return Roots(scopes, added, absorbed)
 
 
-def indexed_rows(images, root: str, columns=INDEXED_COLUMNS) -> pa.Table:
-    return images.search().where(f"root = {sql_string(root)}").select(columns).limit(None).to_arrow()
-
-
 def in_scopes(relpaths: pa.ChunkedArray, scopes: list[Scope]) -> pa.ChunkedArray:
     if any(not s.prefix for s in scopes):
         return pc.is_valid(relpaths)
-    masks = [pc.starts_with(relpaths, s.prefix + "/") for s in scopes]
+    masks = [pc.starts_with(relpaths, display_name(s.prefix) + "/") for s in scopes]
     mask = masks[0]
     for other in masks[1:]:
         mask = pc.or_(mask, other)
     return mask
 
 
-def classify(images, roots: Roots, files: pa.Table) -> Plan:
+def classify(store: Store, roots: Roots, found: Scan) -> Plan:
     """Split the walk into unchanged / to read, and list the indexed rows that vanished."""
-    todo_parts, vanished, unchanged = [], [], 0
+    todo_parts, vanished, unchanged, held, files = [], [], 0, {}, found.files
     for root in sorted({s.root for s in roots.scopes}):
         scopes = [s for s in roots.scopes if s.root == root]
         scanned = files.filter(pc.equal(files["root"], root))
-        indexed = indexed_rows(images, root) if images is not None else _empty_indexed()
+        indexed = store.rows_in_root(root, INDEXED_COLUMNS)
+        for scope in scopes:
+            held[scope] = pc.sum(in_scopes(indexed["relpath"], [scope])).as_py() or 0
         indexed = indexed.filter(in_scopes(indexed["relpath"], scopes))
-        old = indexed.rename_columns(["old_id", "relpath", "old_size", "old_mtime", "old_sha"])
-        joined = scanned.join(old, keys="relpath", join_type="left outer")
-        same = pc.fill_null(pc.and_(pc.equal(joined["size"], joined["old_size"]),
-                                    pc.equal(joined["mtime_ns"], joined["old_mtime"])), False)
+        # each scanned file's indexed row (a left join by id; null where the file is new)
+        old = indexed.take(pc.index_in(scanned["id"], value_set=indexed["id"]))
+        same = pc.fill_null(pc.and_(pc.equal(scanned["size"], old["size"]),
+                                    pc.equal(scanned["mtime_ns"], old["mtime_ns"])), False)
         unchanged += pc.sum(same).as_py() or 0
-        todo_parts.append(joined.filter(pc.invert(same)).select(
-            ["root", "relpath", "size", "mtime_ns", "old_id", "old_sha"]))
-        gone = indexed.join(scanned.select(["relpath"]), keys="relpath", join_type="left anti")
+        joined = scanned.append_column("old_id", old["id"]).append_column("old_sha", old["sha256"])
+        todo_parts.append(joined.filter(pc.invert(same)).select(TODO_COLUMNS))
+        gone = indexed.filter(pc.invert(pc.is_in(indexed["id"], value_set=scanned["id"])))
+        for unlisted_root, prefix in found.unlisted_below:  # unseen is not gone
+            if unlisted_root == root:
+                gone = gone.filter(pc.invert(pc.starts_with(gone["relpath"], prefix)))
         vanished += gone["id"].to_pylist()
     for root in roots.absorbed:  # every row of an absorbed root is re-keyed under its new root
-        if images is not None:
-            vanished += indexed_rows(images, root, ["id"])["id"].to_pylist()
-    todo = pa.concat_tables(todo_parts) if todo_parts else _empty_todo()
+        ids = store.rows_in_root(root, ["id"])["id"].to_pylist()
+        vanished += ids
+        for scope in roots.scopes:
+            if inside(root, scope.folder):
+                held[scope] = held.get(scope, 0) + len(ids)
+    todo = pa.concat_tables(todo_parts) if todo_parts else _empty_todo(files.schema)
     todo = todo.sort_by([("root", "ascending"), ("relpath", "ascending")])
-    return Plan(todo, unchanged, sorted(vanished))
+    return Plan(todo, unchanged, sorted(vanished), held)
 
 
-def _empty_indexed() -> pa.Table:
-    return pa.table({"id": pa.array([], pa.string()), "relpath": pa.array([], pa.string()),
-                     "size": pa.array([], pa.int64()), "mtime_ns": pa.array([], pa.int64()),
-                     "sha256": pa.array([], pa.string())})
+def refuse_emptied(plan: Plan, found: Scan) -> None:
+    """A folder that is now empty or unreadable while the index holds photos from it is most likely a drive
+    that is not mounted: refuse, rather than take every photo out of the index (--prune does)."""
+    for scope, held in plan.held.items():
+        if not held:
+            continue
+        folder = display_name(scope.folder)
+        advice = "is the drive mounted? If the photos are really gone, add --prune"
+        if scope in found.unlisted:
+            raise UsageError(f"cannot list {folder} ({found.unlisted[scope]}) but the index holds {held} photos "
+                             f"from it; {advice}")
+        if not found.found.get(scope):
+            raise UsageError(f"{folder} is empty but the index holds {held} photos from it; {advice}")
 
 
-def _empty_todo() -> pa.Table:
-    return pa.table({"root": pa.array([], pa.string()), "relpath": pa.array([], pa.string()),
-                     "size": pa.array([], pa.int64()), "mtime_ns": pa.array([], pa.int64()),
-                     "old_id": pa.array([], pa.string()), "old_sha": pa.array([], pa.string())})
+def _empty_todo(files_schema: pa.Schema) -> pa.Table:
+    schema = pa.schema([*files_schema, ("old_id", pa.string()), ("old_sha", pa.string())])
+    return schema.empty_table().select(TODO_COLUMNS)

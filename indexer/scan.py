@@ -2,6 +2,10 @@
 
 The walk only stats files; nothing is opened here. Results are kept as Arrow columns rather than Python
 objects, so a library of a million photos costs tens of megabytes, not gigabytes.
+
+Names are the operating system's (str, with bytes that are not UTF-8 surrogate-escaped) until they reach Arrow,
+whose strings must be UTF-8: there a name is stored as its display form plus its raw bytes (store.schema), and
+rows are matched by id (which hashes the raw bytes) rather than by name.
 """
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ from typing import Callable
 
 import pyarrow as pa
 
+from store import display_name, image_id, name_bytes
+
 from .decode import display_path, file_kind
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".dib",
@@ -21,9 +27,15 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp",
 SKIPPED_FOLDERS = frozenset({"@eaDir", "#recycle", "$RECYCLE.BIN", "System Volume Information", "lost+found"})
 SIDECAR_SUFFIXES = (".txt", ".TXT")
 
-FILES_SCHEMA = pa.schema([("root", pa.string()), ("relpath", pa.string()), ("size", pa.int64()),
-                          ("mtime_ns", pa.int64())])
-SIDECARS_SCHEMA = pa.schema([("root", pa.string()), ("relpath", pa.string()), ("sidecar", pa.string())])
+FILES_SCHEMA = pa.schema([
+    ("id", pa.string()),  # store.image_id(root, relpath): never null, so joins match every row
+    ("root", pa.string()),
+    ("relpath", pa.string()),  # display form (store.display_name)
+    ("relpath_bytes", pa.binary()),  # the name's bytes where they are not UTF-8, else null
+    ("size", pa.int64()),
+    ("mtime_ns", pa.int64()),
+    ("sidecars", pa.list_(pa.binary())),  # caption sidecars beside the file: relpaths as bytes (os.fsencode)
+])
 
 
 @dataclass
@@ -54,8 +66,12 @@ class Scope:
 @dataclass
 class Scan:
     files: pa.Table  # FILES_SCHEMA, one row per readable-looking image file
-    sidecars: pa.Table  # SIDECARS_SCHEMA, image relpath -> sidecar relpath (same root)
     problems: list[Problem] = field(default_factory=list)
+    found: dict[Scope, int] = field(default_factory=dict)  # image files found in each scope
+    unlisted: dict[Scope, str] = field(default_factory=dict)  # scopes whose own folder could not be listed: why
+    # (root, display relpath prefix ending in "/") of folders below that could not be listed: what the index
+    # holds there is unknown, not gone
+    unlisted_below: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Columns:
@@ -88,11 +104,7 @@ def is_image_name(name: str) -> bool:
 
 
 def is_utf8(name: str) -> bool:
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:  # undecodable bytes arrive as lone surrogates (surrogateescape)
-        return False
-    return True
+    return name_bytes(name) is None  # undecodable bytes arrive as lone surrogates (surrogateescape)
 
 
 def sidecar_names(image_name: str) -> list[str]:
@@ -102,13 +114,16 @@ def sidecar_names(image_name: str) -> list[str]:
 
 
 def scan(scopes: list[Scope], progress: Callable[[int], None] | None = None) -> Scan:
-    files, sidecars, problems = Columns(FILES_SCHEMA), Columns(SIDECARS_SCHEMA), []
+    files, result = Columns(FILES_SCHEMA), Scan(FILES_SCHEMA.empty_table())
     for scope in scopes:
-        _walk(scope, files, sidecars, problems, progress)
-    return Scan(files.table(), sidecars.table(), problems)
+        result.found[scope] = _walk(scope, files, result, progress)
+    result.files = files.table()
+    return result
 
 
-def _walk(scope: Scope, files: Columns, sidecars: Columns, problems: list[Problem], progress) -> None:
+def _walk(scope: Scope, files: Columns, result: Scan, progress) -> int:
+    """Add the scope's image files to `files`; returns how many."""
+    problems, count = result.problems, 0
     start = os.stat(scope.folder)
     visited = {(start.st_dev, start.st_ino)}
     # Each entry: absolute folder, its relpath prefix ("" or "a/b/"), and the folders above it (loop check).
@@ -120,6 +135,10 @@ def _walk(scope: Scope, files: Columns, sidecars: Columns, problems: list[Proble
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
             problems.append(Problem(display_path(folder), f"cannot list folder: {exc.strerror or exc}", "folder"))
+            if folder == scope.folder:
+                result.unlisted[scope] = exc.strerror or str(exc)
+            else:
+                result.unlisted_below.append((scope.root, display_name(rel)))
             continue
         names = {entry.name for entry in entries}
         subfolders = []
@@ -132,14 +151,15 @@ def _walk(scope: Scope, files: Columns, sidecars: Columns, problems: list[Proble
                 key = (info.st_dev, info.st_ino)
                 subfolders.append((entry.path, rel + entry.name + "/", ancestors + (key,)))
                 continue
-            size, mtime_ns = found
-            files.add(scope.root, rel + entry.name, size, mtime_ns)
-            for sidecar in sidecar_names(entry.name):
-                if sidecar in names:
-                    sidecars.add(scope.root, rel + entry.name, rel + sidecar)
+            relpath, (size, mtime_ns) = rel + entry.name, found
+            sidecars = [os.fsencode(rel + name) for name in sidecar_names(entry.name) if name in names]
+            files.add(image_id(scope.root, relpath), scope.root, display_name(relpath), name_bytes(relpath),
+                      size, mtime_ns, sidecars)
+            count += 1
             if progress:
                 progress(1)
         stack.extend(reversed(subfolders))  # depth-first in name order: deterministic
+    return count
 
 
 def _visit(entry: os.DirEntry, rel: str, ancestors: tuple, visited: set, problems: list[Problem]):
@@ -148,11 +168,6 @@ def _visit(entry: os.DirEntry, rel: str, ancestors: tuple, visited: set, problem
     if name.startswith(".") or name in SKIPPED_FOLDERS:
         return None
     image = is_image_name(name)
-    if not is_utf8(name):
-        if image or _is_dir(entry):
-            kind = "file" if image else "folder"
-            problems.append(Problem(display_path(path), f"{kind} name is not valid UTF-8; rename it to index it", kind))
-        return None
     try:
         info = entry.stat()  # follows symlinks
     except OSError as exc:
@@ -178,13 +193,6 @@ def _visit(entry: os.DirEntry, rel: str, ancestors: tuple, visited: set, problem
         problems.append(Problem(display_path(path), f"not a regular file ({file_kind(info.st_mode)})"))
         return None
     return info.st_size, info.st_mtime_ns
-
-
-def _is_dir(entry: os.DirEntry) -> bool:
-    try:
-        return entry.is_dir()
-    except OSError:
-        return False
 
 
 def _link_target(path: str) -> str:

@@ -1,6 +1,127 @@
-"""The writer's queries (indexer/): every query string the indexer sends to LanceDB, as methods of Store."""
+"""The writer's queries (indexer/): every query string the indexer sends to LanceDB, as methods of Store.
+
+Also the one place where LanceDB's failures on a damaged or full index become a StoreError (one line for the
+user, exit 2) instead of a traceback.
+"""
 from __future__ import annotations
+
+import contextlib
+import errno
+import re
+
+import pyarrow as pa
+
+# store.db imports this module to build Store, so its helpers are looked up at call time (db.upsert), not
+# imported by name here.
+from . import db
+from .schema import CAPTIONS, CONTENT_SOURCES, IMAGES
+
+FINISHED = "mtime_ns IS NOT NULL"  # a row without mtime was killed before its captions: not a source to copy
+SET_CHUNK = 500  # ids per UPDATE, so the SQL stays small
+
+# LanceDB reports I/O trouble as RuntimeError("lance error: LanceError(IO): ... (os error 28) ...").
+LANCE_ERROR = re.compile(r"^lance error: ")
+OS_ERROR_CODE = re.compile(r"\(os error (\d+)\)")
+LANCE_REASON = re.compile(r"LanceError\(\w+\): (.*?)(?:, /\S+:\d+:\d+)?$", re.S)  # the reason, not the Rust source
 
 
 class IndexingQueries:
     """Mixed into store.Store; `self` is the Store (self.table(name), self.meta(), ...)."""
+
+    # ----- reading what is indexed ---------------------------------------------------------------------------
+    def rows_in_root(self, root: str, columns: list[str]) -> pa.Table:
+        return self._select(IMAGES, columns, f"root = {db.sql_string(root)}")
+
+    def indexed_roots(self) -> list[str]:
+        """Roots that hold rows (meta's root list aside): a root dropped from meta may still have photos."""
+        return sorted(self._select(IMAGES, ["root"])["root"].unique().to_pylist())
+
+    def photo_ids(self) -> pa.Array:
+        values = self._select(IMAGES, ["id"])["id"]
+        return values.combine_chunks() if values.num_chunks else pa.array([], pa.string())
+
+    def caption_flags(self) -> pa.Table:
+        return self._select(IMAGES, ["id", "has_caption"])
+
+    def finished_hashes(self) -> list[str]:
+        return self._select(IMAGES, ["sha256"], FINISHED)["sha256"].to_pylist()
+
+    def finished_rows_with_hashes(self, shas: list[str], columns: list[str]) -> pa.Table:
+        return self._select(IMAGES, columns, f"{db.sql_in('sha256', shas)} AND {FINISHED}")
+
+    def has_rows(self) -> bool:
+        return any(self.table(name).count_rows() for name in (IMAGES, CAPTIONS) if name in self.table_names())
+
+    def photo_count(self) -> int:
+        return self.table(IMAGES).count_rows()
+
+    def caption_count(self) -> int:
+        return self.table(CAPTIONS).count_rows()
+
+    def content_captions_of(self, image_ids: list[str]) -> pa.Table:
+        """image_id, source, text, vector of the captions read from inside these photos (EXIF, XMP)."""
+        where = f"{db.sql_in('image_id', image_ids)} AND {db.sql_in('source', CONTENT_SOURCES)}"
+        return self._select(CAPTIONS, ["image_id", "source", "text", "vector"], where)
+
+    def captions_from(self, source: str) -> pa.Table:
+        """id, image_id of every caption from one source (sidecar, file, ...)."""
+        return self._select(CAPTIONS, ["id", "image_id"], f"source = {db.sql_string(source)}")
+
+    def photo_captions(self) -> pa.Table:
+        """id, image_id of every caption that belongs to a photo (free-standing texts have image_id '')."""
+        return self._select(CAPTIONS, ["id", "image_id"], "image_id != ''")
+
+    # ----- writing -------------------------------------------------------------------------------------------
+    def upsert_photos(self, rows: pa.Table) -> int:
+        return db.upsert(self.table(IMAGES), rows)
+
+    def upsert_captions(self, rows: pa.Table) -> int:
+        return db.upsert(self.table(CAPTIONS), rows)
+
+    def delete_photos(self, ids: list[str]) -> int:
+        return db.delete_in(self.table(IMAGES), "id", ids)
+
+    def delete_captions(self, ids: list[str]) -> int:
+        return db.delete_in(self.table(CAPTIONS), "id", ids)
+
+    def delete_captions_of(self, image_ids: list[str], sources: tuple[str, ...] | None = None) -> int:
+        """The captions of these photos (only those from `sources`, when given)."""
+        extra = db.sql_in("source", sources) if sources else ""
+        return db.delete_in(self.table(CAPTIONS), "image_id", image_ids, extra=extra)
+
+    def set_has_caption(self, ids: list[str], value: bool) -> None:
+        images = self.table(IMAGES)
+        for start in range(0, len(ids), SET_CHUNK):
+            images.update(where=db.sql_in("id", ids[start:start + SET_CHUNK]), values={"has_caption": value})
+
+    # ----- failures ------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lance_errors(self):
+        """LanceDB's errors about the files of this index (damaged, full disk, read-only) as one StoreError."""
+        try:
+            yield
+        except RuntimeError as exc:
+            if not LANCE_ERROR.match(str(exc)):
+                raise
+            raise db.StoreError(self._lance_error_message(str(exc))) from None
+
+    def _lance_error_message(self, text: str) -> str:
+        code = OS_ERROR_CODE.search(text)
+        number = int(code.group(1)) if code else None
+        if number in (errno.ENOSPC, errno.EDQUOT):
+            return f"no space left on the disk of the index {self.path}: free some disk space and run again"
+        if number == errno.EROFS:
+            return f"the index {self.path} is on a read-only file system: remount it read-write, or use another --db"
+        if number in (errno.EACCES, errno.EPERM):
+            return f"no permission to write the index {self.path}: check its permissions, or use another --db"
+        found = LANCE_REASON.search(text)
+        reason = " ".join((found.group(1) if found else text).split())[:160]
+        return (f"the index {self.path} is damaged ({reason}); rebuild it with: "
+                f"python -m indexer --reindex PATH --db {self.path}")
+
+    # ----- helpers -------------------------------------------------------------------------------------------
+    def _select(self, table: str, columns: list[str], where: str | None = None) -> pa.Table:
+        query = self.table(table).search()
+        if where is not None:
+            query = query.where(where)
+        return query.select(columns).limit(None).to_arrow()
