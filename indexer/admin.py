@@ -1,4 +1,4 @@
-"""`stats` and `remove`: look into an index, and take photos out of it (the files themselves are never touched)."""
+"""`remove`: take photos out of an index (the files themselves are never touched)."""
 from __future__ import annotations
 
 import os
@@ -13,57 +13,11 @@ from .lock import writer_lock
 from .plan import inside
 
 
-def stats(db: str | Path | None = None) -> dict:
-    store = Store(db)
-    if not store.exists():
-        raise st.StoreError(f"no Glance index at {store.path} (build one with: python -m indexer PATH --db {store.path})")
-    meta = store.meta()
-    images, captions = store.table(IMAGES), store.table(CAPTIONS)
-    rows = images.search().select(["root", "has_caption"]).limit(None).to_arrow()
-    per_root = {r["values"]: r["counts"] for r in pc.value_counts(rows["root"]).to_pylist()} if rows.num_rows else {}
-    caps = captions.search().select(["image_id", "source"]).limit(None).to_arrow()
-    by_source = {r["values"]: r["counts"] for r in pc.value_counts(caps["source"]).to_pylist()} if caps.num_rows else {}
-    vector_index = [ix.index_type for ix in images.list_indices() if ix.columns == ["vector"]]
-    return {
-        "db": str(store.path),
-        "size_bytes": sum(f.stat().st_size for f in store.path.rglob("*") if f.is_file()),
-        "models": {key: meta.get(key) for key in st.MODEL_KEYS},
-        "images": rows.num_rows,
-        "images_with_captions": int(pc.sum(rows["has_caption"]).as_py() or 0) if rows.num_rows else 0,
-        "roots": {root: per_root.get(root, 0) for root in sorted(set(meta.get(st.ROOTS) or []) | set(per_root))},
-        "captions": caps.num_rows,
-        "captions_by_source": dict(sorted(by_source.items())),
-        "free_standing_texts": int(pc.sum(pc.equal(caps["image_id"], "")).as_py() or 0) if caps.num_rows else 0,
-        "last_indexed": meta.get(st.LAST_INDEXED),
-        "vector_index": vector_index[0] if vector_index else None,
-        "vector_index_min_rows": st.VECTOR_INDEX_MIN_ROWS,
-        "fts_index": any(ix.columns == ["text"] for ix in captions.list_indices()),
-    }
-
-
-def stats_text(s: dict) -> str:
-    m = s["models"]
-    lines = [
-        f"index: {s['db']} ({s['size_bytes'] / 1e6:.1f} MB)",
-        f"models: {m.get(st.VISION_MODEL)} + {m.get(st.TEXT_MODEL)} ({m.get(st.MODEL_VERSION)}, dim {m.get(st.DIM)}, "
-        f"preprocessing v{m.get(st.PREPROCESS_VERSION_KEY)})",
-        f"photos: {s['images']} ({s['images_with_captions']} with captions)",
-        *(f"  {count:>8}  {root}" for root, count in s["roots"].items()),
-        f"captions: {s['captions']}" + (" (" + ", ".join(f"{k} {v}" for k, v in s["captions_by_source"].items())
-                                        + f"; {s['free_standing_texts']} free-standing)" if s["captions"] else ""),
-        f"last indexed: {s['last_indexed'] or 'never'}",
-        "vector index: " + (f"{s['vector_index']} (cosine)" if s["vector_index"] else
-                            f"none, exact search (built automatically from {s['vector_index_min_rows']} photos)"),
-        "full-text index on captions: " + ("yes" if s["fts_index"] else "no"),
-    ]
-    return "\n".join(lines)
-
-
 def remove(paths: list[str], db: str | Path | None = None) -> dict:
     """Take every photo at or under each PATH out of the index (with its captions). PATH may no longer exist."""
     store = Store(db)
     if not store.exists():
-        raise st.StoreError(f"no Glance index at {store.path}")
+        raise st.StoreError(st.no_index_message(store.path))
     removed, captions_removed, per_path = 0, 0, {}
     with writer_lock(store.path), store.lance_errors():
         meta = store.meta()

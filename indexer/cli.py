@@ -140,7 +140,9 @@ def run_index(args) -> int:
 def run_stats(args) -> int:
     from store import Store
 
-    result = Store(args.db).stats()
+    store = Store(args.db)
+    with store.lance_errors():
+        result = store.stats()
     print(json.dumps(result, default=str) if args.json else stats_text(result))
     return 0
 

@@ -95,7 +95,9 @@ def run(args) -> int:
     if args.stats:
         from store import Store
 
-        print(json.dumps(stats_json(Store(args.db).stats()), indent=2))
+        store = Store(args.db)
+        with store.lance_errors():
+            print(json.dumps(stats_json(store.stats()), indent=2))
         return 0
     from .engine import Engine  # after argument checks: loading torch takes seconds
 

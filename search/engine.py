@@ -44,6 +44,7 @@ query string are the store's (store/reading.py).
 """
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -66,10 +67,23 @@ POOL_BLOCK = 100  # candidates are fetched in blocks, so consecutive pages come 
 PHOTO_COLUMNS = ["id", "root", "relpath", "taken_at", "camera", "width", "height", "has_caption"]
 
 
+def _index_errors(method):
+    """A damaged index or an I/O error under it becomes one StoreError naming the folder and the way out."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with self.store.lance_errors():
+            return method(self, *args, **kwargs)
+    return run
+
+
 class Engine:
     def __init__(self, db: str | Path | None = None, vision_model: str | None = None, text_model: str | None = None,
                  precision: str = "auto", threads: int | None = None):
         self.store = Store(db)
+        with self.store.lance_errors():
+            self._open(vision_model, text_model, precision, threads)
+
+    def _open(self, vision_model, text_model, precision, threads) -> None:
         if not self.store.exists():
             raise StoreError(no_index_message(self.store.path))
         self._check_vector_dim()
@@ -81,6 +95,7 @@ class Engine:
 
     # ----------------------------------------------------------------------------------------- queries
 
+    @_index_errors
     def search(self, text: str = "", image=None, like: str | None = None, filters: Filters | None = None,
                top: int = 24, offset: int = 0, cutoff: bool = False, image_weight: float = 1.0) -> Results:
         """Photos for text (grammar), an image and/or an indexed photo, best first. See the module docstring.
@@ -108,6 +123,7 @@ class Engine:
         return Results(kept[offset:offset + top], offset, top, len(kept) > offset + top, population,
                        decision, dropped, mode, query=terms)
 
+    @_index_errors
     def image_to_text(self, image=None, top: int = 10, like: str | None = None) -> list[TextHit]:
         """Captions and free-standing texts nearest to an image or to an indexed photo (cosine, best first)."""
         top, _ = _check_paging(top, 0)
@@ -117,6 +133,7 @@ class Engine:
         vector = self.vectors.image(image) if image is not None else self._stored_vector(view, like)
         return captions.nearest_texts(view, vector, top)
 
+    @_index_errors
     def caption_search(self, text: str, top: int = 10) -> list[TextHit]:
         """Captions and texts matching `text` by keyword and by meaning (see search/captions.py)."""
         top, _ = _check_paging(top, 0)
@@ -131,12 +148,15 @@ class Engine:
 
     # ------------------------------------------------------------------------------------- photos/files
 
+    @_index_errors
     def photo(self, photo_id: str) -> PhotoDetails:
         return files.details(self.store.pinned(), photo_id)
 
+    @_index_errors
     def thumbnail(self, photo_id: str) -> bytes:
         return files.thumbnail(self.store.pinned(), photo_id)
 
+    @_index_errors
     def file_path(self, photo: str | Path) -> Path:
         return files.original(self.store.pinned(), photo)
 
@@ -144,6 +164,7 @@ class Engine:
         """A query image from a user (path, bytes or PIL image) checked against the limits, or UsageError."""
         return open_query_image(upload)
 
+    @_index_errors
     def stats(self) -> dict:
         return self.store.stats()
 
@@ -203,6 +224,7 @@ class Engine:
 
 
 # ------------------------------------------------------------------------------------------ helpers
+
 
 def _check_paging(top, offset) -> tuple[int, int]:
     if not isinstance(top, int) or isinstance(top, bool) or not 1 <= top <= MAX_TOP:

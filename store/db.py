@@ -5,8 +5,11 @@ snapshot and a killed writer leaves no half-written rows behind.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,8 +25,40 @@ from .schema import (CAPTIONS, IMAGES, KEEP_OLD_VERSIONS, META, META_SCHEMA, SCH
 from .sql import sql_in, sql_string
 
 
+# LanceDB reports I/O trouble as RuntimeError("lance error: LanceError(IO): ... (os error 28) ...").
+LANCE_ERROR = re.compile(r"^lance error: ")
+OS_ERROR_CODE = re.compile(r"\(os error (\d+)\)")
+LANCE_REASON = re.compile(r"LanceError\(\w+\): (.*?)(?:, /\S+:\d+:\d+)?$", re.S)  # the reason, not the Rust source
+
+
 class StoreError(GlanceError):
     """A problem with the index itself (missing, from another model, ...); the message is for the user."""
+
+
+@contextlib.contextmanager
+def lance_errors(path: Path):
+    """LanceDB's errors about the files of the index at `path` (damaged, full disk, read-only) as one StoreError
+    that names the folder and the way out: the one place they are translated, for the writer and the readers."""
+    try:
+        yield
+    except (RuntimeError, OSError, ValueError) as exc:
+        if not LANCE_ERROR.match(str(exc)):
+            raise
+        raise StoreError(lance_error_message(Path(path), str(exc))) from None
+
+
+def lance_error_message(path: Path, text: str) -> str:
+    code = OS_ERROR_CODE.search(text)
+    number = int(code.group(1)) if code else None
+    if number in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on the disk of the index {path}: free some disk space and run again"
+    if number == errno.EROFS:
+        return f"the index {path} is on a read-only file system: remount it read-write, or use another --db"
+    if number in (errno.EACCES, errno.EPERM):
+        return f"no permission to write the index {path}: check its permissions, or use another --db"
+    found = LANCE_REASON.search(text)
+    reason = " ".join((found.group(1) if found else text).split())[:160]
+    return f"the index {path} is damaged ({reason}); rebuild it with `glance index --reindex PATH --db {path}`"
 
 
 def build_command(path: Path) -> str:
@@ -86,6 +121,9 @@ class Store(IndexingQueries, ReadingQueries):
             self._version_checked = True
             self.check_version()
         return self.db.open_table(name)
+
+    def lance_errors(self):
+        return lance_errors(self.path)
 
     def check_version(self) -> None:
         """Refuse an index from a newer Glance; bring one from an older Glance up to date in place. (The

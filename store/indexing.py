@@ -1,13 +1,7 @@
 """The writer's queries (indexer/): every query string the indexer sends to LanceDB, as methods of Store.
 
-Also the one place where LanceDB's failures on a damaged or full index become a StoreError (one line for the
-user, exit 2) instead of a traceback.
 """
 from __future__ import annotations
-
-import contextlib
-import errno
-import re
 
 import pyarrow as pa
 
@@ -19,10 +13,6 @@ from .schema import CAPTIONS, CONTENT_SOURCES, IMAGES
 FINISHED = "mtime_ns IS NOT NULL"  # a row without mtime was killed before its captions: not a source to copy
 SET_CHUNK = 500  # ids per UPDATE, so the SQL stays small
 
-# LanceDB reports I/O trouble as RuntimeError("lance error: LanceError(IO): ... (os error 28) ...").
-LANCE_ERROR = re.compile(r"^lance error: ")
-OS_ERROR_CODE = re.compile(r"\(os error (\d+)\)")
-LANCE_REASON = re.compile(r"LanceError\(\w+\): (.*?)(?:, /\S+:\d+:\d+)?$", re.S)  # the reason, not the Rust source
 
 
 class IndexingQueries:
@@ -93,31 +83,6 @@ class IndexingQueries:
         images = self.table(IMAGES)
         for start in range(0, len(ids), SET_CHUNK):
             images.update(where=db.sql_in("id", ids[start:start + SET_CHUNK]), values={"has_caption": value})
-
-    # ----- failures ------------------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def lance_errors(self):
-        """LanceDB's errors about the files of this index (damaged, full disk, read-only) as one StoreError."""
-        try:
-            yield
-        except RuntimeError as exc:
-            if not LANCE_ERROR.match(str(exc)):
-                raise
-            raise db.StoreError(self._lance_error_message(str(exc))) from None
-
-    def _lance_error_message(self, text: str) -> str:
-        code = OS_ERROR_CODE.search(text)
-        number = int(code.group(1)) if code else None
-        if number in (errno.ENOSPC, errno.EDQUOT):
-            return f"no space left on the disk of the index {self.path}: free some disk space and run again"
-        if number == errno.EROFS:
-            return f"the index {self.path} is on a read-only file system: remount it read-write, or use another --db"
-        if number in (errno.EACCES, errno.EPERM):
-            return f"no permission to write the index {self.path}: check its permissions, or use another --db"
-        found = LANCE_REASON.search(text)
-        reason = " ".join((found.group(1) if found else text).split())[:160]
-        return (f"the index {self.path} is damaged ({reason}); rebuild it with: "
-                f"python -m indexer --reindex PATH --db {self.path}")
 
     # ----- helpers -------------------------------------------------------------------------------------------
     def _select(self, table: str, columns: list[str], where: str | None = None) -> pa.Table:

@@ -117,7 +117,7 @@ def test_photo_details_and_stats(client, app_library):
     assert photo["captions"] == [{"text": "a red kite on a sunny day", "source": "sidecar"}]
     stats = client.predict(api_name="/stats")
     assert stats["photos"] == len(app_library.ids) and stats["captions"] == 2 and stats["texts"] == 3
-    assert stats["roots"] == [str(app_library.root)]
+    assert stats["roots"] == {str(app_library.root): len(app_library.ids)}
 
 
 # ---------------------------------------------------------------------------------------- bad input

@@ -4,6 +4,8 @@ against a real server on 127.0.0.1)."""
 from __future__ import annotations
 
 import lancedb
+
+from store import Store
 import pytest
 from PIL import Image
 
@@ -24,6 +26,7 @@ def library(tmp_path_factory, tiny_encoders, tiny_model_dirs):
     app_server.index_library(library, tiny_encoders, tiny_model_dirs)
     images = lancedb.connect(str(library.db)).open_table("images")
     images.update(where=f"relpath = '{DAMAGED}'", values={"thumb": b"junk"})
+    Store(library.db).publish()  # readers see what a writer published: the damage too
     return library
 
 

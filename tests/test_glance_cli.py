@@ -179,3 +179,28 @@ def test_an_index_from_an_older_glance_is_migrated_in_place(capsys, library, tmp
     assert "relpath_bytes" in lancedb.connect(str(copy)).open_table("images").schema.names
     assert Store(copy).meta()["schema_version"] == 2
     assert Store(copy).table("images").count_rows() == len(library.ids) + len(library.extra_rows)
+
+
+# ------------------------------------------------------------------------------------ a damaged index
+
+def damage_data_files(db: Path) -> None:
+    for data in (db / "images.lance" / "data").glob("*.lance"):
+        with open(data, "r+b") as handle:
+            handle.truncate(100)
+
+
+def empty_oldest_manifest(db: Path) -> None:
+    manifests = sorted((db / "images.lance" / "_versions").glob("*.manifest"))
+    manifests[0].write_bytes(b"")  # Lance names versions in reverse order: the first name is the newest version
+
+
+@pytest.mark.parametrize("damage", [damage_data_files, empty_oldest_manifest])
+def test_a_damaged_index_is_one_line_naming_the_folder_and_the_way_out(library, tmp_path, damage):
+    copy = tmp_path / "damaged"
+    shutil.copytree(library.db, copy)
+    damage(copy)
+    for argv in (["stats"], ["search", "--stats"], ["search", "dog"], ["search", "--like", library.path("red")]):
+        done = glance_process(*argv, "--db", copy)
+        line = one_error_line(done.stderr)
+        assert done.returncode == 2 and f"the index {copy} is damaged" in line
+        assert f"glance index --reindex PATH --db {copy}" in line

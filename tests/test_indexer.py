@@ -325,9 +325,9 @@ def test_vector_index_is_built_once_the_table_is_big_enough(fresh, tiny_encoders
 
 def test_stats_and_remove(fresh):
     root = os.path.realpath(fresh.lib.root)
-    stats = admin.stats(fresh.db)
-    assert stats["images"] == len(fresh.lib.good) and stats["roots"] == {root: len(fresh.lib.good)}
-    assert stats["captions_by_source"]["sidecar"] == 2 and stats["free_standing_texts"] == 3
+    stats = Store(fresh.db).stats()
+    assert stats["photos"] == len(fresh.lib.good) and stats["roots"] == {root: len(fresh.lib.good)}
+    assert stats["captions_by_source"]["sidecar"] == 2 and stats["texts"] == 3
     in_2024 = [k for k in fresh.lib.good if k.startswith("2024/")]
     shutil.rmtree(fresh.lib.root / "2024")  # removing works for folders already gone from disk
     result = admin.remove([str(fresh.lib.root / "2024")], fresh.db)

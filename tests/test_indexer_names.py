@@ -127,10 +127,20 @@ def test_the_search_engine_finds_and_shows_them(built, engine):
     assert cafe["id"] in [h.id for h in engine.search(like=other, top=5).hits]
     with Image.open(built.root / CAFE) as query:  # the same pixels as a query image: it ranks first
         assert engine.search(image=query.copy(), top=3).hits[0].id == cafe["id"]
+    original = (built.root / CAFE).resolve()
+    assert engine.file_path(cafe["id"]) == original == engine.file_path(str(built.root / CAFE))  # servable
+    assert engine.search(like=str(built.root / CAFE), top=1).hits  # --like takes its path too
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeEncodeError,
-                   reason="search/engine.py _row_for_path puts the surrogate-escaped OS path into SQL (engine side)")
+def test_the_command_line_shows_them(built, capsys):
+    from glance.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["search", "--like", rows(built.db)[b"plain.jpg"]["id"], "--db", str(built.db), "--top", "10"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0 and str(built.root / "caf\\xe9.jpg") in out  # shown with the odd byte as \xe9
+
+
 def test_a_non_utf8_photo_given_by_its_path_as_the_query_image(built, engine):
     hits = engine.search(image=str(built.root / CAFE), top=3).hits
     # an indexed query image is left out of its own results (engine design); the query itself must work

@@ -157,7 +157,7 @@ def test_a_damaged_index_is_one_line_that_says_how_to_rebuild(base, db, model_fl
     for args in ((base.root, "--db", db, *model_flags), ("remove", base.root / "0.jpg", "--db", db)):
         result = cli(*args)
         assert_one_line_error(result, f"the index {db} is damaged")
-        assert f"python -m indexer --reindex PATH --db {db}" in result.stderr
+        assert f"glance index --reindex PATH --db {db}" in result.stderr
     # and the way out works
     assert index(IndexOptions([str(base.root)], db=db, encoders=tiny_encoders, reindex=True)).added == PHOTOS
 

@@ -20,7 +20,7 @@ import search.uploads as uploads
 from search.engine import Engine, NotServable
 from core.errors import UsageError
 from search.filters import Filters
-from store import StoreError
+from store import Store, StoreError
 from tests import search_library
 from tests.search_library import LIBRARY
 
@@ -313,6 +313,7 @@ def test_the_vector_index_is_used_on_big_tables_and_agrees_with_exact_search(lib
 
     lancedb.connect(str(copy)).open_table("images").create_index(
         "vector", config=IvfFlat(distance_type="cosine", num_partitions=2))
+    Store(copy).publish()  # as the indexer does after building an index
     engine = Engine(copy, precision="fp32")
     exact = engine.search(like=library.ids["red"], top=20)
     monkeypatch.setattr(store_reading, "EXACT_MAX_ROWS", 0)
