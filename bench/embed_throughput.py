@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+# Random-weight models are written in the official layout of the tiny fixture (configs, tokenizer).
+TEMPLATE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "nomic-tiny"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never reach for the network
 
 import numpy as np  # noqa: E402
@@ -147,7 +149,7 @@ def measure(args) -> dict:
     batch = args.batch_size
     with tempfile.TemporaryDirectory(prefix="glance-bench-") as tmp:
         setup_start = time.perf_counter()
-        vision_dir, text_dir = write_pair(Path(tmp), size="full", seed=0, dtype=torch.float32)
+        vision_dir, text_dir = write_pair(Path(tmp), size="full", seed=0, dtype=torch.float32, template=TEMPLATE)
         os.sync()  # write the ~0.9 GB back now, so disk writeback does not run during the timings
         vision32, text32 = load_pair(str(vision_dir), str(text_dir), precision="fp32", threads=args.threads)
         vision_fast, text_fast = load_pair(str(vision_dir), str(text_dir), precision="auto", threads=args.threads)

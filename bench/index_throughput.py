@@ -32,6 +32,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+# Random-weight models are written in the official layout of the tiny fixture (configs, tokenizer).
+TEMPLATE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "nomic-tiny"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never reach for the network
 
 import numpy as np  # noqa: E402
@@ -84,8 +86,8 @@ def photos(count: int, cache: Path) -> Path:
 def write_checkpoints(folder: Path) -> tuple[Path, Path]:
     """Full-size random-weight checkpoints in the official layout. The text model is only needed for its
     config (no captions here, so the indexer never loads it)."""
-    vision = write_vision(folder / "nomic-embed-vision-v1.5", size="full", dtype=torch.float32)
-    text = write_text(folder / "nomic-embed-text-v1.5", size="full", dtype=torch.float16)
+    vision = write_vision(folder / "nomic-embed-vision-v1.5", size="full", dtype=torch.float32, template=TEMPLATE)
+    text = write_text(folder / "nomic-embed-text-v1.5", size="full", dtype=torch.float16, template=TEMPLATE)
     return vision, text
 
 

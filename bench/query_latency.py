@@ -40,6 +40,8 @@ from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+# Random-weight models are written in the official layout of the tiny fixture (configs, tokenizer).
+TEMPLATE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "nomic-tiny"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never reach for the network
 
 import numpy as np  # noqa: E402
@@ -263,9 +265,9 @@ def write_models(work: Path) -> tuple[Path, Path]:
 
     from models.synthetic import write_text, write_vision
 
-    text_dir = write_text(work / "models" / "nomic-embed-text-v1.5", size="full", dtype=torch.float32)
+    text_dir = write_text(work / "models" / "nomic-embed-text-v1.5", size="full", dtype=torch.float32, template=TEMPLATE)
     # The engine resolves the recorded vision model but loads it only for image queries.
-    vision_dir = write_vision(work / "models" / "nomic-embed-vision-v1.5", size="full", dtype=torch.float16)
+    vision_dir = write_vision(work / "models" / "nomic-embed-vision-v1.5", size="full", dtype=torch.float16, template=TEMPLATE)
     return text_dir, vision_dir
 
 

@@ -1,7 +1,8 @@
 """Random-weight checkpoints in the official Hub layout, for tests and benchmarks (no download needed).
 
-The configs are the official ones (template: the tiny fixture shipped in tests/fixtures, which carries every
-official key), resized; tensor names and shapes are the official checkpoint's.
+The configs are the official ones, resized; tensor names and shapes are the official checkpoint's. The caller
+names the `template`: a folder in the official layout (`vision-v1.5/`, `text-v1.5/` with every official config
+key and the tokenizer files), such as the tiny fixture the tests and benchmarks ship.
 """
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from safetensors.torch import save_file
 from .text import native_config
 from .vision import NomicVisionModel, VisionConfig, official_keys
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "nomic-tiny"
 SIZES = {
     "full": {"n_embd": 768, "n_head": 12, "n_layer": 12},
     "tiny": {"n_embd": 128, "n_head": 2, "n_layer": 2},
@@ -37,9 +37,9 @@ def _randomize(state: dict[str, torch.Tensor], gen: torch.Generator) -> dict[str
 
 
 def write_vision(folder: Path, size: str = "tiny", seed: int = 0, dtype: torch.dtype = torch.float16,
-                 preprocessor: dict | None = None) -> Path:
+                 preprocessor: dict | None = None, *, template: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    config = json.loads((TEMPLATE / "vision-v1.5" / "config.json").read_text())
+    config = json.loads((template / "vision-v1.5" / "config.json").read_text())
     config.update(SIZES[size], n_inner=2048.0 if size == "full" else 256.0)
     model = NomicVisionModel(VisionConfig.from_official(config))
     native = _randomize(model.state_dict(), torch.Generator().manual_seed(seed))
@@ -49,16 +49,17 @@ def write_vision(folder: Path, size: str = "tiny", seed: int = 0, dtype: torch.d
             official[name] = part.contiguous().to(dtype)
     save_file(official, str(folder / "model.safetensors"), metadata={"format": "pt"})
     (folder / "config.json").write_text(json.dumps(config, indent=2))
-    pre = json.loads((TEMPLATE / "vision-v1.5" / "preprocessor_config.json").read_text())
+    pre = json.loads((template / "vision-v1.5" / "preprocessor_config.json").read_text())
     (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor or pre, indent=2))
     return folder
 
 
-def write_text(folder: Path, size: str = "tiny", seed: int = 0, dtype: torch.dtype = torch.float16) -> Path:
+def write_text(folder: Path, size: str = "tiny", seed: int = 0, dtype: torch.dtype = torch.float16, *,
+               template: Path) -> Path:
     from transformers import NomicBertModel
 
     folder.mkdir(parents=True, exist_ok=True)
-    config = json.loads((TEMPLATE / "text-v1.5" / "config.json").read_text())
+    config = json.loads((template / "text-v1.5" / "config.json").read_text())
     config.update(SIZES[size], n_inner=3072 if size == "full" else 256)
     native = _randomize(NomicBertModel(native_config(config)).state_dict(), torch.Generator().manual_seed(seed))
     official = {}
@@ -77,13 +78,13 @@ def write_text(folder: Path, size: str = "tiny", seed: int = 0, dtype: torch.dty
     save_file(official, str(folder / "model.safetensors"), metadata={"format": "pt"})
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     for name in TOKENIZER_FILES:
-        shutil.copy(TEMPLATE / "text-v1.5" / name, folder / name)
+        shutil.copy(template / "text-v1.5" / name, folder / name)
     return folder
 
 
 def write_pair(root: Path, size: str = "tiny", seed: int = 0, version: str = "v1.5",
-               dtype: torch.dtype = torch.float16) -> tuple[Path, Path]:
+               dtype: torch.dtype = torch.float16, *, template: Path) -> tuple[Path, Path]:
     """(vision folder, text folder) named like the Hub repos, so the release is recognisable."""
-    vision = write_vision(root / f"nomic-embed-vision-{version}", size, seed, dtype)
-    text = write_text(root / f"nomic-embed-text-{version}", size, seed + 1, dtype)
+    vision = write_vision(root / f"nomic-embed-vision-{version}", size, seed, dtype, template=template)
+    text = write_text(root / f"nomic-embed-text-{version}", size, seed + 1, dtype, template=template)
     return vision, text

@@ -6,6 +6,7 @@ import time
 
 import httpx
 import pytest
+from tests.conftest import FIXTURE
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
@@ -62,7 +63,7 @@ def test_a_model_that_does_not_match_the_index_is_refused(tmp_path_factory, tiny
     from models.synthetic import write_text
 
     library = app_server.shared_library(tmp_path_factory, tiny_encoders, tiny_model_dirs)
-    other = write_text(tmp_path_factory.mktemp("other") / "nomic-embed-text-v1.5", "tiny", seed=7)
+    other = write_text(tmp_path_factory.mktemp("other") / "nomic-embed-text-v1.5", "tiny", seed=7, template=FIXTURE)
     server = start_app(tmp_path_factory, "--db", str(library.db), "--text-model", str(other))
     try:
         assert server.wait_exit() == 2

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from tests.conftest import FIXTURE
 from PIL import Image
 
 import indexer.pipeline as pipeline
@@ -268,7 +269,7 @@ def test_a_parent_folder_absorbs_a_known_root_without_re_embedding(tmp_path, tin
 
 
 def test_a_different_model_is_refused_unless_reindex(fresh, tiny_encoders, tmp_path):
-    vision, text = write_pair(tmp_path / "other-models", seed=7)
+    vision, text = write_pair(tmp_path / "other-models", seed=7, template=FIXTURE)
     before = by_relpath(fresh.db)
     with pytest.raises(StoreError, match="--reindex"):
         index(IndexOptions([str(fresh.lib.root)], db=fresh.db, vision_model=str(vision), text_model=str(text)))

@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from tests.conftest import FIXTURE
 
 from indexer.lock import writer_lock
 from indexer.pipeline import IndexOptions, index
@@ -133,7 +134,7 @@ def test_user_errors_are_one_line_with_exit_status_2(tmp_path, model_flags, tiny
     index(IndexOptions([str(folder)], db=db, encoders=tiny_encoders))
     from models.synthetic import write_pair
 
-    vision, text = write_pair(tmp_path / "other", seed=3)
+    vision, text = write_pair(tmp_path / "other", seed=3, template=FIXTURE)
     refused = main(folder, "--db", db, "--vision-model", vision, "--text-model", text, capsys=capsys)
     assert_one_line_error(refused, "--reindex")
     with writer_lock(db):

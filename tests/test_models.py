@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from tests.conftest import FIXTURE
 import safetensors.torch
 import torch
 from PIL import Image
@@ -107,7 +108,7 @@ def test_prefixes():
 
 
 def test_v1_text_is_plain_l2_without_layer_norm(tmp_path):
-    vision_dir, text_dir = write_pair(tmp_path, version="v1")
+    vision_dir, text_dir = write_pair(tmp_path, version="v1", template=FIXTURE)
     text = models.TextEmbedder(str(text_dir), precision="fp32")
     assert text.version == "v1"
     tokens = text.encoder.tokenize(["search_query: hello"])
@@ -121,7 +122,7 @@ def test_v1_text_is_plain_l2_without_layer_norm(tmp_path):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_generated_checkpoints_load_from_any_stored_dtype(tmp_path, dtype):
-    vision_dir, text_dir = write_pair(tmp_path, seed=3, dtype=dtype)
+    vision_dir, text_dir = write_pair(tmp_path, seed=3, dtype=dtype, template=FIXTURE)
     vision, text = models.load_pair(str(vision_dir), str(text_dir), precision="fp32")
     assert vision.model.embeddings.proj.weight.dtype == torch.float32
     stored = safetensors.torch.load_file(str(vision_dir / "model.safetensors"))
@@ -130,8 +131,8 @@ def test_generated_checkpoints_load_from_any_stored_dtype(tmp_path, dtype):
 
 
 def test_generated_checkpoint_has_the_official_key_layout(tmp_path):
-    write_vision(tmp_path / "v", size="tiny")
-    write_text(tmp_path / "t", size="tiny")
+    write_vision(tmp_path / "v", size="tiny", template=FIXTURE)
+    write_text(tmp_path / "t", size="tiny", template=FIXTURE)
     reference_vision = safetensors.torch.load_file(str(FIXTURE / "vision-v1.5" / "model.safetensors"))
     reference_text = safetensors.torch.load_file(str(FIXTURE / "text-v1.5" / "model.safetensors"))
     ours_vision = safetensors.torch.load_file(str(tmp_path / "v" / "model.safetensors"))
@@ -164,7 +165,7 @@ def test_wrong_shape_is_named(tmp_path, tiny_model_dirs):
 
 
 def test_mismatched_pair_is_refused(tmp_path, tiny_model_dirs):
-    old_vision, _ = write_pair(tmp_path, version="v1")
+    old_vision, _ = write_pair(tmp_path, version="v1", template=FIXTURE)
     with pytest.raises(models.MismatchedModels, match="v1 .*v1.5|v1.5 .*v1"):
         models.load_pair(str(old_vision), str(tiny_model_dirs[1]))
 

@@ -13,6 +13,7 @@ from datetime import datetime
 import lancedb
 import numpy as np
 import pytest
+from tests.conftest import FIXTURE
 from PIL import Image
 
 import store.reading as store_reading
@@ -327,12 +328,12 @@ def test_the_vector_index_is_used_on_big_tables_and_agrees_with_exact_search(lib
 def test_another_model_is_refused_and_a_copy_of_the_same_is_accepted(library, tmp_path, tiny_model_dirs):
     from models.synthetic import write_pair
 
-    other_vision, other_text = write_pair(tmp_path / "other", seed=5)
+    other_vision, other_text = write_pair(tmp_path / "other", seed=5, template=FIXTURE)
     with pytest.raises(StoreError, match="--vision-model .* is not the model the index"):
         Engine(library.db, vision_model=str(other_vision), precision="fp32")
     with pytest.raises(StoreError, match="--text-model .* is not the model the index"):
         Engine(library.db, text_model=str(other_text), precision="fp32")
-    v1_vision, _ = write_pair(tmp_path / "v1", version="v1")
+    v1_vision, _ = write_pair(tmp_path / "v1", version="v1", template=FIXTURE)
     with pytest.raises(StoreError, match="built with Nomic Embed v1.5"):
         Engine(library.db, vision_model=str(v1_vision), precision="fp32")
     copies = [shutil.copytree(d, tmp_path / "copy" / d.name) for d in tiny_model_dirs]
