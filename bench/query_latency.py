@@ -91,10 +91,12 @@ def images_rows(start: int, vectors: np.ndarray, dim: int) -> pa.Table:
         "size": [1_000_000] * n, "mtime_ns": [0] * n, "sha256": ["0" * 64] * n, "width": [4000] * n,
         "height": [3000] * n, "taken_at": [datetime(2020, 1, 1)] * n, "camera": ["Bench"] * n,
         "has_caption": [False] * n, "thumb": [None] * n, "indexed_at": [datetime(2024, 1, 1)] * n,
+        "relpath_bytes": [None] * n,
     }
-    arrays = [pa.array(columns[f.name], f.type) for f in store.images_schema(dim) if f.name != "vector"]
     vector = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()), dim)
-    return pa.Table.from_arrays([*arrays, vector], schema=store.images_schema(dim))
+    schema = store.images_schema(dim)
+    arrays = [vector if f.name == "vector" else pa.array(columns[f.name], f.type) for f in schema]
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def query_vectors(rng: np.random.Generator, centres: np.ndarray, count: int) -> np.ndarray:
@@ -207,8 +209,8 @@ def bench_size(n: int, args, text_dir: Path, vision_dir: Path, work: Path) -> di
 
 
 def write_meta(st, text_dir: Path, vision_dir: Path) -> None:
-    from models import PREPROCESS_VERSION
     import store
+    from models import PREPROCESS_VERSION
 
     st.write_meta({"vision_model": str(vision_dir), "text_model": str(text_dir), "model_version": "v1.5", "dim": DIM,
                    "preprocess_version": PREPROCESS_VERSION, "schema_version": store.SCHEMA_VERSION,

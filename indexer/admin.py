@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 
 import store as st
-from store import CAPTIONS, IMAGES, Store
+from store import Store
 
 from .lock import writer_lock
 from .plan import inside

@@ -9,10 +9,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from models import DEFAULT_TEXT, DEFAULT_VISION, PREPROCESS_VERSION, hub
-from models.encoders import check_pair
 import store
 from core.errors import UsageError
+from models import DEFAULT_TEXT, DEFAULT_VISION, PREPROCESS_VERSION, hub
+from models.encoders import check_pair
 from store import StoreError
 
 

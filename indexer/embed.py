@@ -8,9 +8,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from models import DEFAULT_TEXT, DEFAULT_VISION
 from core import images
 from core.errors import UsageError
+from models import DEFAULT_TEXT, DEFAULT_VISION
 
 
 class AppendInput(argparse.Action):

@@ -29,11 +29,11 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+import store as st
+from core.errors import UsageError
 from models import TextEmbedder, VisionEncoder
 from models.encoders import set_threads
 from models.preprocess import Preprocess
-import store as st
-from core.errors import UsageError
 from store import Store
 
 from . import reconcile

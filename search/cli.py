@@ -11,6 +11,7 @@ import json
 import sys
 
 from core.errors import UsageError, exit_on_user_error
+
 from .filters import Filters, date_range
 from .query import parse_query
 from .serialize import hit_json, stats_json, text_hit_json

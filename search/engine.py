@@ -55,7 +55,8 @@ from store import IMAGES, Store, StoreError, no_index_message
 
 from . import captions, files
 from .cutoff import WINDOW, adaptive_cutoff
-from .filters import Filters, describe as describe_filters, resolve
+from .filters import Filters, resolve
+from .filters import describe as describe_filters
 from .query import Term, combine, parse_query
 from .results import Hit, NotServable, PhotoDetails, Results, TextHit  # noqa: F401 - the engine's public types
 from .uploads import open_query_image

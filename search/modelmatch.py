@@ -18,12 +18,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from core.errors import UsageError
 from core.images import ImageRefused, open_image
-
 from models import PREPROCESS_VERSION, check_dim, hub
 from models.encoders import check_pair
-
-from core.errors import UsageError
 from store import StoreError, newer_glance_message
 
 # Same model: thumbnail vs original ~0.9+ (JPEG, resampling), caption re-embedded ~1.0.

@@ -20,10 +20,19 @@ from core.errors import GlanceError
 from . import schema
 from .indexing import IndexingQueries
 from .reading import ReadingQueries
-from .schema import (CAPTIONS, IMAGES, KEEP_OLD_VERSIONS, META, META_SCHEMA, SCHEMA_VERSION,
-                     SCHEMA_VERSION_KEY, VECTOR_INDEX_ROWS, captions_schema, images_schema)
-from .sql import sql_in, sql_string
-
+from .schema import (
+    CAPTIONS,
+    IMAGES,
+    KEEP_OLD_VERSIONS,
+    META,
+    META_SCHEMA,
+    SCHEMA_VERSION,
+    SCHEMA_VERSION_KEY,
+    VECTOR_INDEX_ROWS,
+    captions_schema,
+    images_schema,
+)
+from .sql import sql_in, sql_string  # noqa: F401 - store/indexing.py reaches them as db.sql_*
 
 # LanceDB reports I/O trouble as RuntimeError("lance error: LanceError(IO): ... (os error 28) ...").
 LANCE_ERROR = re.compile(r"^lance error: ")
@@ -151,9 +160,9 @@ class Store(IndexingQueries, ReadingQueries):
 
     def create_tables(self, dim: int) -> None:
         existing = self.table_names()
-        for name, schema in ((IMAGES, images_schema(dim)), (CAPTIONS, captions_schema(dim)), (META, META_SCHEMA)):
+        for name, columns in ((IMAGES, images_schema(dim)), (CAPTIONS, captions_schema(dim)), (META, META_SCHEMA)):
             if name not in existing:
-                self.db.create_table(name, schema=schema)
+                self.db.create_table(name, schema=columns)
 
     def meta(self) -> dict:
         if META not in self.table_names():

@@ -4,11 +4,10 @@ against a real server on 127.0.0.1)."""
 from __future__ import annotations
 
 import lancedb
-
-from store import Store
 import pytest
 from PIL import Image
 
+from store import Store
 from tests import app_server
 from tests.app_server import AUTH
 

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 from gradio_client import Client, handle_file
 
 from tests import app_server

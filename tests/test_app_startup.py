@@ -6,12 +6,12 @@ import time
 
 import httpx
 import pytest
-from tests.conftest import FIXTURE
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from tests import app_server
 from tests.app_server import assert_no_unexpected_errors, start_app
+from tests.conftest import FIXTURE
 
 
 def test_a_missing_index_is_explained_until_it_is_built(tmp_path_factory, tiny_encoders, tiny_model_dirs):

@@ -11,16 +11,16 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from tests.conftest import FIXTURE
 from PIL import Image
 
 import indexer.pipeline as pipeline
+import store as st
 from indexer import admin
 from indexer.pipeline import IndexOptions, index
 from models import PREPROCESS_VERSION
 from models.synthetic import write_pair
-import store as st
 from store import CAPTIONS, IMAGES, Store, StoreError
+from tests.conftest import FIXTURE
 from tests.indexer_library import make_library, pattern, snapshot
 
 
@@ -403,8 +403,8 @@ def test_progress_bar_shows_rate_and_eta(tmp_path, tiny_encoders, capsys):
 
 
 def test_captions_file_formats(tmp_path):
-    from indexer.captions import load_caption_files
     from core.errors import UsageError
+    from indexer.captions import load_caption_files
 
     (tmp_path / "a.csv").write_text('file,text\nx.jpg,"one, with a comma"\nx.jpg,"two\nlines"\n,label\n')
     (tmp_path / "b.jsonl").write_text('{"path": "y.jpg", "captions": ["p", "q"]}\n\n{"caption": "free"}\n')

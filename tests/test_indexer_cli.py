@@ -11,11 +11,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from tests.conftest import FIXTURE
 
 from indexer.lock import writer_lock
 from indexer.pipeline import IndexOptions, index
 from store import CAPTIONS, IMAGES, Store
+from tests.conftest import FIXTURE
 from tests.indexer_library import assert_same_rows, dump, make_library, pattern
 
 REPO = Path(__file__).resolve().parent.parent

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from indexer.decode import (THUMB_SIZE, BadFile, decode, descriptions, read_file, xmp_description)
-from tests.indexer_library import FIXTURE_IMAGES, bomb_png, exif_bytes, pattern, xmp_packet
+from indexer.decode import THUMB_SIZE, BadFile, decode, descriptions, read_file, xmp_description
 from models.preprocess import Preprocess
+from tests.indexer_library import FIXTURE_IMAGES, bomb_png, exif_bytes, pattern, xmp_packet
 
 REPO = Path(__file__).resolve().parent.parent
 VISION = REPO / "tests" / "fixtures" / "nomic-tiny" / "vision-v1.5"

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 from PIL import Image
 
+import store as st
 from indexer import admin
 from indexer.pipeline import IndexOptions, index
-import store as st
 from store import CAPTIONS, IMAGES, Store
 from tests.indexer_library import NON_UTF8_NAME, pattern
 

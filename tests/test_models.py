@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-from tests.conftest import FIXTURE
 import safetensors.torch
 import torch
 from PIL import Image

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from search.cli import main
-from tests import search_library
 
 REPO = Path(__file__).resolve().parent.parent
 

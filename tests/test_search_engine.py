@@ -13,16 +13,15 @@ from datetime import datetime
 import lancedb
 import numpy as np
 import pytest
-from tests.conftest import FIXTURE
 from PIL import Image
 
-import store.reading as store_reading
 import search.uploads as uploads
-from search.engine import Engine, NotServable
+import store.reading as store_reading
 from core.errors import UsageError
+from search.engine import Engine, NotServable
 from search.filters import Filters
 from store import Store, StoreError
-from tests import search_library
+from tests.conftest import FIXTURE
 from tests.search_library import LIBRARY
 
 
