@@ -5,25 +5,38 @@ so a re-run over an unchanged library never pays for loading them.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import store
-from core.errors import UsageError
-from models import DEFAULT_TEXT, DEFAULT_VISION, PREPROCESS_VERSION, hub
-from models.encoders import check_pair
-from store import StoreError
+from models import PREPROCESS_VERSION, ModelSpec, resolve_pair
+from store import StoreError, newer_glance_message
 
 
 @dataclass(frozen=True)
 class ModelChoice:
-    vision: str  # as recorded in meta: a Hub repo id, or an absolute folder path
-    text: str
-    version: str
-    dim: int
-    vision_folder: Path
-    text_folder: Path
+    vision_model: ModelSpec
+    text_model: ModelSpec
+
+    @property
+    def vision(self) -> str:  # as recorded in meta: a Hub repo id, or an absolute folder path
+        return self.vision_model.spec
+
+    @property
+    def text(self) -> str:
+        return self.text_model.spec
+
+    @property
+    def version(self) -> str:
+        return self.vision_model.version
+
+    @property
+    def dim(self) -> int:
+        return self.vision_model.dim
+
+    @property
+    def vision_folder(self) -> Path:
+        return self.vision_model.folder
 
     def meta(self) -> dict:
         return {store.VISION_MODEL: self.vision, store.TEXT_MODEL: self.text, store.MODEL_VERSION: self.version,
@@ -33,26 +46,9 @@ class ModelChoice:
         return f"{self.vision} + {self.text} ({self.version}, dim {self.dim}, preprocessing v{PREPROCESS_VERSION})"
 
 
-def spec_as_recorded(spec: str) -> str:
-    """A local folder is recorded by its absolute path (the search engine may run from another directory)."""
-    local = Path(spec).expanduser()
-    return str(local.resolve()) if local.is_dir() else spec
-
-
 def choose_models(meta: dict, vision: str | None, text: str | None) -> ModelChoice:
-    """Flags win; otherwise an existing index keeps its models; otherwise Nomic's v1.5 pair."""
-    vision = spec_as_recorded(vision or meta.get(store.VISION_MODEL) or DEFAULT_VISION)
-    text = spec_as_recorded(text or meta.get(store.TEXT_MODEL) or DEFAULT_TEXT)
-    vision_folder = hub.resolve(vision, hub.VISION_FILES, flag="--vision-model")
-    text_folder = hub.resolve(text, hub.TEXT_FILES, hub.TEXT_OPTIONAL_FILES, flag="--text-model")
-    version = hub.model_version(vision, vision_folder)
-    check_pair(vision, version, text, hub.model_version(text, text_folder))
-    dims = {name: int(json.loads((folder / "config.json").read_text())["n_embd"])
-            for name, folder in (("vision", vision_folder), ("text", text_folder))}
-    if dims["vision"] != dims["text"]:
-        raise UsageError(f"vision model {vision} embeds into {dims['vision']} dimensions but text model {text} "
-                         f"into {dims['text']}: they cannot share an index")
-    return ModelChoice(vision, text, version, dims["vision"], vision_folder, text_folder)
+    """Flags win; otherwise an existing index keeps its models; otherwise the default preset (Nomic v1.5)."""
+    return ModelChoice(*resolve_pair(vision or meta.get(store.VISION_MODEL), text or meta.get(store.TEXT_MODEL)))
 
 
 def check_compatible(meta: dict, has_rows: bool, choice: ModelChoice, db: Path) -> None:
@@ -61,7 +57,10 @@ def check_compatible(meta: dict, has_rows: bool, choice: ModelChoice, db: Path) 
         return  # a new or empty index takes any models
     if not meta.get(store.VISION_MODEL):
         raise StoreError(f"the index at {db} does not record which models built it; "
-                         f"rebuild it with --reindex")
+                         f"rebuild it with `glance index --reindex PATH --db {db}`")
+    preprocess = meta.get(store.PREPROCESS_VERSION_KEY)
+    if preprocess is not None and int(preprocess) > PREPROCESS_VERSION:
+        raise StoreError(newer_glance_message(db, f"preprocessing {preprocess}", f"preprocessing {PREPROCESS_VERSION}"))
     recorded = {key: meta.get(key) for key in store.MODEL_KEYS}
     wanted = choice.meta()
     different = [key for key in store.MODEL_KEYS if recorded[key] != wanted[key]]

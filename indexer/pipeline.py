@@ -31,7 +31,7 @@ from PIL import Image
 
 import store as st
 from core.errors import UsageError
-from models import TextEmbedder, VisionEncoder
+from models import load
 from models.encoders import set_threads
 from models.preprocess import Preprocess
 from store import Store
@@ -419,7 +419,7 @@ class Indexer:
         """Loaded on first use: a re-run over an unchanged library never pays for the model."""
         if self._vision is None:
             set_threads(self.o.threads)
-            self._vision = VisionEncoder(self.choice.vision, self.o.precision)
+            self._vision = load(self.choice.vision_model, self.o.precision)
         return self._vision
 
     @property
@@ -427,7 +427,7 @@ class Indexer:
         """Loaded only when there are captions to embed (it brings transformers and ~0.5 GB of weights)."""
         if self._text is None:
             set_threads(self.o.threads)
-            self._text = TextEmbedder(self.choice.text, self.o.precision, flag="--text-model")
+            self._text = load(self.choice.text_model, self.o.precision)
         return self._text
 
     def _embed_images(self, pixels: list[Image.Image]) -> np.ndarray:
@@ -513,10 +513,8 @@ def _place(candidates: list[str], roots: list[str]) -> tuple[str, str] | None:
 
 
 def _check_preloaded(encoders, choice: ModelChoice) -> None:
-    from .bookkeeping import spec_as_recorded
-
     for encoder, wanted in zip(encoders, (choice.vision, choice.text)):
-        if encoder is not None and spec_as_recorded(encoder.spec) != wanted:
+        if encoder is not None and encoder.spec != wanted:  # both as the factory records them
             raise ValueError(f"preloaded encoder {encoder.spec} is not the index's model {wanted}")
 
 

@@ -6,16 +6,18 @@ command-line tool can answer `--help` or report a bad flag without paying for to
 from importlib import import_module
 
 from .errors import CheckpointMismatch, MismatchedModels, ModelUnavailable, UnsupportedDim
+from .factory import PRESETS, ModelSpec, check_pair, load, load_pair, resolve, resolve_pair
 from .hub import DEFAULT_TEXT, DEFAULT_VISION
 
 _LAZY = {
-    "VisionEncoder": "encoders", "TextEmbedder": "encoders", "load_pair": "encoders", "check_dim": "encoders",
+    "VisionEncoder": "encoders", "TextEmbedder": "encoders", "check_dim": "encoders",
     "cpu_has_bf16": "encoders", "MATRYOSHKA_DIMS": "encoders", "PREPROCESS_VERSION": "preprocess",
     "TASK_PREFIXES": "text", "with_prefix": "text",
 }
 
 __all__ = ["CheckpointMismatch", "MismatchedModels", "ModelUnavailable", "UnsupportedDim", "DEFAULT_TEXT",
-           "DEFAULT_VISION", *_LAZY]
+           "DEFAULT_VISION", "PRESETS", "ModelSpec", "check_pair", "load", "load_pair", "resolve", "resolve_pair",
+           *_LAZY]
 
 
 def __getattr__(name: str):

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from . import hub
-from .errors import MismatchedModels, UnsupportedDim
+from .errors import UnsupportedDim
+from .factory import TEXT, VISION, ModelSpec, resolve
 from .preprocess import PREPROCESS_VERSION, Preprocess
 from .text import TextEncoder, with_prefix
 from .vision import NomicVisionModel, VisionConfig, official_keys
@@ -91,10 +92,9 @@ PROBE_TEXTS = ["search_query: a dog running on the beach at sunset", "search_que
 
 
 class VisionEncoder:
-    def __init__(self, spec: str = hub.DEFAULT_VISION, precision: str = "auto", flag: str = "--vision-model"):
-        self.spec = spec
-        self.folder = hub.resolve(spec, hub.VISION_FILES, flag=flag)
-        self.version = hub.model_version(spec, self.folder)
+    def __init__(self, model: ModelSpec | str = hub.DEFAULT_VISION, precision: str = "auto"):
+        model = model if isinstance(model, ModelSpec) else resolve(model, VISION)
+        self.spec, self.folder, self.version = model.spec, model.folder, model.version
         self.config = VisionConfig.from_official(json.loads((self.folder / "config.json").read_text()))
         self.preprocess = Preprocess.from_folder(self.folder)
         self.model = NomicVisionModel(self.config).eval()
@@ -123,10 +123,9 @@ class VisionEncoder:
 
 
 class TextEmbedder:
-    def __init__(self, spec: str = hub.DEFAULT_TEXT, precision: str = "auto", flag: str = "--text-model"):
-        self.spec = spec
-        self.folder = hub.resolve(spec, hub.TEXT_FILES, hub.TEXT_OPTIONAL_FILES, flag=flag)
-        self.version = hub.model_version(spec, self.folder)
+    def __init__(self, model: ModelSpec | str = hub.DEFAULT_TEXT, precision: str = "auto"):
+        model = model if isinstance(model, ModelSpec) else resolve(model, TEXT)
+        self.spec, self.folder, self.version = model.spec, model.folder, model.version
         _quiet_transformers()
         self.encoder = TextEncoder(self.folder, self.version, torch.float32)
         self.precision = choose_precision(precision, lambda p: self._embed(PROBE_TEXTS, None, p))
@@ -155,29 +154,12 @@ def truncate(vectors: torch.Tensor, dim: int | None) -> torch.Tensor:
     return F.normalize(vectors[:, :dim], dim=-1)
 
 
-def check_pair(vision_spec: str, vision_version: str, text_spec: str, text_version: str) -> None:
-    if vision_version != text_version:
-        raise MismatchedModels(
-            f"vision model {vision_spec} is {vision_version} but text model {text_spec} is {text_version}: "
-            f"their embeddings are not comparable. Pair vision v1.5 with text v1.5, and v1 with v1")
-
-
 def check_dim(dim: int | None, full: int, version: str) -> int:
     dim = dim or full
     allowed = (full,) if version == "v1" else tuple(sorted({full, *(d for d in MATRYOSHKA_DIMS if d < full)}, reverse=True))
     if dim not in allowed:
         raise UnsupportedDim(f"--dim {dim} is not available for this {version} model; choose one of {', '.join(map(str, allowed))}")
     return dim
-
-
-def load_pair(vision: str = hub.DEFAULT_VISION, text: str = hub.DEFAULT_TEXT, precision: str = "auto",
-              threads: int | None = None) -> tuple[VisionEncoder, TextEmbedder]:
-    """Both encoders; a pair from different releases is refused before anything heavy is loaded."""
-    set_threads(threads)
-    vision_folder = hub.resolve(vision, hub.VISION_FILES, flag="--vision-model")
-    text_folder = hub.resolve(text, hub.TEXT_FILES, hub.TEXT_OPTIONAL_FILES, flag="--text-model")
-    check_pair(vision, hub.model_version(vision, vision_folder), text, hub.model_version(text, text_folder))
-    return VisionEncoder(vision, precision), TextEmbedder(text, precision)
 
 
 def _quiet_transformers() -> None:
@@ -187,5 +169,5 @@ def _quiet_transformers() -> None:
     logging.disable_progress_bar()
 
 
-__all__ = ["VisionEncoder", "TextEmbedder", "load_pair", "check_pair", "check_dim",
+__all__ = ["VisionEncoder", "TextEmbedder", "check_dim",
            "PREPROCESS_VERSION", "MATRYOSHKA_DIMS", "cpu_has_bf16"]

@@ -20,8 +20,7 @@ from PIL import Image
 
 from core.errors import UsageError
 from core.images import ImageRefused, open_image
-from models import PREPROCESS_VERSION, check_dim, hub
-from models.encoders import check_pair
+from models import PREPROCESS_VERSION, ModelSpec, check_dim, check_pair, resolve
 from store import StoreError, newer_glance_message
 
 # Same model: thumbnail vs original ~0.9+ (JPEG, resampling), caption re-embedded ~1.0.
@@ -42,10 +41,16 @@ class IndexModels:
 
 @dataclass(frozen=True)
 class ChosenModel:
-    spec: str  # what to load
-    folder: Path
-    version: str
+    model: ModelSpec  # what to load
     overridden: bool  # an override that is not literally the recorded model
+
+    @property
+    def spec(self) -> str:
+        return self.model.spec
+
+    @property
+    def version(self) -> str:
+        return self.model.version
 
 
 def recorded_models(meta: dict, db_path: Path) -> IndexModels:
@@ -63,17 +68,13 @@ def recorded_models(meta: dict, db_path: Path) -> IndexModels:
 
 def choose(kind: str, recorded: str, override: str | None, index_version: str, db_path: Path) -> ChosenModel:
     """Resolve the model to load for `kind` ('vision' or 'text'); refuses another release up front."""
-    files = (hub.VISION_FILES, ()) if kind == "vision" else (hub.TEXT_FILES, hub.TEXT_OPTIONAL_FILES)
-    flag = f"--{kind}-model"
-    spec = override or recorded
-    folder = hub.resolve(spec, files[0], files[1], flag=flag)
-    version = hub.model_version(spec, folder)
-    if index_version and version != index_version:
+    model = resolve(override or recorded, kind)
+    if index_version and model.version != index_version:
         raise StoreError(f"the index at {db_path} was built with Nomic Embed {index_version} ({recorded}); "
-                         f"{flag} {spec} is {version}, whose vectors are not comparable. Rebuild the index "
-                         f"with that model, or drop {flag}")
-    overridden = bool(override) and not _same_spec(override, recorded, folder)
-    return ChosenModel(spec, folder, version, overridden)
+                         f"{model.flag} {model.spec} is {model.version}, whose vectors are not comparable. Rebuild "
+                         f"the index with that model, or drop {model.flag}")
+    overridden = bool(override) and not _same_spec(override, recorded, model.folder)
+    return ChosenModel(model, overridden)
 
 
 def _same_spec(override: str, recorded: str, override_folder: Path) -> bool:
@@ -85,7 +86,7 @@ def _same_spec(override: str, recorded: str, override_folder: Path) -> bool:
 
 def check_pair_and_dim(vision: ChosenModel, text: ChosenModel, text_dim: int, recorded: IndexModels,
                        db_path: Path) -> None:
-    check_pair(vision.spec, vision.version, text.spec, text.version)
+    check_pair(vision.model, text.model)
     try:
         check_dim(recorded.dim, text_dim, text.version)
     except ValueError:

@@ -15,7 +15,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from models import TextEmbedder, VisionEncoder
+from models import VisionEncoder, load
 from store import CAPTIONS, IMAGES, Store
 
 from . import modelmatch
@@ -38,7 +38,7 @@ class QueryVectors:
         version = self.recorded.version
         self.vision_choice = modelmatch.choose("vision", self.recorded.vision, vision_model, version, store.path)
         self.text_choice = modelmatch.choose("text", self.recorded.text, text_model, version, store.path)
-        self.text = TextEmbedder(self.text_choice.spec, self.precision)
+        self.text = load(self.text_choice.model, self.precision)
         modelmatch.check_pair_and_dim(self.vision_choice, self.text_choice, self.text.dim, self.recorded, store.path)
         if self.text_choice.overridden:
             self._verify_text_model()
@@ -84,7 +84,7 @@ class QueryVectors:
     def vision(self) -> VisionEncoder:
         with self._vision_lock:
             if self._vision is None:
-                vision = VisionEncoder(self.vision_choice.spec, self.precision)
+                vision = load(self.vision_choice.model, self.precision)
                 if self.vision_choice.overridden:
                     self._verify_vision_model(vision)
                 self._vision = vision

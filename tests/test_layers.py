@@ -53,6 +53,13 @@ def test_the_graph_is_real():
     assert {"indexer", "search"} <= graph["glance"] and "search" in graph["app"]
 
 
+def test_models_are_resolved_in_one_place():
+    """Only the model factory finds model files; the indexer, search, the page and embed all go through it."""
+    callers = [str(path.relative_to(REPO)) for package in LAYERS if package != "app"
+               for path in (REPO / package).rglob("*.py") if "hub.resolve(" in path.read_text()]
+    assert callers == ["models/factory.py"] and "hub.resolve(" not in (REPO / "app.py").read_text()
+
+
 if __name__ == "__main__":
     for source, targets in sorted(import_graph().items(), key=lambda item: -LAYERS[item[0]]):
         print(f"{source:8} -> {', '.join(sorted(targets, key=lambda t: -LAYERS[t])) or '(nothing)'}")

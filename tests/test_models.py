@@ -293,3 +293,29 @@ def test_embed_cli_is_exact_fp32_by_default(tiny_model_dirs, expected, manifest)
     assert result.returncode == 0, result.stderr
     vector = np.array(json.loads(result.stdout)["vector"])
     assert np.abs(vector - expected["text_embeddings_64"][0]).max() <= 1e-4
+
+
+# ------------------------------------------------------------------------------------------ the factory
+
+def test_one_factory_resolves_presets_hub_ids_and_folders(tiny_model_dirs, monkeypatch):
+    vision_dir, text_dir = tiny_model_dirs
+    monkeypatch.chdir(vision_dir.parent)
+    vision, text = models.resolve_pair(f"./{vision_dir.name}", f"./{text_dir.name}")  # folders, as typed
+    assert (vision.spec, text.spec) == (str(vision_dir.resolve()), str(text_dir.resolve()))  # recorded absolute
+    assert (vision.kind, vision.version, vision.dim, text.dim) == ("vision", "v1.5", 128, 128)
+    for spec, repo in (("nomic-v1.5", "nomic-ai/nomic-embed-vision-v1.5"), ("nomic-v1", "nomic-ai/nomic-embed-vision-v1"),
+                       ("nomic-ai/nomic-embed-vision-v1.5", "nomic-ai/nomic-embed-vision-v1.5")):
+        with pytest.raises(models.ModelUnavailable, match=f"model {repo} is not in the Hugging Face cache"):
+            models.resolve_pair(spec)  # a preset names both models; offline and uncached, the first is named
+
+
+def test_the_factory_refuses_pairs_that_do_not_share_a_space(tiny_model_dirs, tmp_path):
+    vision_dir, text_dir = tiny_model_dirs
+    old_vision, _ = write_pair(tmp_path / "v1", version="v1", template=FIXTURE)
+    with pytest.raises(models.MismatchedModels, match="v1 but text model .* is v1.5"):
+        models.resolve_pair(str(old_vision), str(text_dir))
+    wide = write_text(tmp_path / "wide" / "nomic-embed-text-v1.5", template=FIXTURE)
+    config = json.loads((wide / "config.json").read_text())
+    (wide / "config.json").write_text(json.dumps({**config, "n_embd": 256}))
+    with pytest.raises(models.MismatchedModels, match="128 dimensions but text model .* into 256"):
+        models.resolve_pair(str(vision_dir), str(wide))
