@@ -204,3 +204,23 @@ def test_a_damaged_index_is_one_line_naming_the_folder_and_the_way_out(library, 
         line = one_error_line(done.stderr)
         assert done.returncode == 2 and f"the index {copy} is damaged" in line
         assert f"glance index --reindex PATH --db {copy}" in line
+
+
+def test_a_read_only_index_can_be_searched_and_its_writer_is_one_line(library, tmp_path, tiny_model_dirs):
+    copy = tmp_path / "read-only"
+    shutil.copytree(library.db, copy)
+    bound = subprocess.run(["mount", "--bind", str(copy), str(copy)], capture_output=True).returncode == 0
+    if os.geteuid() != 0 or not bound or subprocess.run(["mount", "-o", "remount,bind,ro", str(copy)],
+                                                        capture_output=True).returncode:
+        subprocess.run(["umount", str(copy)], capture_output=True)
+        pytest.skip("needs root and mount for a folder that root cannot write either")
+    vision, text = tiny_model_dirs
+    try:
+        searched = glance_process("search", "--like", library.path("red"), "--top", "1", "--db", copy)
+        stats = glance_process("stats", "--json", "--db", copy)
+        indexed = glance_process("index", library.root, "--db", copy, "--vision-model", vision, "--text-model", text)
+    finally:
+        subprocess.run(["umount", str(copy)], check=True)
+    assert searched.returncode == 0 and searched.stdout.split("\t")[1].strip() == str(library.path("red2"))
+    assert stats.returncode == 0 and json.loads(stats.stdout)["photos"] == len(library.ids) + len(library.extra_rows)
+    assert indexed.returncode == 2 and "read-only" in one_error_line(indexed.stderr)
