@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 from gradio_client import Client
@@ -114,12 +115,16 @@ def test_a_bad_auth_is_one_line(app_library, auth):
     assert "--auth" in line and "USER:PASS" in line
 
 
-def test_sigterm_stops_glance_serve(tmp_path_factory, app_library):
+@pytest.mark.parametrize("kind", [GlanceServe, AppServer], ids=["glance-serve", "app.py"])
+def test_sigterm_stops_the_server(tmp_path_factory, app_library, kind):
     """Its own server (the module's is still in use): SIGTERM right after "Glance: ready" (a service manager
-    stopping it as soon as it started) ends it promptly, with exit status 0 and no abort."""
-    server = GlanceServe(["--db", str(app_library.db)], tmp_path_factory.mktemp("glance-serve-sigterm")).start()
+    stopping it as soon as it started) ends it promptly, with exit status 0 and no abort; `python app.py` too."""
+    server = kind(["--db", str(app_library.db)], tmp_path_factory.mktemp("sigterm")).start()
     try:
-        server.wait_ready()
+        deadline = time.monotonic() + app_server.READY_TIMEOUT_S
+        while "Glance: ready" not in server.stdout():  # polled tightly: the signal comes right after the line
+            assert server.process.poll() is None and time.monotonic() < deadline, server.stderr()[-3000:]
+            time.sleep(0.01)
         server.process.send_signal(signal.SIGTERM)
         code = server.process.wait(SIGTERM_WAIT_S)
     finally:
