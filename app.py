@@ -22,7 +22,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 from dataclasses import dataclass, field, replace
 from functools import wraps
 from pathlib import Path
@@ -551,7 +550,7 @@ def serve(args: argparse.Namespace) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own startup checks, one line each
     warn_if_exposed(args.host, args.auth)
     library = Library(args.db, args.vision_model, args.text_model, args.precision)
-    threading.Thread(target=library.start, name="glance-open-index", daemon=True).start()
+    library.start_loading()
     pictures = Pictures()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so that cleanup runs when a service manager stops us
     try:
@@ -566,6 +565,7 @@ def serve(args: argparse.Namespace) -> None:
         demo.block_thread()
     finally:
         pictures.remove()
+        library.stop()
 
 
 def report_startup(library: Library, demo: gr.Blocks) -> None:

@@ -18,6 +18,7 @@ from core.errors import UsageError
 from store import MODEL_KEYS, Store, build_command, default_db_path, no_index_message
 
 STARTUP_WAIT_S = 180  # a request that arrives while the models load waits this long at most
+STOP_WAIT_S = 120  # a server asked to stop while a model loads lets the load finish (seconds, once cached)
 RECHECK_S = 10  # how often a request looks whether the index changed under the open Engine
 
 log = logging.getLogger("glance.live")
@@ -28,7 +29,9 @@ class IndexMissing(UsageError):
 
 
 class Library:
-    """The Engine behind a server, opened by `start` (a thread target) and followed by `engine()`."""
+    """The Engine behind a server, opened in the background by `start_loading` and followed by `engine()`.
+    `stop` waits for the loading threads: torch must not be torn down under a thread that is inside it (the
+    interpreter would then abort instead of exiting when a service manager stops the server)."""
 
     def __init__(self, db: str | Path | None, vision_model: str | None = None, text_model: str | None = None,
                  precision: str = "auto"):
@@ -41,6 +44,14 @@ class Library:
         self._checked_at = 0.0
         self._lock = threading.Lock()
         self._started = threading.Event()
+        self._loaders: list[threading.Thread] = []
+
+    def start_loading(self) -> None:
+        self._in_background(self.start, "glance-open-index")
+
+    def stop(self, timeout: float = STOP_WAIT_S) -> None:
+        for thread in list(self._loaders):
+            thread.join(timeout)
 
     def start(self) -> None:
         """Open the index if there is one; a user error here is kept for the main thread to report."""
@@ -68,8 +79,13 @@ class Library:
                 self._engine = None
             if self._engine is None:
                 self._open()
-                threading.Thread(target=self._warm_vision, name="glance-warm-vision", daemon=True).start()
+                self._in_background(self._warm_vision, "glance-warm-vision")
             return self._engine
+
+    def _in_background(self, target, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        self._loaders = [t for t in self._loaders if t.is_alive()] + [thread]
+        thread.start()
 
     def build_command(self) -> str:
         return build_command(self.db)

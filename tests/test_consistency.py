@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
-from PIL import Image
 
 from tests import app_server
 from tests.app_server import AUTH, REPO
