@@ -26,21 +26,13 @@ from dataclasses import dataclass, field, replace
 from functools import wraps
 from pathlib import Path
 
-from core.errors import PROGRAM, UsageError, exit_on_user_error
+from core.errors import PROGRAM, CommandParser, UsageError, exit_on_user_error
 from search import server_options
 
 # ------------------------------------------------------------------------------------------------ CLI
 
-class OneLineErrors(argparse.ArgumentParser):
-    """A bad flag is reported like every other Glance error: one line, exit status 2."""
-
-    def error(self, message: str):
-        print(f"{PROGRAM}: error: {message} (see --help)", file=sys.stderr)
-        sys.exit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineErrors(prog="python app.py", description=server_options.DESCRIPTION,
+    parser = CommandParser(prog="python app.py", description=server_options.DESCRIPTION,
                            epilog=server_options.EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     return server_options.add_arguments(parser)
 
@@ -67,6 +59,8 @@ from search.serialize import photo_json, results_json, stats_json, text_hit_json
 from search.uploads import MAX_UPLOAD_BYTES  # noqa: E402
 from server.guard import LoginRequired, RefuseRemoteFiles  # noqa: E402
 
+# The page's small stylesheet lives in the checkout (`pip install -e .`); a copy installed without it still
+# serves the page, only plainer.
 ASSETS = Path(__file__).resolve().parent / "assets"
 PAGE_SIZE = 24  # photos per page of results ("Load more" fetches the next one)
 GENERIC_ERROR = "something went wrong on the server; the details are in its log"
@@ -527,7 +521,7 @@ def launch(demo: gr.Blocks, host: str, port: int, auth) -> None:
     demo.launch(server_name=host, server_port=port, auth=auth, share=False, prevent_thread_lock=True, quiet=True,
                 show_error=False, max_file_size=MAX_UPLOAD_BYTES, ssr_mode=False, mcp_server=False, pwa=False,
                 enable_monitoring=False, strict_cors=True, footer_links=["api"], theme=theme, run_history=False,
-                css_paths=[ASSETS / "glance.css"], auth_message="Glance: log in to search the photos.",
+                css_paths=[css for css in [ASSETS / "glance.css"] if css.is_file()], auth_message="Glance: log in to search the photos.",
                 app_kwargs={"middleware": [Middleware(LoginRequired), Middleware(RefuseRemoteFiles)],
                             "openapi_url": None})  # FastAPI's own schema would list every route to anyone
 

@@ -5,6 +5,7 @@ Every such error derives from GlanceError, whose message is one line meant for t
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import errno
 import os
@@ -23,6 +24,14 @@ class GlanceError(Exception):
 
 class UsageError(GlanceError):
     """Bad input from the user (a flag, a path, a query, an image)."""
+
+
+class CommandParser(argparse.ArgumentParser):
+    """A bad flag is reported like every other Glance error: one line, exit status 2 (argparse alone would print
+    the whole usage first). Subcommand parsers made by add_subparsers inherit this class."""
+
+    def error(self, message: str):
+        _fail(PROGRAM, f"{message} (see {self.prog} --help)")
 
 
 def one_line(exc: BaseException) -> str:
@@ -45,6 +54,7 @@ def os_error_message(exc: OSError, what: str = "") -> str:
 def exit_on_user_error(program: str = PROGRAM):
     """Run a command body: a GlanceError or OSError becomes one line on stderr and exit 2, Ctrl-C exit 130,
     and a closed stdout (`glance stats | head`) ends quietly."""
+    _tolerate_odd_names()
     try:
         yield
     except GlanceError as exc:
@@ -56,6 +66,16 @@ def exit_on_user_error(program: str = PROGRAM):
     except KeyboardInterrupt:
         print(f"{program}: interrupted", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
+
+
+def _tolerate_odd_names() -> None:
+    """A file name that is not UTF-8 reaches print() with surrogate escapes; a strict UTF-8 terminal would raise.
+    Written as \\xNN instead, as the index shows such names."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError):  # not a text stream we own (pytest's capture, a closed pipe)
+            pass
 
 
 def _fail(program: str, message: str):

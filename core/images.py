@@ -29,6 +29,7 @@ EXTERNAL_KINDS = ((b"%!PS", "PostScript/EPS"), (b"\xc5\xd0\xd3\xc6", "PostScript
 SNIFF_BYTES = 64
 # Library photos: today's largest phone sensors are 200 MP. (Query uploads have their own, smaller limit.)
 LIBRARY_MAX_MEGAPIXELS = 200
+THUMBNAIL_MAX_PIXELS = 4_000_000  # the index stores ~256 px thumbnails; anything far bigger is not one of ours
 # Decodes bigger than this (after draft scaling) take turns, so N threads never hold N huge images at once.
 BIG_DECODE_PIXELS = 40_000_000
 _big_decode = threading.Lock()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from core.errors import exit_on_user_error
+from core.errors import CommandParser, exit_on_user_error
 from indexer import cli as indexer_cli
 from indexer import embed
 from search import cli as search_cli
@@ -38,10 +38,11 @@ exit status:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="glance", description=DESCRIPTION, epilog=EPILOG,
+    parser = CommandParser(prog="glance", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"glance {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.commands = commands.choices  # name -> subcommand parser, so a stray flag is reported by its command
     indexer_cli.add_index_parser(commands)
     search_cli.add_search_parser(commands)
     add_serve_parser(commands)
@@ -68,7 +69,10 @@ def run_serve(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, stray = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if stray:  # argparse would blame the top-level `glance`; the command's own usage is the helpful one
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(stray)}")
     with exit_on_user_error():
         status = args.run(args)
     sys.exit(status or 0)

@@ -9,7 +9,6 @@ import pyarrow.compute as pc
 import store as st
 from store import Store
 
-from .lock import writer_lock
 from .plan import inside
 
 
@@ -19,7 +18,7 @@ def remove(paths: list[str], db: str | Path | None = None) -> dict:
     if not store.exists():
         raise st.StoreError(st.no_index_message(store.path))
     removed, captions_removed, per_path = 0, 0, {}
-    with writer_lock(store.path), store.lance_errors():
+    with store.writing(), store.lance_errors():
         meta = store.meta()
         roots = sorted(set(meta.get(st.ROOTS) or []) | set(store.indexed_roots()))
         kept_roots = list(meta.get(st.ROOTS) or [])
@@ -37,7 +36,7 @@ def remove(paths: list[str], db: str | Path | None = None) -> dict:
                     ids += rows.filter(mask)["id"].to_pylist()
             captions_removed += store.delete_captions_of(ids)  # captions first: see pipeline.py
             count = store.delete_photos(ids)
-            per_path[given] = count
+            per_path[st.display_name(given)] = count  # as people read it: odd bytes as \xNN
             removed += count
         store.write_meta({st.ROOTS: sorted(kept_roots)})
         if removed:

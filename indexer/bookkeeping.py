@@ -10,7 +10,7 @@ from pathlib import Path
 
 import store
 from models import PREPROCESS_VERSION, ModelSpec, resolve_pair
-from store import StoreError, newer_glance_message
+from store import StoreError
 
 
 @dataclass(frozen=True)
@@ -58,9 +58,7 @@ def check_compatible(meta: dict, has_rows: bool, choice: ModelChoice, db: Path) 
     if not meta.get(store.VISION_MODEL):
         raise StoreError(f"the index at {db} does not record which models built it; "
                          f"rebuild it with `glance index --reindex PATH --db {db}`")
-    preprocess = meta.get(store.PREPROCESS_VERSION_KEY)
-    if preprocess is not None and int(preprocess) > PREPROCESS_VERSION:
-        raise StoreError(newer_glance_message(db, f"preprocessing {preprocess}", f"preprocessing {PREPROCESS_VERSION}"))
+    store.check_preprocessing(meta, PREPROCESS_VERSION, db)
     recorded = {key: meta.get(key) for key in store.MODEL_KEYS}
     wanted = choice.meta()
     different = [key for key in store.MODEL_KEYS if recorded[key] != wanted[key]]
@@ -68,4 +66,4 @@ def check_compatible(meta: dict, has_rows: bool, choice: ModelChoice, db: Path) 
         was = ", ".join(f"{k}={recorded[k]}" for k in different)
         now = ", ".join(f"{k}={wanted[k]}" for k in different)
         raise StoreError(f"the index at {db} was built with {was}, not {now}; its vectors are not comparable. "
-                         f"Add --reindex to embed every photo again with the new models, or use another --db")
+                         f"Embed every photo again with them: `glance index --reindex PATH --db {db}`, or use another --db")

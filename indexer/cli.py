@@ -1,4 +1,4 @@
-"""The indexer's subcommands of `glance`: `index`, `remove` and `embed` (glance/cli.py assembles the command).
+"""The indexer's subcommands of `glance`: `index`, `stats`, `remove`, `embed` (glance/cli.py assembles them).
 
 `python -m indexer` is an alias: `python -m indexer PATH...` is `glance index PATH...`, and
 `python -m indexer stats|remove|embed ...` is the `glance` subcommand of that name.
@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-from core.errors import UsageError, exit_on_user_error
+from core.errors import CommandParser, UsageError, exit_on_user_error
 from core.images import LIBRARY_MAX_MEGAPIXELS
 from store import VECTOR_INDEX_MIN_ROWS, default_db_path
 
@@ -67,7 +67,8 @@ def add_index_parser(verbs) -> None:
     p.add_argument("--captions", action="append", default=[], metavar="FILE",
                    help="captions file: .csv, .jsonl or .txt (repeatable; see below)")
     p.add_argument("--vision-model", metavar="M",
-                   help="Hub repo id or local folder (default: the index's model, else nomic-ai/nomic-embed-vision-v1.5)")
+                   help="a preset (nomic-v1.5, nomic-v1: both models), Hub repo id or local folder (default: the "
+                        "index's model, else nomic-ai/nomic-embed-vision-v1.5)")
     p.add_argument("--text-model", metavar="M",
                    help="Hub repo id or local folder (default: the index's model, else nomic-ai/nomic-embed-text-v1.5)")
     p.add_argument("--reindex", action="store_true",
@@ -193,10 +194,10 @@ ALIAS_USAGE = """python -m indexer [index] PATH [PATH ...] [options]   = glance 
 def main(argv: list[str] | None = None) -> None:
     """`python -m indexer`: the alias of `glance index` (and of `glance stats|remove|embed`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="python -m indexer", usage=ALIAS_USAGE, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="The alias of `glance index` (and of `glance stats`, `glance remove`, `glance embed`).")
-    verbs = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    verbs = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, prog="python -m indexer")
     add_index_parser(verbs)
     add_stats_parser(verbs)
     add_remove_parser(verbs)

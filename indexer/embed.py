@@ -1,4 +1,4 @@
-"""`python -m indexer embed`: print embeddings as JSON lines, for debugging and parity checks."""
+"""`glance embed`: print embeddings as JSON lines, for debugging and parity checks."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +10,7 @@ from PIL import Image
 
 from core import images
 from core.errors import UsageError
-from models import DEFAULT_TEXT, DEFAULT_VISION
+from models import DEFAULT_TEXT, DEFAULT_VISION, PRESETS
 
 
 class AppendInput(argparse.Action):
@@ -29,8 +29,10 @@ def add_parser(verbs) -> None:
                     "Texts get the `search_query: ` prefix unless they start with a Nomic task prefix.",
         epilog="example: glance embed --text 'a red bicycle' --image photo.jpg --dim 256",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--vision-model", default=DEFAULT_VISION, help="Hub repo id or local folder (default: %(default)s)")
-    p.add_argument("--text-model", default=DEFAULT_TEXT, help="Hub repo id or local folder (default: %(default)s)")
+    p.add_argument("--vision-model", metavar="M", help=f"a preset ({', '.join(PRESETS)}), Hub repo id or local folder "
+                                                    f"(default: {DEFAULT_VISION})")
+    p.add_argument("--text-model", metavar="M", help=f"Hub repo id or local folder (default: the preset's, else "
+                                                  f"{DEFAULT_TEXT})")
     p.add_argument("--dim", type=int, help="Matryoshka dimension 768/512/256/128/64 (default: the model's full size)")
     p.add_argument("--text", action=AppendInput, dest="inputs", metavar="T", help="a text to embed (repeatable)")
     p.add_argument("--image", action=AppendInput, dest="inputs", metavar="PATH", help="an image file to embed (repeatable)")

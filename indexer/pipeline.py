@@ -40,7 +40,6 @@ from . import reconcile
 from .bookkeeping import ModelChoice, check_compatible, choose_models
 from .captions import CAPTION_PREFIX, Entry, load_caption_files, read_sidecar
 from .decode import DEFAULT_MAX_MEGAPIXELS, BadFile, Decoded, FileBytes, decode, display_path, read_file
-from .lock import writer_lock
 from .plan import Roots, classify, inside, plan_roots, refuse_emptied
 from .report import Summary
 from .scan import Problem, scan
@@ -154,7 +153,7 @@ class Indexer:
         entries = load_caption_files(list(self.o.captions))
         _quiet_pillow()
         self.store = Store(self.db_path)
-        with writer_lock(self.store.path), self.store.lance_errors():
+        with self.store.writing(), self.store.lance_errors():
             choice, roots, known = self._prepare_index()
             self.choice = choice
             self.preprocess = Preprocess.from_folder(choice.vision_folder)

@@ -1,4 +1,4 @@
-"""Arrow rows for the images and captions tables (schema: search/store.py)."""
+"""Arrow rows for the images and captions tables (schema: store/schema.py)."""
 from __future__ import annotations
 
 from datetime import datetime, timezone

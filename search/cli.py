@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from core.errors import UsageError, exit_on_user_error
+from core.errors import CommandParser, UsageError, exit_on_user_error
 
 from .filters import Filters, date_range
 from .query import parse_query
@@ -82,7 +82,7 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m search ARGS`: the alias of `glance search ARGS`."""
-    parser = argparse.ArgumentParser(prog="python -m search", description=f"{DESCRIPTION} (alias of glance search)",
+    parser = CommandParser(prog="python -m search", description=f"{DESCRIPTION} (alias of glance search)",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_search_arguments(parser)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)

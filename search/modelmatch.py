@@ -19,14 +19,13 @@ import numpy as np
 from PIL import Image
 
 from core.errors import UsageError
-from core.images import ImageRefused, open_image
+from core.images import THUMBNAIL_MAX_PIXELS, ImageRefused, open_image
 from models import PREPROCESS_VERSION, ModelSpec, check_dim, check_pair, resolve
-from store import StoreError, newer_glance_message
+from store import StoreError, check_preprocessing
 
 # Same model: thumbnail vs original ~0.9+ (JPEG, resampling), caption re-embedded ~1.0.
 # Different models: unrelated spaces, ~0 +- 0.2.
 MIN_SAME_MODEL_COSINE = 0.5
-THUMB_MAX_PIXELS = 4_000_000  # thumbnails are ~256 px; anything far bigger is not one of ours
 REQUIRED_META = ("vision_model", "text_model", "dim")
 
 
@@ -54,10 +53,7 @@ class ChosenModel:
 
 
 def recorded_models(meta: dict, db_path: Path) -> IndexModels:
-    preprocess = meta.get("preprocess_version")
-    if preprocess is not None and int(preprocess) > PREPROCESS_VERSION:
-        raise StoreError(newer_glance_message(db_path, f"preprocessing {preprocess}",
-                                              f"preprocessing {PREPROCESS_VERSION}"))
+    check_preprocessing(meta, PREPROCESS_VERSION, db_path)
     missing = [key for key in REQUIRED_META if not meta.get(key)]
     if missing:
         raise StoreError(f"the index at {db_path} does not record its models ({', '.join(missing)} missing); "
@@ -115,7 +111,7 @@ def thumbnails_as_images(thumbs: list[bytes]) -> list[Image.Image]:
     images = []
     for data in thumbs:
         try:
-            images.append(open_image(data, name="a thumbnail", max_pixels=THUMB_MAX_PIXELS))
+            images.append(open_image(data, name="a thumbnail", max_pixels=THUMBNAIL_MAX_PIXELS))
         except ImageRefused:  # a damaged thumbnail is no evidence either way
             continue
     return images

@@ -15,15 +15,13 @@ from pathlib import Path
 from PIL import Image
 
 from core.errors import GlanceError, one_line
-from core.images import open_image, upright
+from core.images import LIBRARY_MAX_MEGAPIXELS, THUMBNAIL_MAX_PIXELS, open_image, upright
 
 PREVIEW_PX = 1280  # longest side of the large view; originals are never sent as they are
-# The originals are the user's own photos, so they get the indexer's limit (indexer.decode's
-# DEFAULT_MAX_MEGAPIXELS: today's largest phone sensors are 200 MP), not the 50 MP of untrusted uploads.
+# The originals are the user's own photos, so they get the library limit, not the 50 MP of untrusted uploads.
 # JPEGs decode in draft mode, scaled down by DCT, so even the largest costs a fraction of its full size.
-LIBRARY_MAX_PIXELS = 200_000_000
+LIBRARY_MAX_PIXELS = LIBRARY_MAX_MEGAPIXELS * 1_000_000
 LIBRARY_LIMIT_HINT = "the limit for library photos"
-THUMBNAIL_MAX_PIXELS = 4_000_000  # the indexer stores ~256 px thumbnails; anything far bigger is not one
 PLACEHOLDER_RGB = (200, 200, 200)
 
 

@@ -53,10 +53,6 @@ class QueryVectors:
     def dim(self) -> int:
         return self.recorded.dim
 
-    @property
-    def vision_loaded(self) -> bool:
-        return self._vision is not None
-
     def terms(self, terms: list[Term]) -> list[np.ndarray]:
         """Term embeddings (`search_query: ` + text), cached."""
         with self._cache_lock:

@@ -20,18 +20,8 @@ from core.errors import GlanceError
 from . import schema
 from .indexing import IndexingQueries
 from .reading import ReadingQueries
-from .schema import (
-    CAPTIONS,
-    IMAGES,
-    KEEP_OLD_VERSIONS,
-    META,
-    META_SCHEMA,
-    SCHEMA_VERSION,
-    SCHEMA_VERSION_KEY,
-    VECTOR_INDEX_ROWS,
-    captions_schema,
-    images_schema,
-)
+from .schema import (CAPTIONS, IMAGES, KEEP_OLD_VERSIONS, META, META_SCHEMA, PREPROCESS_VERSION_KEY, SCHEMA_VERSION,
+                     SCHEMA_VERSION_KEY, VECTOR_INDEX_ROWS, captions_schema, images_schema)
 from .sql import sql_in, sql_string  # noqa: F401 - store/indexing.py reaches them as db.sql_*
 
 # LanceDB reports I/O trouble as RuntimeError("lance error: LanceError(IO): ... (os error 28) ...").
@@ -85,6 +75,19 @@ def newer_glance_message(path: Path, recorded: str, known: str) -> str:
             f"or rebuild the index with `glance index --reindex PATH --db {path}`")
 
 
+def check_preprocessing(meta: dict, code_version: int, path: Path) -> None:
+    """Vectors are only comparable when made with the same preprocessing (models/preprocess.py versions it):
+    an index from a newer Glance is refused, one from an older Glance needs its photos embedded again."""
+    recorded = meta.get(PREPROCESS_VERSION_KEY)
+    if recorded is None or int(recorded) == code_version:
+        return
+    if int(recorded) > code_version:
+        raise StoreError(newer_glance_message(path, f"preprocessing {recorded}", f"preprocessing {code_version}"))
+    raise StoreError(f"the index at {path} was embedded with preprocessing {recorded}; this Glance uses "
+                     f"{code_version}, so new vectors would not match its photos. Rebuild it with "
+                     f"`glance index --reindex PATH --db {path}`")
+
+
 def default_db_path() -> Path:
     """$GLANCE_DB, else $XDG_DATA_HOME/glance/index (~/.local/share/glance/index)."""
     if os.environ.get("GLANCE_DB"):
@@ -101,10 +104,11 @@ class Store(IndexingQueries, ReadingQueries):
     """
 
     def __init__(self, path: str | Path | None = None, consistency: timedelta | None = timedelta(seconds=1)):
-        self.path = Path(path).expanduser() if path else default_db_path()
+        self.path = (Path(path).expanduser() if path else default_db_path()).absolute()
         self._consistency = consistency
         self._db = None
         self._version_checked = False
+        self._writing = False
 
     @property
     def db(self):
@@ -134,6 +138,21 @@ class Store(IndexingQueries, ReadingQueries):
     def lance_errors(self):
         return lance_errors(self.path)
 
+    @contextlib.contextmanager
+    def writing(self):
+        """Be the index's one writer (store/lock.py) for a while; nested calls hold the same lock."""
+        if self._writing:
+            yield
+            return
+        from .lock import writer_lock
+
+        with writer_lock(self.path):
+            self._writing = True
+            try:
+                yield
+            finally:
+                self._writing = False
+
     def check_version(self) -> None:
         """Refuse an index from a newer Glance; bring one from an older Glance up to date in place. (The
         preprocessing version is the models' business: search/modelmatch.py and indexer/bookkeeping.py.)"""
@@ -144,7 +163,9 @@ class Store(IndexingQueries, ReadingQueries):
         if recorded > SCHEMA_VERSION:
             raise StoreError(newer_glance_message(self.path, f"schema {recorded}", f"schema {SCHEMA_VERSION}"))
         if recorded < SCHEMA_VERSION and IMAGES in self.table_names():
-            self._migrate(recorded)
+            with self.writing():  # a reader may migrate too, but never beside a writer
+                if int(self.meta().get(SCHEMA_VERSION_KEY) or 1) < SCHEMA_VERSION:
+                    self._migrate(recorded)
 
     def _migrate(self, recorded: int) -> None:
         """Schema 1 -> 2: images gains relpath_bytes (NULL: every name written by schema 1 was UTF-8)."""

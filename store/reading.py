@@ -106,11 +106,6 @@ class ReadingQueries:
         rows = self.images.search().where(f"id = {_sql(photo_id)}").select(columns).limit(1).to_arrow()
         return rows.to_pylist()[0] if rows.num_rows else None
 
-    def photo_at(self, root: str, relpath: str, columns: list[str]) -> dict | None:
-        where = f"root = {_sql(root)} AND relpath = {_sql(relpath)}"
-        rows = self.images.search().where(where).select(columns).limit(1).to_arrow()
-        return rows.to_pylist()[0] if rows.num_rows else None
-
     def photo_paths(self, ids: list[str]) -> dict[str, dict]:
         """id -> {root, relpath, relpath_bytes} for the ids that are indexed."""
         if not ids:

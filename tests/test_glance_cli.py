@@ -224,3 +224,35 @@ def test_a_read_only_index_can_be_searched_and_its_writer_is_one_line(library, t
     assert searched.returncode == 0 and searched.stdout.split("\t")[1].strip() == str(library.path("red2"))
     assert stats.returncode == 0 and json.loads(stats.stdout)["photos"] == len(library.ids) + len(library.extra_rows)
     assert indexed.returncode == 2 and "read-only" in one_error_line(indexed.stderr)
+
+
+def test_every_kind_of_refusal_is_one_line_and_exit_2(library, tmp_path, tiny_model_dirs):
+    from models.synthetic import write_pair
+    from tests.conftest import FIXTURE
+
+    vision, text = tiny_model_dirs
+    disguised = tmp_path / "q.jpg"
+    disguised.write_bytes(EPS)
+    old_vision, _ = write_pair(tmp_path / "v1", version="v1", template=FIXTURE)
+    models = ["--vision-model", vision, "--text-model", text]
+    cases = {  # one command line per kind of refusal a user meets
+        "usage": (["search", "0:dog", "--db", library.db], "empty query"),
+        "flag": (["search", "--top", "x"], "invalid int value: 'x' (see glance search --help)"),
+        "index": (["stats", "--db", tmp_path / "none"], "no Glance index at"),
+        "model": (["embed", "--text", "x", "--vision-model", "nomic-v1"], "is not in the Hugging Face cache"),
+        "pair": (["embed", "--text", "x", "--vision-model", old_vision, "--text-model", text], "not comparable"),
+        "dim": (["embed", "--text", "x", *models, "--dim", "100"], "--dim 100 is not available"),
+        "photo": (["search", "--like", "0" * 40, "--db", library.db], "no photo with id"),
+        "image": (["search", "--image", disguised, "--db", library.db], "PostScript/EPS files are never opened"),
+    }
+    for kind, (argv, words) in cases.items():
+        done = glance_process(*argv)
+        assert done.returncode == 2 and words in one_error_line(done.stderr), (kind, done.stderr)
+
+
+def test_odd_names_print_on_a_strict_utf8_terminal(library, tmp_path):
+    copy = tmp_path / "db"
+    shutil.copytree(library.db, copy)
+    odd = os.fsdecode(bytes(library.root) + b"/caf\xe9")  # not indexed: nothing to remove, but it is printed
+    done = glance_process("remove", odd, "--db", copy, env={"PYTHONIOENCODING": "utf-8"})
+    assert done.returncode == 0 and "nothing indexed under" in done.stdout and "caf\\xe9" in done.stdout, done.stderr

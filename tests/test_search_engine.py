@@ -263,7 +263,7 @@ def test_thumbnails_and_photo_details(engine, library):
 def test_stats(engine, library):
     engine.warm_up(vision=True)
     stats = engine.stats()
-    assert engine.vectors.vision_loaded
+    assert engine.vectors.vision() is engine.vectors.vision()  # loaded once, by warm_up
     assert (stats["photos"], stats["captions"], stats["texts"]) == (all_photos(library), 5, 4)
     assert stats["dim"] == 128 and stats["roots"] == {str(library.root): all_photos(library)}
     assert stats["model_version"] == "v1.5" and stats["schema_version"] == 2

@@ -1,18 +1,23 @@
-"""One writer per index: a second indexer (or `remove`) on the same database is refused, not interleaved."""
+"""One writer per index: a second indexer, `remove` or a schema migration on the same database is refused, not
+interleaved."""
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import os
+import shutil
 from pathlib import Path
-
-from store import StoreError
 
 LOCK_NAME = "indexer.lock"  # inside the database folder; LanceDB ignores files that are not tables
 
 
 @contextlib.contextmanager
 def writer_lock(db: Path):
+    """Hold the index's writer lock. A folder that this call had to create, and that holds nothing but the lock
+    when the writer is done (a first run that failed before writing), is removed again."""
+    from .db import StoreError
+
+    created = not db.exists()
     db.mkdir(parents=True, exist_ok=True)
     fd = os.open(db / LOCK_NAME, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
     try:
@@ -26,3 +31,5 @@ def writer_lock(db: Path):
         yield
     finally:
         os.close(fd)  # the kernel drops the lock with the descriptor, also when the process is killed
+        if created and {p.name for p in db.iterdir()} <= {LOCK_NAME}:
+            shutil.rmtree(db, ignore_errors=True)
