@@ -18,7 +18,6 @@ from .decode import clean_caption
 SIDECAR_MAX_BYTES = 64 << 10  # a caption, not a novel: larger sidecars are cut here
 PATH_COLUMNS = ("path", "file", "filename", "image")
 TEXT_COLUMNS = ("caption", "text", "description")
-CAPTION_PREFIX = "search_query: "  # captions live in the query space, next to what people type
 
 
 @dataclass(frozen=True)

@@ -47,12 +47,12 @@ def run(args) -> None:
     if not args.inputs:
         raise UsageError("nothing to embed: give --text T and/or --image PATH")
     images = {path: open_image(path) for kind, path in args.inputs if kind == "image"}  # fail before loading models
-    from models import check_dim, load_pair, with_prefix  # torch loads only now: --help stays instant
+    from models import check_dim, load_pair  # torch loads only now: --help stays instant
     vision, text = load_pair(args.vision_model, args.text_model, args.precision, args.threads)
     dim = check_dim(args.dim, text.dim, text.version)
     for kind, value in args.inputs:
         if kind == "text":
-            vector = text.embed([with_prefix(value)], dim)[0]
+            vector = text.embed_queries([value], dim)[0]  # with the family's query prefix, if it has one
         else:
             vector = vision.embed_images([images[value]], dim)[0]
         print(json.dumps({"kind": kind, "input": value, "dim": dim, "vector": [round(float(x), 7) for x in vector]}))

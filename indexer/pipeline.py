@@ -31,14 +31,14 @@ from PIL import Image
 
 import store as st
 from core.errors import UsageError
-from models import load
+from models import load, preprocess_of, vision_shape
 from models.encoders import set_threads
 from models.preprocess import Preprocess
 from store import Store
 
 from . import reconcile
 from .bookkeeping import ModelChoice, check_compatible, choose_models
-from .captions import CAPTION_PREFIX, Entry, load_caption_files, read_sidecar
+from .captions import Entry, load_caption_files, read_sidecar
 from .decode import DEFAULT_MAX_MEGAPIXELS, BadFile, Decoded, FileBytes, decode, display_path, read_file
 from .plan import Roots, classify, inside, plan_roots, refuse_emptied
 from .report import Summary
@@ -156,7 +156,7 @@ class Indexer:
         with self.store.writing(), self.store.lance_errors():
             choice, roots, known = self._prepare_index()
             self.choice = choice
-            self.preprocess = Preprocess.from_folder(choice.vision_folder)
+            self.preprocess = preprocess_of(choice.vision_model)
             self.batch_size = self.o.batch_size or self._auto_batch(choice)
             found = scan(roots.scopes, self._scan_progress())
             self._close_bar()
@@ -229,11 +229,7 @@ class Indexer:
             return {}
 
     def _auto_batch(self, choice: ModelChoice) -> int:
-        import json
-
-        config = json.loads((choice.vision_folder / "config.json").read_text())
-        return auto_batch_size(self.preprocess, int(config["n_embd"]), int(config["n_head"]),
-                               int(config.get("patch_size", 16)))
+        return auto_batch_size(self.preprocess, *vision_shape(choice.vision_model))
 
     # ----- captions files ------------------------------------------------------------------------------------
     def _resolve_entries(self, entries: list[Entry], roots: list[str]):
@@ -435,10 +431,10 @@ class Indexer:
         return self.vision.embed_pixels(self.preprocess.to_tensor(pixels)).float().numpy()
 
     def _embed_texts(self, texts: list[str]) -> np.ndarray:
-        """Captions are embedded as `search_query: <caption>`: they are matched against what people type."""
+        """Captions are embedded as the model family embeds them (Nomic: `search_query: <caption>`)."""
         if not texts:
             return np.zeros((0, self.choice.dim), np.float32)
-        parts = [self.text.embed([CAPTION_PREFIX + t for t in texts[i:i + TEXT_BATCH]]).float().numpy()
+        parts = [self.text.embed_captions(texts[i:i + TEXT_BATCH]).float().numpy()
                  for i in range(0, len(texts), TEXT_BATCH)]
         return np.concatenate(parts)
 

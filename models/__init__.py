@@ -6,7 +6,8 @@ command-line tool can answer `--help` or report a bad flag without paying for to
 from importlib import import_module
 
 from .errors import CheckpointMismatch, MismatchedModels, ModelUnavailable, UnsupportedDim
-from .factory import PRESETS, ModelSpec, check_pair, load, load_pair, resolve, resolve_pair
+from .factory import (PRESETS, ModelSpec, check_pair, load, load_pair, preprocess_of, resolve, resolve_pair,
+                      vision_shape)
 from .hub import DEFAULT_TEXT, DEFAULT_VISION
 
 _LAZY = {
@@ -16,7 +17,8 @@ _LAZY = {
 }
 
 __all__ = ["CheckpointMismatch", "MismatchedModels", "ModelUnavailable", "UnsupportedDim", "DEFAULT_TEXT",
-           "DEFAULT_VISION", "PRESETS", "ModelSpec", "check_pair", "load", "load_pair", "resolve", "resolve_pair",
+           "DEFAULT_VISION", "PRESETS", "ModelSpec", "check_pair", "load", "load_pair", "preprocess_of", "resolve", "resolve_pair",
+           "vision_shape",
            *_LAZY]
 
 

@@ -13,7 +13,7 @@ from . import hub
 from .errors import UnsupportedDim
 from .factory import TEXT, VISION, ModelSpec, resolve
 from .preprocess import PREPROCESS_VERSION, Preprocess
-from .text import TextEncoder, with_prefix
+from .text import QUERY_PREFIX, TextEncoder, with_prefix
 from .vision import NomicVisionModel, VisionConfig, official_keys
 from .weights import load_strict
 
@@ -145,6 +145,11 @@ class TextEmbedder:
     def embed_queries(self, texts: list[str], dim: int | None = None) -> torch.Tensor:
         """Texts for the image space: `search_query: ` is added unless a task prefix is present."""
         return self.embed([with_prefix(t) for t in texts], dim)
+
+    def embed_captions(self, texts: list[str], dim: int | None = None) -> torch.Tensor:
+        """Captions live in the query space, next to what people type: always `search_query: <caption>` (the
+        prefix belongs to the Nomic family; other families take captions as written)."""
+        return self.embed([QUERY_PREFIX + t for t in texts], dim)
 
 
 def truncate(vectors: torch.Tensor, dim: int | None) -> torch.Tensor:

@@ -73,6 +73,19 @@ def check_pair(vision: ModelSpec, text: ModelSpec) -> None:
                                f"{text.spec} into {text.dim}: they cannot share an index")
 
 
+def preprocess_of(model: ModelSpec):
+    """The vision model's preprocessing, as the indexer applies it in its decoding threads."""
+    from .preprocess import Preprocess
+
+    return Preprocess.from_folder(model.folder)
+
+
+def vision_shape(model: ModelSpec) -> tuple[int, int, int]:
+    """(hidden size, attention heads, patch size) of a vision model: what its activations cost per image."""
+    config = json.loads((model.folder / "config.json").read_text())
+    return int(config["n_embd"]), int(config["n_head"]), int(config.get("patch_size", 16))
+
+
 def load(model: ModelSpec, precision: str = "auto"):
     """The encoder for a resolved model: a VisionEncoder or a TextEmbedder."""
     from .encoders import TextEmbedder, VisionEncoder  # torch: only once a model is really needed
