@@ -25,6 +25,7 @@ start here:
   glance search --image cat.jpg           a photo -> similar photos
   glance serve                            the search page on http://127.0.0.1:7860/
   glance stats                            what the index holds
+  glance models                           the model presets, their licences and costs
 
 each command has its own help: glance index --help, glance search --help, ...
 The index lives in $GLANCE_DB, else ~/.local/share/glance/index; --db DIR picks another.
@@ -49,7 +50,32 @@ def build_parser() -> argparse.ArgumentParser:
     indexer_cli.add_stats_parser(commands)
     indexer_cli.add_remove_parser(commands)
     embed.add_parser(commands)
+    add_models_parser(commands)
     return parser
+
+
+def add_models_parser(commands) -> None:
+    p = commands.add_parser("models", help="the model presets: licence, languages, size, cost, cached or not",
+                            description="List the model presets. Give one to `glance index --vision-model NAME` "
+                                        "(or any Hub repo id or model folder).")
+    p.add_argument("--json", action="store_true", help="one JSON array on stdout")
+    p.set_defaults(run=run_models)
+
+
+def run_models(args) -> int:
+    import json
+
+    from models.factory import presets
+
+    rows = presets()
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"{'preset':<18} {'family':<10} {'dim':>4} {'GFLOP':>6} {'MB':>5}  {'cached':<6}  {'languages':<12} licence")
+    for r in rows:
+        print(f"{r['name']:<18} {r['family']:<10} {r['dim']:>4} {r['gflop_per_image']:>6.1f} {r['download_mb']:>5}  "
+              f"{'yes' if r['cached'] else 'no':<6}  {r['languages']:<12} {r['licence']}")
+    return 0
 
 
 def add_serve_parser(commands) -> None:

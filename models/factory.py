@@ -18,10 +18,27 @@ from . import hub
 from .errors import MismatchedModels
 
 VISION, TEXT = "vision", "text"
-# A preset names a vision model and the text model that shares its space.
+NOMIC, OPEN_CLIP = "nomic", "open_clip"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named pair of models that share one space, with what a user weighs when choosing (`glance models`)."""
+    family: str
+    vision: str  # Hub repo id
+    text: str  # Hub repo id (for open_clip the same repo: one checkpoint holds both towers)
+    licence: str
+    languages: str
+    dim: int
+    gflop_per_image: float  # vision tower at its input size (multiply-adds x 2)
+    download_mb: int
+
+
 PRESETS = {
-    "nomic-v1.5": (hub.DEFAULT_VISION, hub.DEFAULT_TEXT),
-    "nomic-v1": ("nomic-ai/nomic-embed-vision-v1", "nomic-ai/nomic-embed-text-v1"),
+    "nomic-v1.5": Preset(NOMIC, hub.DEFAULT_VISION, hub.DEFAULT_TEXT, "vision CC-BY-NC-4.0, text Apache-2.0",
+                         "English", 768, 35.6, 919),
+    "nomic-v1": Preset(NOMIC, "nomic-ai/nomic-embed-vision-v1", "nomic-ai/nomic-embed-text-v1",
+                       "vision CC-BY-NC-4.0, text Apache-2.0", "English", 768, 35.6, 919),
 }
 DEFAULT_PRESET = "nomic-v1.5"
 FILES = {VISION: (hub.VISION_FILES, ()), TEXT: (hub.TEXT_FILES, hub.TEXT_OPTIONAL_FILES)}
@@ -41,10 +58,18 @@ class ModelSpec:
         return f"--{self.kind}-model"
 
 
+def presets() -> list[dict]:
+    """Every preset as `glance models` shows it, with whether both models are complete in the local cache."""
+    return [{"name": name, "family": p.family, "vision": p.vision, "text": p.text, "licence": p.licence,
+             "languages": p.languages, "dim": p.dim, "gflop_per_image": p.gflop_per_image,
+             "download_mb": p.download_mb, "cached": hub.is_cached(p.vision, FILES[VISION][0])
+             and hub.is_cached(p.text, FILES[TEXT][0])} for name, p in PRESETS.items()]
+
+
 def resolve(spec: str, kind: str) -> ModelSpec:
     """The files of one model, for a preset name, a Hub id (cached, else downloaded once) or a local folder."""
     if spec in PRESETS:
-        spec = PRESETS[spec][0 if kind == VISION else 1]
+        spec = PRESETS[spec].vision if kind == VISION else PRESETS[spec].text
     local = Path(spec).expanduser()
     recorded = str(local.resolve()) if local.is_dir() else spec  # the engine may run from another directory
     required, optional = FILES[kind]
@@ -58,7 +83,7 @@ def resolve_pair(vision: str | None = None, text: str | None = None) -> tuple[Mo
     vision = vision or DEFAULT_PRESET
     if text is None and vision in PRESETS:
         text = vision
-    pair = resolve(vision, VISION), resolve(text or PRESETS[DEFAULT_PRESET][1], TEXT)
+    pair = resolve(vision, VISION), resolve(text or PRESETS[DEFAULT_PRESET].text, TEXT)
     check_pair(*pair)
     return pair
 

@@ -77,6 +77,13 @@ def _fetch(repo_id: str, files: tuple[str, ...], optional: tuple[str, ...], loca
     return folder
 
 
+def is_cached(repo_id: str, files: tuple[str, ...]) -> bool:
+    """Whether every file is in the local Hub cache (nothing is downloaded or even asked for)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return all(isinstance(try_to_load_from_cache(repo_id, name), str) for name in files)
+
+
 def _hub_reachable(timeout: float = 5.0) -> bool:
     from huggingface_hub.constants import ENDPOINT
 

@@ -186,17 +186,21 @@ def test_offline_without_cache_gives_one_clear_message(tmp_path):
     assert "HF_HUB_OFFLINE" in message and "/path/to/folder" in message
 
 
-def test_models_cached_in_hf_home_load_offline(tmp_path, tiny_model_dirs):
-    """A first run with network fills the standard cache; later runs find it there offline."""
-    hub = tmp_path / "hf" / "hub"
+def fill_hub_cache(hf_home: Path, tiny_model_dirs) -> None:
+    """The standard Hub cache layout, as a first run with network leaves it, holding the tiny v1.5 pair."""
     for repo, folder in (("nomic-embed-vision-v1.5", tiny_model_dirs[0]), ("nomic-embed-text-v1.5", tiny_model_dirs[1])):
-        repo_dir = hub / f"models--nomic-ai--{repo}"
+        repo_dir = hf_home / "hub" / f"models--nomic-ai--{repo}"
         snapshot = repo_dir / "snapshots" / "0123456789abcdef0123456789abcdef01234567"
         snapshot.mkdir(parents=True)
         for file in folder.iterdir():
             (snapshot / file.name).write_bytes(file.read_bytes())
         (repo_dir / "refs").mkdir()
         (repo_dir / "refs" / "main").write_text(snapshot.name)
+
+
+def test_models_cached_in_hf_home_load_offline(tmp_path, tiny_model_dirs):
+    """A first run with network fills the standard cache; later runs find it there offline."""
+    fill_hub_cache(tmp_path / "hf", tiny_model_dirs)
     result = _run_embed("--text", "hello", "--dim", "64", env_extra={"HF_HOME": str(tmp_path / "hf")})
     assert result.returncode == 0, result.stderr
     row = json.loads(result.stdout)
@@ -319,3 +323,17 @@ def test_the_factory_refuses_pairs_that_do_not_share_a_space(tiny_model_dirs, tm
     (wide / "config.json").write_text(json.dumps({**config, "n_embd": 256}))
     with pytest.raises(models.MismatchedModels, match="128 dimensions but text model .* into 256"):
         models.resolve_pair(str(vision_dir), str(wide))
+
+
+def test_glance_models_lists_every_preset_and_what_is_cached(tmp_path, tiny_model_dirs):
+    fill_hub_cache(tmp_path / "hf", tiny_model_dirs)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "glance", "models", "--json"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)
+    rows = {row["name"]: row for row in json.loads(done.stdout)}
+    assert done.returncode == 0 and set(rows) == set(models.PRESETS)
+    assert rows["nomic-v1.5"]["cached"] is True and rows["nomic-v1"]["cached"] is False  # only v1.5 is in the cache
+    assert all(row["licence"] and row["dim"] and row["gflop_per_image"] > 0 for row in rows.values())
+    table = subprocess.run([sys.executable, "-m", "glance", "models"], cwd=REPO, env=env, capture_output=True,
+                           text=True, timeout=60).stdout
+    assert all(name in table for name in rows) and "CC-BY-NC-4.0" in table
