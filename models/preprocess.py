@@ -17,6 +17,11 @@ PREPROCESS_VERSION = 1
 # first box-reduces by an integer factor, keeping at least this many source pixels per output pixel for the
 # bicubic pass (~25 ms). Only images this many times larger than the target take that route.
 REDUCING_GAP = 3.0
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+OPEN_CLIP_RESIZE_MODES = ("shortest", "squash", "longest")
+# open_clip maps anything but 'bilinear' to bicubic at eval ('random' is a training option)
+OPEN_CLIP_INTERPOLATIONS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "random": Image.BICUBIC}
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,10 @@ class Preprocess:
     resample: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    # open_clip's eval transform instead of the fields above: 'shortest' (short side + centre crop), 'squash' or
+    # 'longest' (fit inside, pad with `fill`), to `size`, with torchvision's rounding (see _open_clip_resize)
+    resize_mode: str | None = None
+    fill: int = 0
 
     @classmethod
     def from_folder(cls, folder: Path) -> "Preprocess":
@@ -41,9 +50,23 @@ class Preprocess:
             shortest_edge=size.get("shortest_edge"),
             crop=as_pair(crop) if crop else None,
             resample=int(cfg.get("resample", 3)),
-            mean=tuple(cfg.get("image_mean", (0.48145466, 0.4578275, 0.40821073))),
-            std=tuple(cfg.get("image_std", (0.26862954, 0.26130258, 0.27577711))),
+            mean=tuple(cfg.get("image_mean", OPENAI_MEAN)),
+            std=tuple(cfg.get("image_std", OPENAI_STD)),
         )
+
+    @classmethod
+    def from_open_clip(cls, cfg: dict) -> "Preprocess":
+        """From an open_clip_config.json `preprocess_cfg` (missing keys: open_clip's PreprocessCfg defaults)."""
+        size = cfg.get("size", 224)
+        size = (int(size), int(size)) if isinstance(size, (int, float)) else (int(size[0]), int(size[1]))
+        mode = cfg.get("resize_mode") or "shortest"
+        interpolation = cfg.get("interpolation") or "bicubic"
+        if mode not in OPEN_CLIP_RESIZE_MODES or interpolation not in OPEN_CLIP_INTERPOLATIONS:
+            raise ValueError(f"unsupported open_clip preprocessing: resize_mode {mode!r}, interpolation {interpolation!r}")
+        fill = cfg.get("fill_color") or 0
+        return cls(size=size, shortest_edge=None, crop=None, resample=OPEN_CLIP_INTERPOLATIONS[interpolation],
+                   mean=_triple(cfg.get("mean", OPENAI_MEAN)), std=_triple(cfg.get("std", OPENAI_STD)),
+                   resize_mode=mode, fill=int(fill))
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -52,6 +75,8 @@ class Preprocess:
     def resize(self, image: Image.Image) -> Image.Image:
         """RGB image at the model's input size (uint8, before normalization)."""
         image = to_rgb(image)
+        if self.resize_mode:
+            return _open_clip_resize(image, self)
         if self.size:
             image = _resize(image, (self.size[1], self.size[0]), self.resample)
         elif self.shortest_edge:
@@ -93,3 +118,45 @@ def _center_crop(image: Image.Image, crop: tuple[int, int]) -> Image.Image:
     ch, cw = crop
     left, top = (w - cw) // 2, (h - ch) // 2
     return image.crop((left, top, left + cw, top + ch))
+
+
+def _triple(value) -> tuple[float, float, float]:
+    return tuple(float(v) for v in value) if isinstance(value, (list, tuple)) else (float(value),) * 3
+
+
+def _open_clip_resize(image: Image.Image, pre: Preprocess) -> Image.Image:
+    """open_clip's image_transform(is_train=False) up to ToTensor, on an RGB image.
+
+    Sizes are computed the way torchvision and open_clip do (truncation for a square 'shortest' target, rounding
+    elsewhere; a crop offset rounds half to even), so below REDUCING_GAP the pixels are identical to theirs.
+    """
+    th, tw = pre.size
+    w, h = image.size
+    if pre.resize_mode == "squash":
+        return _resize(image, (tw, th), pre.resample)
+    if pre.resize_mode == "shortest" and th == tw:  # torchvision Resize(int): short side exact, long truncated
+        short, long = min(w, h), max(w, h)
+        new_short, new_long = th, int(th * long / short)
+        size = (new_short, new_long) if w <= h else (new_long, new_short)
+        resample = pre.resample
+    else:  # open_clip's ResizeKeepRatio: scale by the min (shortest) or max (longest) ratio, sides rounded
+        ratio = max(h / th, w / tw) if pre.resize_mode == "longest" else min(h / th, w / tw)
+        size = (round(w / ratio), round(h / ratio))
+        # open_clip builds the non-square 'shortest' resize without its interpolation setting: always bicubic
+        resample = pre.resample if pre.resize_mode == "longest" else Image.BICUBIC
+    if size != (w, h):
+        image = _resize(image, size, resample)
+    return _center_crop_or_pad(image, (th, tw), pre.fill if pre.resize_mode == "longest" else 0)
+
+
+def _center_crop_or_pad(image: Image.Image, crop: tuple[int, int], fill: int) -> Image.Image:
+    """open_clip's center_crop_or_pad (torchvision's CenterCrop is the same with fill 0)."""
+    ch, cw = crop
+    w, h = image.size
+    if cw > w or ch > h:
+        left, top = max(cw - w, 0) // 2, max(ch - h, 0) // 2
+        padded = Image.new("RGB", (max(w, cw), max(h, ch)), (fill,) * 3)
+        padded.paste(image, (left, top))
+        image, (w, h) = padded, padded.size
+    top, left = int(round((h - ch) / 2.0)), int(round((w - cw) / 2.0))
+    return image if (w, h) == (cw, ch) else image.crop((left, top, left + cw, top + ch))

@@ -88,3 +88,62 @@ def write_pair(root: Path, size: str = "tiny", seed: int = 0, version: str = "v1
     vision = write_vision(root / f"nomic-embed-vision-{version}", size, seed, dtype, template=template)
     text = write_text(root / f"nomic-embed-text-{version}", size, seed + 1, dtype, template=template)
     return vision, text
+
+
+# Words the synthetic HF tokenizer knows (anything else is <unk>): enough for tests to tell texts apart.
+TOKENIZER_WORDS = ("a dog cat photo of the on in at beach sunset receipts running red blue green car house tree "
+                   "person people snow mountain city night day sky water food birthday cake").split()
+
+
+def write_open_clip(folder: Path, model_name: str, *, seed: int = 0, overrides: dict | None = None,
+                    preprocess: dict | None = None, dtype: torch.dtype = torch.float32) -> Path:
+    """An open_clip model in the Hub layout: open_clip_config.json + open_clip_model.safetensors, random weights.
+
+    model_name: a built-in open_clip architecture ("ViT-B-32", "ViT-B-16-SigLIP", ...).
+    overrides:  merged into its model_cfg, one level deep for vision_cfg/text_cfg (e.g. fewer layers for tests).
+    preprocess: merged into the preprocess_cfg, which is otherwise what the Hub's config says for the
+                architecture's first pretrained tag (mean/std, interpolation, resize_mode) at its image size.
+    A text tower with an HF tokenizer (SigLIP) also gets a small synthetic tokenizer.json: the real one is a
+    Hub download, and only its format matters here.
+    """
+    import open_clip
+    from open_clip.transform import PreprocessCfg, merge_preprocess_dict
+
+    from .openclip import build_model_random
+
+    model_cfg = open_clip.get_model_config(model_name)
+    if model_cfg is None:
+        raise ValueError(f"{model_name} is not an open_clip architecture")
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict) and isinstance(model_cfg.get(key), dict):
+            model_cfg[key].update(value)
+        else:
+            model_cfg[key] = value
+    tags = open_clip.list_pretrained_tags_by_model(model_name)
+    pre = merge_preprocess_dict(PreprocessCfg(), open_clip.get_pretrained_cfg(model_name, tags[0]) if tags else {})
+    pre.update(size=model_cfg["vision_cfg"].get("image_size", 224), **(preprocess or {}))
+    pre.pop("mode", None)  # the Hub's configs leave it out (always RGB)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"model_cfg": model_cfg, "preprocess_cfg": pre}
+    (folder / "open_clip_config.json").write_text(json.dumps(config, indent=2))
+    if model_cfg["text_cfg"].get("hf_tokenizer_name"):
+        _write_hf_tokenizer(folder, model_cfg["text_cfg"]["context_length"])
+    torch.manual_seed(seed)  # open_clip's own init for anything _randomize leaves alone
+    state = _randomize(build_model_random(folder).state_dict(), torch.Generator().manual_seed(seed))
+    save_file({k: v.contiguous().to(dtype) for k, v in state.items()}, str(folder / "open_clip_model.safetensors"),
+              metadata={"format": "pt"})
+    return folder
+
+
+def _write_hf_tokenizer(folder: Path, context_length: int) -> None:
+    """A T5-like word-level tokenizer (pad 0, eos 1, unk 2; eos appended), saved as transformers does."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(TOKENIZER_WORDS)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                   model_max_length=context_length)
+    fast.save_pretrained(str(folder))

@@ -1,0 +1,257 @@
+"""open_clip checkpoints (CLIP, SigLIP, ...) in the Hugging Face Hub layout, as Glance encoders.
+
+A model folder is what open_clip pushes to the Hub:
+
+    open_clip_config.json         {"model_cfg": {...}, "preprocess_cfg": {...}}
+    open_clip_model.safetensors   the whole model's state dict (both towers)
+    tokenizer.json, ...           only for text towers with an HF tokenizer (SigLIP's `hf_tokenizer_name`)
+
+open_clip builds the architecture from the config with no weights and nothing fetched; the weights are copied in
+here from safetensors only, every key accounted for. Pickled checkpoints (.bin/.pt/.pth) are refused, never
+opened. One folder holds both towers, so the two encoders can share one module (`load_open_clip_pair`).
+
+    vision, text = load_open_clip_pair("/models/ViT-B-32", precision="auto")
+    scores = vision.embed_images(images) @ text.embed_queries(["a dog"]).T
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import load_file
+from torch import nn
+
+from .encoders import Precision, choose_precision, probe_images
+from .errors import CheckpointMismatch, UnsupportedDim
+from .factory import TEXT, VISION, ModelSpec
+from .preprocess import Preprocess
+
+LOCAL_DIR = "local-dir:"  # open_clip's schema for a folder: config, weights and tokenizer all from it
+CONFIG = "open_clip_config.json"
+# The names open_clip itself prefers, safetensors first; only these are ever read.
+WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors")
+PICKLED_SUFFIXES = (".bin", ".pt", ".pth")
+# An HF tokenizer is loaded from the folder itself (open_clip's local-dir rule); one of these must be there.
+HF_TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "sentencepiece.bpe.model", "vocab.json", "vocab.txt")
+VERSION_PREFIX = "open_clip:"
+# No task prefix: open_clip models embed text as typed.
+PROBE_TEXTS = ["a dog running on the beach at sunset", "receipts"]
+
+
+@dataclass(frozen=True)
+class OpenClipConfig:
+    """An open_clip folder's config, checked, and the one weights file that will be read."""
+    folder: Path
+    model_cfg: dict
+    preprocess_cfg: dict
+    weights: Path
+
+    @classmethod
+    def read(cls, folder: Path | str) -> "OpenClipConfig":
+        folder = Path(folder)
+        path = folder / CONFIG
+        if not path.is_file():
+            raise CheckpointMismatch(f"{folder} is not an open_clip model folder: {CONFIG} is missing")
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise CheckpointMismatch(f"{path} cannot be read as JSON ({exc})") from None
+        model_cfg = raw.get("model_cfg") if isinstance(raw, dict) else None
+        if not isinstance(model_cfg, dict) or not {"vision_cfg", "text_cfg", "embed_dim"} <= set(model_cfg):
+            raise CheckpointMismatch(f"{path} has no model_cfg with embed_dim, vision_cfg and text_cfg")
+        if "hf_model_name" in model_cfg["text_cfg"]:
+            # open_clip builds such a tower from the transformers config of that name: a Hub download
+            raise CheckpointMismatch(f"{path}: text towers built on a transformers model "
+                                     f"({model_cfg['text_cfg']['hf_model_name']}) are not supported")
+        return cls(folder, model_cfg, raw.get("preprocess_cfg") or {}, weights_file(folder))
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model_cfg["embed_dim"])
+
+    @property
+    def hf_tokenizer(self) -> bool:
+        return bool(self.model_cfg["text_cfg"].get("hf_tokenizer_name"))
+
+
+def weights_file(folder: Path) -> Path:
+    """The safetensors checkpoint; a folder with only pickled weights is refused without opening them."""
+    for name in WEIGHTS:
+        if (folder / name).is_file():
+            return folder / name
+    pickled = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLED_SUFFIXES)
+    if pickled:
+        raise CheckpointMismatch(f"{folder} has only pickled weights ({', '.join(pickled)}), which Glance never "
+                                 f"loads (unpickling can run code); use a folder with {WEIGHTS[0]}")
+    raise CheckpointMismatch(f"{folder} has no {WEIGHTS[0]}")
+
+
+def model_spec(folder: Path | str, kind: str, spec: str | None = None) -> ModelSpec:
+    """A ModelSpec for one tower of an open_clip folder; `spec` is what an index records (default: the folder).
+
+    The release is the repo's (or folder's) last name, e.g. "open_clip:ViT-B-32": both towers of one folder
+    share it. Two checkpoints of one architecture from different folders would too, so pairing should also
+    compare the spec.
+    """
+    folder = Path(folder)
+    config = OpenClipConfig.read(folder)
+    spec = spec or str(folder.resolve())
+    return ModelSpec(kind, spec, folder, VERSION_PREFIX + spec.rstrip("/").rsplit("/", 1)[-1], config.embed_dim)
+
+
+def build_model(config: OpenClipConfig) -> nn.Module:
+    """open_clip's architecture from the config, then the checkpoint copied in strictly."""
+    model = build_model_random(config.folder)
+    load_state(model, config.weights)
+    return model.eval()
+
+
+def build_model_random(folder: Path) -> nn.Module:
+    """The architecture of the folder's open_clip_config.json with open_clip's random init; nothing read or fetched.
+
+    load_weights=False: open_clip would otherwise load any checkpoint it finds there, .bin (torch.load) included.
+    pretrained_image/pretrained_text=False: no tower fetches base weights from the Hub.
+    """
+    import open_clip
+
+    root = logging.getLogger()
+    root.addFilter(_not_from_open_clip)  # it warns "initialized randomly": true, but the weights come next
+    try:
+        return open_clip.create_model(LOCAL_DIR + str(folder), load_weights=False, pretrained_image=False,
+                                      pretrained_text=False, device="cpu", precision="fp32")
+    finally:
+        root.removeFilter(_not_from_open_clip)
+
+
+def _not_from_open_clip(record: logging.LogRecord) -> bool:
+    return f"{os.sep}open_clip{os.sep}" not in record.pathname
+
+
+def load_state(model: nn.Module, path: Path) -> None:
+    """Copy a safetensors state dict into `model`: missing, unexpected or mis-shaped keys are refused by name.
+
+    The one adaptation is open_clip's own: logit_scale/logit_bias saved as a scalar or as a 1-element vector.
+    """
+    state = load_file(str(path))
+    expected = model.state_dict()
+    for key in ("logit_scale", "logit_bias"):
+        if key in state and key in expected and state[key].numel() == expected[key].numel():
+            state[key] = state[key].reshape(expected[key].shape)
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    wrong_shape = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if missing or unexpected or wrong_shape:
+        parts = [f"{label}: {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
+                 for label, keys in (("missing", missing), ("unexpected", unexpected),
+                                     ("wrong shape", wrong_shape)) if keys]
+        raise CheckpointMismatch(f"{path} does not match the model ({'; '.join(parts)})")
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
+
+
+def build_tokenizer(config: OpenClipConfig):
+    """open_clip's tokenizer for the folder: CLIP's bundled BPE, or the HF tokenizer whose files are in it."""
+    import open_clip
+
+    kwargs = {}
+    if config.hf_tokenizer:
+        if not any((config.folder / name).is_file() for name in HF_TOKENIZER_FILES):
+            raise CheckpointMismatch(f"{config.folder} names an HF tokenizer "
+                                     f"({config.model_cfg['text_cfg']['hf_tokenizer_name']}) but holds none of "
+                                     f"{', '.join(HF_TOKENIZER_FILES)}")
+        kwargs["local_files_only"] = True  # open_clip reads it from the folder; never ask the Hub
+    return open_clip.get_tokenizer(LOCAL_DIR + str(config.folder), **kwargs)
+
+
+def check_dim(dim: int | None, full: int) -> int:
+    """CLIP-style models were not trained for Matryoshka truncation: only the full size."""
+    if dim and dim != full:
+        raise UnsupportedDim(f"--dim {dim} is not available for this open_clip model; it embeds into {full} only")
+    return full
+
+
+def _resolve(model: ModelSpec | Path | str, kind: str) -> ModelSpec:
+    return model if isinstance(model, ModelSpec) else model_spec(model, kind)
+
+
+class OpenClipVision:
+    """The image tower: PIL images or normalized pixels -> L2-normalized float32 [B, dim]."""
+
+    def __init__(self, model: ModelSpec | Path | str, precision: str = "auto", module: nn.Module | None = None):
+        model = _resolve(model, VISION)
+        self.spec, self.folder, self.version = model.spec, model.folder, model.version
+        self.config = OpenClipConfig.read(self.folder)
+        self.preprocess = Preprocess.from_open_clip(self.config.preprocess_cfg)
+        self.model = module if module is not None else build_model(self.config)
+        probe = self.preprocess(probe_images(self.preprocess.input_size))
+        self.precision = choose_precision(precision, lambda p: self._embed(probe, p))
+
+    @property
+    def dim(self) -> int:
+        return self.config.embed_dim
+
+    def embed_pixels(self, pixels: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+        """Normalized pixels [B, 3, H, W] -> L2-normalized float32 [B, dim]."""
+        check_dim(dim, self.dim)
+        return self._embed(pixels, self.precision)
+
+    def _embed(self, pixels: torch.Tensor, precision: Precision) -> torch.Tensor:
+        with torch.inference_mode(), precision.autocast():
+            out = self.model.encode_image(pixels, normalize=True)  # [B, dim]
+        return out.float()
+
+    def embed_images(self, images: list[Image.Image], dim: int | None = None, batch_size: int = 16) -> torch.Tensor:
+        """Decoded PIL images (any mode, EXIF orientation honoured) -> [N, dim]."""
+        check_dim(dim, self.dim)
+        out = [self.embed_pixels(self.preprocess(images[i:i + batch_size]))
+               for i in range(0, len(images), batch_size)]
+        return torch.cat(out) if out else torch.empty(0, self.dim)
+
+
+class OpenClipText:
+    """The text tower: texts exactly as typed -> L2-normalized float32 [N, dim]."""
+
+    def __init__(self, model: ModelSpec | Path | str, precision: str = "auto", module: nn.Module | None = None):
+        model = _resolve(model, TEXT)
+        self.spec, self.folder, self.version = model.spec, model.folder, model.version
+        self.config = OpenClipConfig.read(self.folder)
+        self.tokenizer = build_tokenizer(self.config)
+        self.model = module if module is not None else build_model(self.config)
+        self.precision = choose_precision(precision, lambda p: self._embed(PROBE_TEXTS, p))
+
+    @property
+    def dim(self) -> int:
+        return self.config.embed_dim
+
+    def embed(self, texts: list[str], dim: int | None = None) -> torch.Tensor:
+        """Texts as given -> L2-normalized float32 [N, dim]."""
+        check_dim(dim, self.dim)
+        return self._embed(texts, self.precision)
+
+    def _embed(self, texts: list[str], precision: Precision) -> torch.Tensor:
+        if not texts:
+            return torch.empty(0, self.dim)
+        tokens = self.tokenizer(list(texts))  # [N, context_length] ids, padded and truncated by open_clip
+        with torch.inference_mode(), precision.autocast():
+            out = self.model.encode_text(tokens, normalize=True)  # [N, dim]
+        return out.float()
+
+    def embed_queries(self, texts: list[str], dim: int | None = None) -> torch.Tensor:
+        """Search queries: the same as `embed`, since task prefixes belong to the Nomic family, not open_clip."""
+        return self.embed(texts, dim)
+
+
+def load_open_clip_pair(folder: Path | str, precision: str = "auto", spec: str | None = None,
+                        ) -> tuple[OpenClipVision, OpenClipText]:
+    """(OpenClipVision, OpenClipText) for one folder, sharing one module: the weights are read once."""
+    vision_spec, text_spec = model_spec(folder, VISION, spec), model_spec(folder, TEXT, spec)
+    vision = OpenClipVision(vision_spec, precision)
+    return vision, OpenClipText(text_spec, precision, module=vision.model)
+
+
+__all__ = ["OpenClipVision", "OpenClipText", "OpenClipConfig", "load_open_clip_pair", "model_spec",
+           "build_model", "build_tokenizer", "load_state", "weights_file", "check_dim"]
