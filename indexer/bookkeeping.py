@@ -48,7 +48,9 @@ class ModelChoice:
 
 def choose_models(meta: dict, vision: str | None, text: str | None) -> ModelChoice:
     """Flags win; otherwise an existing index keeps its models; otherwise the default preset (Nomic v1.5)."""
-    return ModelChoice(*resolve_pair(vision or meta.get(store.VISION_MODEL), text or meta.get(store.TEXT_MODEL)))
+    if vision:  # a new vision model brings its own text model (a preset's, or the open_clip checkpoint itself)
+        return ModelChoice(*resolve_pair(vision, text, fallback_text=meta.get(store.TEXT_MODEL)))
+    return ModelChoice(*resolve_pair(meta.get(store.VISION_MODEL), text or meta.get(store.TEXT_MODEL)))
 
 
 def check_compatible(meta: dict, has_rows: bool, choice: ModelChoice, db: Path) -> None:

@@ -161,7 +161,9 @@ def truncate(vectors: torch.Tensor, dim: int | None) -> torch.Tensor:
 
 def check_dim(dim: int | None, full: int, version: str) -> int:
     dim = dim or full
-    allowed = (full,) if version == "v1" else tuple(sorted({full, *(d for d in MATRYOSHKA_DIMS if d < full)}, reverse=True))
+    # Only Nomic Embed v1.5 was trained for Matryoshka sizes; v1 and CLIP-style models embed at full size only.
+    matryoshka = version == "v1.5"
+    allowed = tuple(sorted({full, *(d for d in MATRYOSHKA_DIMS if d < full)}, reverse=True)) if matryoshka else (full,)
     if dim not in allowed:
         raise UnsupportedDim(f"--dim {dim} is not available for this {version} model; choose one of {', '.join(map(str, allowed))}")
     return dim

@@ -39,9 +39,21 @@ PRESETS = {
                          "English", 768, 35.6, 919),
     "nomic-v1": Preset(NOMIC, "nomic-ai/nomic-embed-vision-v1", "nomic-ai/nomic-embed-text-v1",
                        "vision CC-BY-NC-4.0, text Apache-2.0", "English", 768, 35.6, 919),
+    # Commercial use: OpenCLIP's LAION and DataComp ViT-B-32 (MIT) and SigLIP (Apache-2.0), a quarter of the cost.
+    "clip-vit-b-32": Preset(OPEN_CLIP, "laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
+                            "laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "MIT", "English", 512, 8.8, 605),
+    "clip-vit-b-32-256": Preset(OPEN_CLIP, "laion/CLIP-ViT-B-32-256x256-DataComp-s34B-b86K",
+                                "laion/CLIP-ViT-B-32-256x256-DataComp-s34B-b86K", "MIT", "English", 512, 11.5, 605),
+    "siglip-vit-b-16": Preset(OPEN_CLIP, "timm/ViT-B-16-SigLIP", "timm/ViT-B-16-SigLIP", "Apache-2.0", "English",
+                              768, 35.1, 813),
 }
 DEFAULT_PRESET = "nomic-v1.5"
 FILES = {VISION: (hub.VISION_FILES, ()), TEXT: (hub.TEXT_FILES, hub.TEXT_OPTIONAL_FILES)}
+OPEN_CLIP_CONFIG = "open_clip_config.json"
+# Safetensors only: a repo with pickled weights alone is refused (models/openclip.py names them).
+OPEN_CLIP_FILES = (OPEN_CLIP_CONFIG, "open_clip_model.safetensors")
+OPEN_CLIP_OPTIONAL = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "spiece.model",
+                      "vocab.json", "merges.txt")
 
 
 @dataclass(frozen=True)
@@ -50,8 +62,9 @@ class ModelSpec:
     kind: str  # VISION or TEXT
     spec: str  # as an index records it: a Hub repo id, or an absolute folder path
     folder: Path
-    version: str  # the release, "v1.5" or "v1": models pair only within one
+    version: str  # the release ("v1.5", "v1", "open_clip:ViT-B-32"): models pair only within one
     dim: int  # the embedding size its config declares
+    family: str = NOMIC  # NOMIC: two models, one space; OPEN_CLIP: one checkpoint holds both towers
 
     @property
     def flag(self) -> str:
@@ -62,8 +75,13 @@ def presets() -> list[dict]:
     """Every preset as `glance models` shows it, with whether both models are complete in the local cache."""
     return [{"name": name, "family": p.family, "vision": p.vision, "text": p.text, "licence": p.licence,
              "languages": p.languages, "dim": p.dim, "gflop_per_image": p.gflop_per_image,
-             "download_mb": p.download_mb, "cached": hub.is_cached(p.vision, FILES[VISION][0])
-             and hub.is_cached(p.text, FILES[TEXT][0])} for name, p in PRESETS.items()]
+             "download_mb": p.download_mb, "cached": _cached(p)} for name, p in PRESETS.items()]
+
+
+def _cached(preset: Preset) -> bool:
+    if preset.family == OPEN_CLIP:
+        return hub.is_cached(preset.vision, OPEN_CLIP_FILES)
+    return hub.is_cached(preset.vision, FILES[VISION][0]) and hub.is_cached(preset.text, FILES[TEXT][0])
 
 
 def resolve(spec: str, kind: str) -> ModelSpec:
@@ -72,23 +90,53 @@ def resolve(spec: str, kind: str) -> ModelSpec:
         spec = PRESETS[spec].vision if kind == VISION else PRESETS[spec].text
     local = Path(spec).expanduser()
     recorded = str(local.resolve()) if local.is_dir() else spec  # the engine may run from another directory
+    if family_of(recorded) == OPEN_CLIP:
+        from .openclip import model_spec  # noqa: PLC0415 - torch; only for this family
+
+        folder = hub.resolve(recorded, OPEN_CLIP_FILES, OPEN_CLIP_OPTIONAL, flag=f"--{kind}-model")
+        return model_spec(folder, kind, recorded)
     required, optional = FILES[kind]
     folder = hub.resolve(recorded, required, optional, flag=f"--{kind}-model")
     config = json.loads((folder / "config.json").read_text())
     return ModelSpec(kind, recorded, folder, hub.model_version(recorded, folder), int(config["n_embd"]))
 
 
-def resolve_pair(vision: str | None = None, text: str | None = None) -> tuple[ModelSpec, ModelSpec]:
-    """Both models, checked to share one space: a preset name for `vision` alone names the pair."""
+def family_of(spec: str) -> str:
+    """OPEN_CLIP for a folder or Hub repo in open_clip's layout (its config file is there, or in the cache, or
+    a preset says so); NOMIC otherwise."""
+    preset = next((p for p in PRESETS.values() if spec in (p.vision, p.text)), None)
+    if preset:
+        return preset.family
+    local = Path(spec)
+    if local.is_dir():
+        return OPEN_CLIP if (local / OPEN_CLIP_CONFIG).is_file() else NOMIC
+    return OPEN_CLIP if hub.is_cached(spec, (OPEN_CLIP_CONFIG,)) else NOMIC
+
+
+def resolve_pair(vision: str | None = None, text: str | None = None,
+                 fallback_text: str | None = None) -> tuple[ModelSpec, ModelSpec]:
+    """Both models, checked to share one space. Without `text`: a preset names its own, an open_clip checkpoint
+    is its own text model, and a Nomic vision model pairs with `fallback_text` (an index's record), else the
+    default preset's."""
     vision = vision or DEFAULT_PRESET
-    if text is None and vision in PRESETS:
-        text = vision
-    pair = resolve(vision, VISION), resolve(text or PRESETS[DEFAULT_PRESET].text, TEXT)
+    vision_model = resolve(vision, VISION)
+    if text is None:
+        if vision in PRESETS:
+            text = PRESETS[vision].text
+        elif vision_model.family == OPEN_CLIP:
+            text = vision_model.spec
+        else:
+            text = fallback_text or PRESETS[DEFAULT_PRESET].text
+    pair = vision_model, resolve(text, TEXT)
     check_pair(*pair)
     return pair
 
 
 def check_pair(vision: ModelSpec, text: ModelSpec) -> None:
+    if OPEN_CLIP in (vision.family, text.family) and vision.folder != text.folder:
+        raise MismatchedModels(f"an open_clip checkpoint holds both towers: vision model {vision.spec} and text "
+                               f"model {text.spec} are not one checkpoint, so their embeddings are not comparable. "
+                               f"Give just --vision-model {vision.spec}")
     if vision.version != text.version:
         raise MismatchedModels(
             f"vision model {vision.spec} is {vision.version} but text model {text.spec} is {text.version}: "
@@ -102,17 +150,32 @@ def preprocess_of(model: ModelSpec):
     """The vision model's preprocessing, as the indexer applies it in its decoding threads."""
     from .preprocess import Preprocess
 
+    if model.family == OPEN_CLIP:
+        return Preprocess.from_open_clip(_open_clip_config(model)["preprocess_cfg"])
     return Preprocess.from_folder(model.folder)
 
 
 def vision_shape(model: ModelSpec) -> tuple[int, int, int]:
     """(hidden size, attention heads, patch size) of a vision model: what its activations cost per image."""
+    if model.family == OPEN_CLIP:
+        vision = _open_clip_config(model)["model_cfg"]["vision_cfg"]
+        width = int(vision.get("width", 768))  # timm towers name no width: ViT-B's is the common case
+        return width, max(1, width // int(vision.get("head_width", 64))), int(vision.get("patch_size", 16))
     config = json.loads((model.folder / "config.json").read_text())
     return int(config["n_embd"]), int(config["n_head"]), int(config.get("patch_size", 16))
 
 
+def _open_clip_config(model: ModelSpec) -> dict:
+    config = json.loads((model.folder / OPEN_CLIP_CONFIG).read_text())
+    return {"model_cfg": config["model_cfg"], "preprocess_cfg": config.get("preprocess_cfg") or {}}
+
+
 def load(model: ModelSpec, precision: str = "auto"):
-    """The encoder for a resolved model: a VisionEncoder or a TextEmbedder."""
+    """The encoder for a resolved model: a VisionEncoder or a TextEmbedder (or their open_clip peers)."""
+    if model.family == OPEN_CLIP:
+        from .openclip import OpenClipText, OpenClipVision
+
+        return OpenClipVision(model, precision) if model.kind == VISION else OpenClipText(model, precision)
     from .encoders import TextEmbedder, VisionEncoder  # torch: only once a model is really needed
 
     return VisionEncoder(model, precision) if model.kind == VISION else TextEmbedder(model, precision)
@@ -127,6 +190,11 @@ def load_pair(vision: ModelSpec | str | None = None, text: ModelSpec | str | Non
         vision, text = resolve_pair(_spec_text(vision), _spec_text(text))
     check_pair(vision, text)
     set_threads(threads)
+    if vision.family == OPEN_CLIP:  # one checkpoint: both towers share one module, read once
+        from .openclip import OpenClipText, OpenClipVision
+
+        vision_encoder = OpenClipVision(vision, precision)
+        return vision_encoder, OpenClipText(text, precision, module=vision_encoder.model)
     return load(vision, precision), load(text, precision)
 
 

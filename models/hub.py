@@ -81,7 +81,12 @@ def is_cached(repo_id: str, files: tuple[str, ...]) -> bool:
     """Whether every file is in the local Hub cache (nothing is downloaded or even asked for)."""
     from huggingface_hub import try_to_load_from_cache
 
-    return all(isinstance(try_to_load_from_cache(repo_id, name), str) for name in files)
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id):
+        return False  # not a repo id at all (a missing folder, say): resolve() explains that
+    try:
+        return all(isinstance(try_to_load_from_cache(repo_id, name), str) for name in files)
+    except ValueError:  # huggingface_hub refuses odd ids ("a..b"): not in any cache either
+        return False
 
 
 def _hub_reachable(timeout: float = 5.0) -> bool:

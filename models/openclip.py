@@ -22,14 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file
 from torch import nn
 
 from .encoders import Precision, choose_precision, probe_images
 from .errors import CheckpointMismatch, UnsupportedDim
-from .factory import TEXT, VISION, ModelSpec
+from .factory import OPEN_CLIP, TEXT, VISION, ModelSpec
 from .preprocess import Preprocess
 
 LOCAL_DIR = "local-dir:"  # open_clip's schema for a folder: config, weights and tokenizer all from it
@@ -102,7 +101,8 @@ def model_spec(folder: Path | str, kind: str, spec: str | None = None) -> ModelS
     folder = Path(folder)
     config = OpenClipConfig.read(folder)
     spec = spec or str(folder.resolve())
-    return ModelSpec(kind, spec, folder, VERSION_PREFIX + spec.rstrip("/").rsplit("/", 1)[-1], config.embed_dim)
+    return ModelSpec(kind, spec, folder, VERSION_PREFIX + spec.rstrip("/").rsplit("/", 1)[-1], config.embed_dim,
+                     OPEN_CLIP)
 
 
 def build_model(config: OpenClipConfig) -> nn.Module:
@@ -242,6 +242,10 @@ class OpenClipText:
 
     def embed_queries(self, texts: list[str], dim: int | None = None) -> torch.Tensor:
         """Search queries: the same as `embed`, since task prefixes belong to the Nomic family, not open_clip."""
+        return self.embed(texts, dim)
+
+    def embed_captions(self, texts: list[str], dim: int | None = None) -> torch.Tensor:
+        """Captions: as written, like queries."""
         return self.embed(texts, dim)
 
 

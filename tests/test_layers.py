@@ -62,5 +62,5 @@ def test_models_are_resolved_in_one_place():
 
 if __name__ == "__main__":
     for source, targets in sorted(import_graph().items(), key=lambda item: -LAYERS[item[0]]):
-        print(f"{source:8} -> {', '.join(sorted(targets, key=lambda t: -LAYERS[t])) or '(nothing)'}")
+        print(f"{source:8} -> {', '.join(sorted(targets, key=lambda t: (-LAYERS[t], t))) or '(nothing)'}")
     sys.exit(0)

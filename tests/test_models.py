@@ -308,9 +308,12 @@ def test_one_factory_resolves_presets_hub_ids_and_folders(tiny_model_dirs, monke
     vision, text = models.resolve_pair(f"./{vision_dir.name}", f"./{text_dir.name}")  # folders, as typed
     assert (vision.spec, text.spec) == (str(vision_dir.resolve()), str(text_dir.resolve()))  # recorded absolute
     assert (vision.kind, vision.version, vision.dim, text.dim) == ("vision", "v1.5", 128, 128)
-    for spec, repo in (("nomic-v1.5", "nomic-ai/nomic-embed-vision-v1.5"), ("nomic-v1", "nomic-ai/nomic-embed-vision-v1"),
-                       ("nomic-ai/nomic-embed-vision-v1.5", "nomic-ai/nomic-embed-vision-v1.5")):
-        with pytest.raises(models.ModelUnavailable, match=f"model {repo} is not in the Hugging Face cache"):
+    for spec, repo, needs in (("nomic-v1.5", "nomic-ai/nomic-embed-vision-v1.5", "preprocessor_config.json"),
+                              ("nomic-v1", "nomic-ai/nomic-embed-vision-v1", "preprocessor_config.json"),
+                              ("nomic-ai/nomic-embed-vision-v1.5", "nomic-ai/nomic-embed-vision-v1.5", "config.json"),
+                              ("clip-vit-b-32", "laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "open_clip_model.safetensors"),
+                              ("siglip-vit-b-16", "timm/ViT-B-16-SigLIP", "open_clip_config.json")):
+        with pytest.raises(models.ModelUnavailable, match=f"model {repo} is not in the Hugging Face cache.*{needs}"):
             models.resolve_pair(spec)  # a preset names both models; offline and uncached, the first is named
 
 
@@ -335,6 +338,7 @@ def test_glance_models_lists_every_preset_and_what_is_cached(tmp_path, tiny_mode
     assert done.returncode == 0 and set(rows) == set(models.PRESETS)
     assert rows["nomic-v1.5"]["cached"] is True and rows["nomic-v1"]["cached"] is False  # only v1.5 is in the cache
     assert all(row["licence"] and row["dim"] and row["gflop_per_image"] > 0 for row in rows.values())
+    assert {row["family"] for row in rows.values()} == {"nomic", "open_clip"} and rows["clip-vit-b-32"]["licence"] == "MIT"
     table = subprocess.run([sys.executable, "-m", "glance", "models"], cwd=REPO, env=env, capture_output=True,
                            text=True, timeout=60).stdout
     assert all(name in table for name in rows) and "CC-BY-NC-4.0" in table
