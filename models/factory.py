@@ -102,15 +102,15 @@ def resolve(spec: str, kind: str) -> ModelSpec:
 
 
 def family_of(spec: str) -> str:
-    """OPEN_CLIP for a folder or Hub repo in open_clip's layout (its config file is there, or in the cache, or
-    a preset says so); NOMIC otherwise."""
+    """OPEN_CLIP for a folder or Hub repo in open_clip's layout (a preset says so, or its config file is in the
+    folder, the cache or, online, the repo); NOMIC otherwise."""
     preset = next((p for p in PRESETS.values() if spec in (p.vision, p.text)), None)
     if preset:
         return preset.family
     local = Path(spec)
     if local.is_dir():
         return OPEN_CLIP if (local / OPEN_CLIP_CONFIG).is_file() else NOMIC
-    return OPEN_CLIP if hub.is_cached(spec, (OPEN_CLIP_CONFIG,)) else NOMIC
+    return OPEN_CLIP if hub.has_file(spec, OPEN_CLIP_CONFIG) else NOMIC
 
 
 def resolve_pair(vision: str | None = None, text: str | None = None,

@@ -1,6 +1,7 @@
 """Where model files come from: a local folder, or the Hugging Face Hub cache (downloading on first use)."""
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -89,6 +90,22 @@ def is_cached(repo_id: str, files: tuple[str, ...]) -> bool:
         return False
 
 
+def has_file(repo_id: str, name: str) -> bool:
+    """Whether a Hub repo holds this file: from the cache, else (online) by fetching just that small file."""
+    if is_cached(repo_id, (name,)):
+        return True
+    from huggingface_hub.constants import HF_HUB_OFFLINE
+
+    if HF_HUB_OFFLINE or not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id) or not _hub_reachable():
+        return False
+    try:
+        _fetch(repo_id, (name,), (), local_only=False)
+        return True
+    except Exception:  # noqa: BLE001 - not there (404), private, or the network dropped: then it is not this family
+        return False
+
+
+@functools.lru_cache(maxsize=1)  # asked at most once per process: the answer costs up to `timeout` offline
 def _hub_reachable(timeout: float = 5.0) -> bool:
     from huggingface_hub.constants import ENDPOINT
 
