@@ -88,7 +88,7 @@ def open_image(source: Source, *, max_pixels: int, name: str = "the image", limi
     except MemoryError:
         raise ImageRefused(name, "not enough memory to decode it") from None
     except Exception as exc:  # noqa: BLE001 - a hostile or broken file is refused, never a traceback
-        raise ImageRefused(name, f"damaged or truncated ({_short(exc)})") from None
+        raise ImageRefused(name, f"damaged or truncated ({describe_error(exc)})") from None
     return image
 
 
@@ -173,6 +173,7 @@ def _peek(stream, name: str) -> bytes:
         raise ImageRefused(name, f"cannot read it ({exc.strerror or exc})") from None
 
 
-def _short(exc: Exception) -> str:
+def describe_error(exc: Exception) -> str:
+    """An exception as `Type: first line`, at most 200 characters: what a one-line refusal quotes."""
     message = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {message}"[:200] if message else type(exc).__name__

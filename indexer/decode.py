@@ -17,8 +17,9 @@ from datetime import datetime
 
 from PIL import Image
 
-from core.images import LIBRARY_MAX_MEGAPIXELS, ImageRefused, open_image, upright
+from core.images import LIBRARY_MAX_MEGAPIXELS, ImageRefused, describe_error, open_image, upright
 from models.preprocess import Preprocess, to_rgb
+from store import display_name as display_path  # noqa: F401 - one rule for showing odd names
 
 THUMB_SIZE = 256  # longest side, px
 THUMB_QUALITY = 80
@@ -63,11 +64,6 @@ class Decoded:
     camera: str | None
     descriptions: list[tuple[str, str]] = field(default_factory=list)  # (source, text) from EXIF / XMP
     decoded_size: tuple[int, int] = (0, 0)  # what was actually decoded (smaller than the file for draft JPEGs)
-
-
-def display_path(path: str) -> str:
-    """A path for messages and the errors file: bytes that are not UTF-8 are shown as \\xNN."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def read_file(path: str) -> FileBytes:
@@ -151,7 +147,7 @@ def decode(path: str, content: bytes | None, preprocess: Preprocess, max_pixels:
     except MemoryError:
         raise BadFile("not enough memory to decode") from None
     except Exception as exc:  # noqa: BLE001 - a hostile or broken file must never stop the run
-        raise BadFile(f"corrupt or truncated image ({_short(exc)})") from None
+        raise BadFile(f"corrupt or truncated image ({describe_error(exc)})") from None
 
 
 def _finish(image: Image.Image, preprocess: Preprocess, width: int, height: int) -> Decoded:
@@ -267,8 +263,3 @@ def _text(value) -> str | None:
         value = value.decode("utf-8", "replace")
     text = str(value).replace("\x00", "").strip()
     return text or None
-
-
-def _short(exc: Exception) -> str:
-    message = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {message}"[:200] if message else type(exc).__name__
