@@ -158,7 +158,9 @@ def file_size(size) -> str:
 
 
 def hit_caption(hit) -> str:
-    return f"{hit.score:.3f} · {Path(hit.relpath).name}"
+    """Score and name; a hit that a caption brought in says so (the caption route, search/engine.py)."""
+    via = " · caption match" if hit.routes.get("caption") else ""
+    return f"{hit.score:.3f} · {Path(hit.relpath).name}{via}"
 
 
 def query_label(query: Query) -> str:
@@ -224,7 +226,13 @@ def missing_markdown(library: Library) -> str:
 
 
 def text_rows(hits) -> list[list]:
-    return [[round(h.score, 4), h.text, h.source, h.path or "(free-standing text)"] for h in hits]
+    return [[round(h.score, 4), h.text, h.source, h.path or "(free-standing text)", route_label(h.routes)]
+            for h in hits]
+
+
+def route_label(routes: dict) -> str:
+    """Which routes found a caption, with its rank in each: "keyword 1, caption model 2"."""
+    return ", ".join(f"{route.replace('_', ' ')} {rank}" for route, rank in routes.items() if rank is not None)
 
 
 # --------------------------------------------------------------------------------------- errors
@@ -500,7 +508,8 @@ def image_to_text_tab(page: Page) -> None:
             text_button = gr.Button("Search captions", elem_id="caption-button")
             top = gr.Slider(1, 50, value=10, step=1, label="How many", elem_id="i2t-top")
     status = gr.Markdown(elem_id="i2t-status")
-    table = gr.Dataframe(headers=["score", "text", "source", "photo"], datatype=["number", "str", "str", "str"],
+    table = gr.Dataframe(headers=["score", "text", "source", "photo", "found by"],
+                         datatype=["number", "str", "str", "str", "str"],
                          interactive=False, wrap=True, elem_id="i2t-table")
     outputs = [table, status]
     for trigger in (image.upload, image_button.click):

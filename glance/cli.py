@@ -56,25 +56,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_models_parser(commands) -> None:
     p = commands.add_parser("models", help="the model presets: licence, languages, size, cost, cached or not",
-                            description="List the model presets. Give one to `glance index --vision-model NAME` "
-                                        "(or any Hub repo id or model folder).")
-    p.add_argument("--json", action="store_true", help="one JSON array on stdout")
+                            description="List the model presets. Give an image-text preset to `glance index --model "
+                                        "NAME` and a caption model to `glance index --caption-model NAME` (or any "
+                                        "Hub repo id or model folder).")
+    p.add_argument("--json", action="store_true", help="one JSON array on stdout (each row's `kind`: image_text "
+                                                        "or caption)")
     p.set_defaults(run=run_models)
 
 
 def run_models(args) -> int:
     import json
 
-    from models.factory import presets
+    from models.factory import caption_presets, presets
 
-    rows = presets()
+    rows, captions = presets(), caption_presets()
     if args.json:
-        print(json.dumps(rows, indent=1))
+        print(json.dumps([{"kind": "image_text", **r} for r in rows] +
+                         [{"kind": "caption", "family": "sentence_transformers", **r} for r in captions], indent=1))
         return 0
-    print(f"{'preset':<18} {'family':<10} {'dim':>4} {'GFLOP':>6} {'MB':>5}  {'cached':<6}  {'languages':<12} licence")
+    print(f"image-text models (glance index --model NAME)\n"
+          f"{'preset':<18} {'family':<10} {'dim':>4} {'GFLOP':>6} {'MB':>5}  {'cached':<6}  {'languages':<12} licence")
     for r in rows:
         print(f"{r['name']:<18} {r['family']:<10} {r['dim']:>4} {r['gflop_per_image']:>6.1f} {r['download_mb']:>5}  "
               f"{'yes' if r['cached'] else 'no':<6}  {r['languages']:<12} {r['licence']}")
+    print(f"\ncaption models (glance index --caption-model NAME), a second space for finding captions by meaning\n"
+          f"{'preset':<18} {'repo':<40} {'dim':>4} {'MB':>5}  {'cached':<6}  {'languages':<19} licence")
+    for r in captions:
+        print(f"{r['name']:<18} {r['repo']:<40} {r['dim']:>4} {r['download_mb']:>5}  "
+              f"{'yes' if r['cached'] else 'no':<6}  {r['languages']:<19} {r['licence']}")
     return 0
 
 

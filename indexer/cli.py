@@ -66,11 +66,15 @@ def add_index_parser(verbs) -> None:
     add_db_flag(p)
     p.add_argument("--captions", action="append", default=[], metavar="FILE",
                    help="captions file: .csv, .jsonl or .txt (repeatable; see below)")
-    p.add_argument("--vision-model", metavar="M",
-                   help="a preset (nomic-v1.5, nomic-v1: both models), Hub repo id or local folder (default: the "
-                        "index's model, else nomic-ai/nomic-embed-vision-v1.5)")
+    p.add_argument("--model", "--vision-model", dest="vision_model", metavar="M",
+                   help="a preset (see `glance models`), Hub repo id or local folder (default: the index's model, "
+                        "else nomic-v1.5); --vision-model with --text-model pairs two Nomic folders")
     p.add_argument("--text-model", metavar="M",
                    help="Hub repo id or local folder (default: the index's model, else nomic-ai/nomic-embed-text-v1.5)")
+    p.add_argument("--caption-model", metavar="M",
+                   help="also embed every caption with a text model made for text (minilm, mpnet, bge-m3, a Hub id "
+                        "or a sentence-transformers folder), for finding captions by meaning; `none` drops it "
+                        "(default: the index's)")
     p.add_argument("--reindex", action="store_true",
                    help="delete the index and embed everything again (needed to change models)")
     p.add_argument("--prune", action="store_true",
@@ -129,7 +133,8 @@ def run_index(args) -> int:
 
     summary = index(IndexOptions(
         paths=args.paths, db=args.db, captions=args.captions, vision_model=args.vision_model,
-        text_model=args.text_model, reindex=args.reindex, prune=args.prune, max_megapixels=args.max_megapixels,
+        text_model=args.text_model, caption_model=args.caption_model, reindex=args.reindex, prune=args.prune,
+        max_megapixels=args.max_megapixels,
         batch_size=args.batch_size, workers=args.workers, threads=args.threads, precision=args.precision,
         progress=sys.stderr.isatty() and not args.quiet, on_problem=show))
     if args.errors:
@@ -153,6 +158,7 @@ def stats_text(s: dict) -> str:
         f"index: {s['db']} ({s['size_bytes'] / 1e6:.1f} MB, schema {s['schema_version']})",
         f"models: {s['vision_model']} + {s['text_model']} ({s['model_version']}, dim {s['dim']}, "
         f"preprocessing v{s['preprocess_version']})",
+        "caption model: " + (f"{s['caption_model']} (dim {s['caption_dim']})" if s["caption_model"] else "none"),
         f"photos: {s['photos']} ({s['photos_with_captions']} with captions)",
         *(f"  {count:>8}  {root}" for root, count in s["roots"].items()),
         f"captions: {s['captions']}" + (" (" + ", ".join(f"{k} {v}" for k, v in s["captions_by_source"].items())

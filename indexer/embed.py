@@ -29,8 +29,8 @@ def add_parser(verbs) -> None:
                     "Texts get the `search_query: ` prefix unless they start with a Nomic task prefix.",
         epilog="example: glance embed --text 'a red bicycle' --image photo.jpg --dim 256",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--vision-model", metavar="M", help=f"a preset ({', '.join(PRESETS)}), Hub repo id or local folder "
-                                                    f"(default: {DEFAULT_VISION})")
+    p.add_argument("--model", "--vision-model", dest="vision_model", metavar="M",
+                   help=f"a preset ({', '.join(PRESETS)}), Hub repo id or local folder (default: {DEFAULT_VISION})")
     p.add_argument("--text-model", metavar="M", help=f"Hub repo id or local folder (default: the preset's, else "
                                                   f"{DEFAULT_TEXT})")
     p.add_argument("--dim", type=int, help="Matryoshka dimension 768/512/256/128/64 (default: the model's full size)")

@@ -36,7 +36,7 @@ from models.encoders import set_threads
 from models.preprocess import Preprocess
 from store import Store
 
-from . import reconcile
+from . import caption_space, reconcile
 from .bookkeeping import ModelChoice, check_compatible, choose_models
 from .captions import Entry, load_caption_files, read_sidecar
 from .decode import DEFAULT_MAX_MEGAPIXELS, BadFile, Decoded, FileBytes, decode, display_path, read_file
@@ -57,6 +57,7 @@ class IndexOptions:
     captions: list[str] = field(default_factory=list)  # --captions files (CSV, JSONL, TXT)
     vision_model: str | None = None  # default: what the index was built with, else Nomic v1.5
     text_model: str | None = None
+    caption_model: str | None = None  # a second space for captions (default: the index's; "none" drops it)
     reindex: bool = False
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
     batch_size: int | None = None  # default: sized to available memory, at most MAX_BATCH
@@ -177,6 +178,7 @@ class Indexer:
                 self._problem(problem)
             self.summary.captions_added += added
             self.summary.captions_removed += removed + reconcile.sweep(self.store)
+            self.summary.captions_embedded = caption_space.fill(self.store, self.caption_choice)
             self.store.publish()
             self.store.write_meta({st.LAST_INDEXED: _iso_now(), st.ROOTS: roots.all(known)})
             self.summary.maintenance = self.store.ensure_indexes()
@@ -202,6 +204,7 @@ class Indexer:
         vision = vision or (self._vision.spec if self._vision is not None else None)
         text = text or (self._text.spec if self._text is not None else None)
         choice = choose_models(meta, vision, text)  # --reindex without model flags: the same models again
+        self.caption_choice = caption_space.choose(meta, self.o.caption_model)
         if self.o.reindex:
             self.store.drop_all()
             meta = {}
@@ -216,6 +219,7 @@ class Indexer:
         self.store.create_tables(choice.dim)
         self.store.write_meta({**choice.meta(), st.SCHEMA_VERSION_KEY: st.SCHEMA_VERSION,
                                st.ROOTS: sorted({*known, *roots.added})})
+        caption_space.apply(self.store, self.caption_choice)
         return choice, roots, known
 
     def _recorded_meta(self) -> dict:

@@ -20,6 +20,7 @@ class Summary:
     removed: int = 0  # gone from disk (inside the folders given), or absorbed into an enclosing root
     captions_added: int = 0
     captions_removed: int = 0
+    captions_embedded: int = 0  # by the caption model (new captions, or all of them with a new caption model)
     images_total: int = 0
     captions_total: int = 0
     seconds: float = 0.0
@@ -37,7 +38,8 @@ class Summary:
     def as_dict(self) -> dict:
         return {
             **{name: getattr(self, name) for name in COUNTS},
-            "captions": {"added": self.captions_added, "removed": self.captions_removed, "total": self.captions_total},
+            "captions": {"added": self.captions_added, "removed": self.captions_removed, "total": self.captions_total,
+                         "embedded_by_caption_model": self.captions_embedded},
             "images_total": self.images_total,
             "seconds": round(self.seconds, 2),
             "db": self.db,
@@ -50,7 +52,8 @@ class Summary:
         lines = [
             f"indexed into {self.db} in {_duration(self.seconds)}{rate}",
             "  " + ", ".join(f"{name} {getattr(self, name)}" for name in COUNTS),
-            f"  captions: {self.captions_added} added, {self.captions_removed} removed",
+            f"  captions: {self.captions_added} added, {self.captions_removed} removed" +
+            (f", {self.captions_embedded} embedded by the caption model" if self.captions_embedded else ""),
             f"  the index now holds {self.images_total} photos and {self.captions_total} captions",
         ]
         lines += [f"  built {what}" for what in self.maintenance]

@@ -200,3 +200,62 @@ def load_pair(vision: ModelSpec | str | None = None, text: ModelSpec | str | Non
 
 def _spec_text(model: ModelSpec | str | None) -> str | None:
     return model.spec if isinstance(model, ModelSpec) else model
+
+
+# ----- caption models: a second, text-to-text space for captions (models/captioning.py) ----------------------
+@dataclass(frozen=True)
+class CaptionPreset:
+    repo: str
+    licence: str
+    languages: str
+    dim: int
+    download_mb: int
+
+
+CAPTION_PRESETS = {
+    "minilm": CaptionPreset("sentence-transformers/all-MiniLM-L6-v2", "Apache-2.0", "English", 384, 91),
+    "mpnet": CaptionPreset("sentence-transformers/all-mpnet-base-v2", "Apache-2.0", "English", 768, 438),
+    # Dense vectors only: BGE-M3's sparse and ColBERT heads ship as pickles (sparse_linear.pt, colbert_linear.pt).
+    "bge-m3": CaptionPreset("BAAI/bge-m3", "MIT", "multilingual (100+)", 1024, 2271),
+}
+CAPTION_FILES = ("modules.json", "config.json", "model.safetensors")
+CAPTION_OPTIONAL = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+                    "sentencepiece.bpe.model", "sentence_bert_config.json", "config_sentence_transformers.json",
+                    "1_Pooling/config.json", "2_Dense/config.json", "2_Dense/model.safetensors")
+# Caption models known to need code from their repository: refused by name, before anything is downloaded.
+REMOTE_CODE_MODELS = {
+    "Alibaba-NLP/gte-multilingual-base": "its architecture (NewModel) exists only as Python code in the model's "
+                                         "repository, loaded with trust_remote_code",
+}
+
+
+def resolve_caption_model(spec: str):
+    """A caption model's files (preset name, Hub id or folder), checked safe to load, nothing loaded yet."""
+    from .captioning import CaptionModelSpec, declared_dim, refuse_pickled
+
+    if spec in CAPTION_PRESETS:
+        spec = CAPTION_PRESETS[spec].repo
+    refused = next((why for repo, why in REMOTE_CODE_MODELS.items() if spec.rstrip("/").endswith(repo)), None)
+    if refused:
+        raise MismatchedModels(f"caption model {spec} cannot be used: {refused}, and Glance never runs remote "
+                               f"code. Try --caption-model bge-m3 for multilingual captions")
+    local = Path(spec).expanduser()
+    recorded = str(local.resolve()) if local.is_dir() else spec
+    if local.is_dir():
+        refuse_pickled(local)
+    folder = hub.resolve(recorded, CAPTION_FILES, CAPTION_OPTIONAL, flag="--caption-model")
+    return CaptionModelSpec(recorded, folder, declared_dim(folder))
+
+
+def load_caption_model(spec):
+    """The CaptionEncoder for a resolved caption model (or a spec, resolved first)."""
+    from .captioning import CaptionEncoder, CaptionModelSpec
+
+    return CaptionEncoder(spec if isinstance(spec, CaptionModelSpec) else resolve_caption_model(spec))
+
+
+def caption_presets() -> list[dict]:
+    """Every caption-model preset as `glance models` shows it."""
+    return [{"name": name, "repo": p.repo, "licence": p.licence, "languages": p.languages, "dim": p.dim,
+             "download_mb": p.download_mb, "cached": hub.is_cached(p.repo, CAPTION_FILES)}
+            for name, p in CAPTION_PRESETS.items()]

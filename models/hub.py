@@ -66,7 +66,8 @@ def _fetch(repo_id: str, files: tuple[str, ...], optional: tuple[str, ...], loca
     try:
         for name in files + optional:
             try:
-                folder = Path(hf_hub_download(repo_id, name, local_files_only=local_only)).parent
+                path = Path(hf_hub_download(repo_id, name, local_files_only=local_only))
+                folder = path.parents[len(Path(name).parts) - 1]  # names may lie in subfolders ("1_Pooling/...")
             except (LocalEntryNotFoundError, EntryNotFoundError):
                 if name not in optional:
                     if local_only:

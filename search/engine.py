@@ -20,11 +20,14 @@ Public API (everything else is private):
       photo is left out of its own results). All parts are combined into one vector. `filters` is a Filters.
       Pages: `offset` + `top`; `Results.has_more` says whether a next page exists. With `cutoff=True`
       the adaptive cut-off (search/cutoff.py) hides the clearly irrelevant tail; pages stay consistent.
+      A text query on an index with a caption model also takes a caption route: photos whose captions the
+      caption model finds close to the query, fused with the direct ranking (each hit's `routes`).
   image_to_text(image=None, top=10, like=None) -> list[TextHit]
       Nearest captions and free-standing texts for an image (path/bytes/PIL) or an indexed photo id.
   caption_search(text, top=10) -> list[TextHit]
       Captions and free-standing texts for a text: keyword matches (the full-text index when the indexer
-      built one, else an escaped substring scan) and semantic matches, fused by reciprocal-rank fusion.
+      built one, else an escaped substring scan), the image-text space and, when the index has one, the
+      caption model, fused by reciprocal-rank fusion; each hit carries its rank in every route (`routes`).
   photo(photo_id) -> PhotoDetails          everything known about one photo, captions included
   thumbnail(photo_id) -> bytes             its stored JPEG thumbnail (~256 px)
   file_path(photo) -> Path                 the original file, for an id or a path, strictly inside an
@@ -46,12 +49,13 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from core.errors import UsageError
-from store import IMAGES, Store, StoreError, no_index_message
+from store import CAPTION_VECTOR, CAPTIONS, IMAGES, Store, StoreError, no_index_message
 
 from . import captions, files
 from .cutoff import WINDOW, adaptive_cutoff
@@ -66,6 +70,7 @@ MAX_TOP = 500
 MAX_OFFSET = 10_000
 POOL_BLOCK = 100  # candidates are fetched in blocks, so consecutive pages come from the same ranking
 PHOTO_COLUMNS = ["id", "root", "relpath", "taken_at", "camera", "width", "height", "has_caption"]
+CAPTION_ROUTE_DEPTH = 50  # captions the caption route reads
 
 
 def _index_errors(method):
@@ -116,11 +121,14 @@ class Engine:
         population = view.count_photos(where) if user_filter else max(view.count_photos() - len(exclude), 0)
         if population == 0:
             return Results([], offset, top, False, 0, note=self._nothing_note(filters), query=terms)
-        rows, mode = view.nearest(IMAGES, combine(parts), where, _pool_size(offset + top + 1, cutoff), PHOTO_COLUMNS)
+        vector = combine(parts)
+        rows, mode = view.nearest(IMAGES, vector, where, _pool_size(offset + top + 1, cutoff), PHOTO_COLUMNS)
         hits = [_hit(row) for row in rows.to_pylist()]
         decision = adaptive_cutoff([h.score for h in hits], population) if cutoff else None
         kept = hits[:decision.keep] if decision and decision.cut else hits
-        dropped = population - len(kept) if decision and decision.cut else 0
+        if image is None and not like:
+            kept = self._with_caption_route(view, terms, vector, where, kept)
+        dropped = max(population - len(kept), 0) if decision and decision.cut else 0
         return Results(kept[offset:offset + top], offset, top, len(kept) > offset + top, population,
                        decision, dropped, mode, query=terms)
 
@@ -145,7 +153,7 @@ class Engine:
         if view.count_captions() == 0:
             return []
         vector = combine([(v, t.weight) for t, v in zip(terms, self.vectors.terms(terms))])
-        return captions.matching_texts(view, terms, vector, top)
+        return captions.matching_texts(view, terms, vector, self._caption_query(view, terms), top)
 
     # ------------------------------------------------------------------------------------- photos/files
 
@@ -177,6 +185,7 @@ class Engine:
         caches (LanceDB loads index partitions on first touch: ~0.2-1 s once). For servers; the CLI skips it."""
         vector = self.vectors.terms([Term("warm up")])[0]
         self.store.nearest(IMAGES, vector, None, POOL_BLOCK, PHOTO_COLUMNS)
+        self.vectors.caption_terms([Term("warm up")])
         if vision:
             self.load_vision()
 
@@ -195,6 +204,36 @@ class Engine:
             parts.append((self._stored_vector(view, like_id), 1.0))
             exclude.append(like_id)
         return parts, exclude
+
+    def _caption_query(self, view: Store, terms: list[Term]) -> np.ndarray | None:
+        """The query in the caption model's space, when this snapshot's captions have its vectors."""
+        if not view.has_caption_vectors():
+            return None
+        return combine([(v, t.weight) for t, v in zip(terms, self.vectors.caption_terms(terms))])
+
+    def _with_caption_route(self, view: Store, terms: list[Term], vector: np.ndarray, where,
+                            direct: list[Hit]) -> list[Hit]:
+        """The direct hits fused (reciprocal rank) with the photos whose captions match the text in the caption
+        model's space. Only captions at least `match_cosine` close count: without that gate, every query would
+        lift the few captioned photos of a mostly uncaptioned library."""
+        caption_vector = self._caption_query(view, terms) if any(t.weight > 0 for t in terms) else None
+        if caption_vector is None:
+            return direct
+        rows, _ = view.nearest(CAPTIONS, caption_vector, None, CAPTION_ROUTE_DEPTH, ["image_id"],
+                               column=CAPTION_VECTOR)
+        gate = self.vectors.caption_model.match_cosine
+        matched = [r["image_id"] for r in rows.to_pylist() if r["image_id"] and r["score"] >= gate]
+        if not matched:
+            return direct
+        known = {h.id: h for h in direct}
+        extra = [i for i in dict.fromkeys(matched) if i not in known]
+        for row in view.photo_rows(extra, where, [*PHOTO_COLUMNS, "vector"]):
+            row["score"] = float(np.dot(np.asarray(row.pop("vector"), np.float32), vector))
+            known[row["id"]] = _hit(row)
+        found = [i for i in dict.fromkeys(matched) if i in known]  # photos the filters let through
+        fused = captions.rank_fusion({"space": [h.id for h in direct], "caption": found})
+        return [replace(known[key], routes={"space": ranks.get("space"), "caption": ranks.get("caption")})
+                for key, _, ranks in fused]
 
     @staticmethod
     def _stored_vector(view: Store, photo: str) -> np.ndarray:

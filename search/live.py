@@ -4,8 +4,8 @@ A server outlives indexing runs: photos are added, folders indexed, the index re
 does not exist yet when the server starts. `Library.engine()` follows all of that: a missing index raises
 IndexMissing (whose message says how to build one) and is looked for again on the next request. New photos,
 roots and `last_indexed` need nothing here: the Engine reads them from each published snapshot. Only when the
-index is rebuilt with other models (MODEL_KEYS), or disappears, does a fresh Engine replace the open one; the
-check reads only the small meta table, at most every RECHECK_S seconds.
+index is rebuilt with other models, gains another caption model (ENCODER_KEYS) or disappears does a fresh
+Engine replace the open one; the check reads only the small meta table, at most every RECHECK_S seconds.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from core.errors import UsageError
-from store import MODEL_KEYS, Store, build_command, default_db_path, no_index_message
+from store import ENCODER_KEYS, Store, build_command, default_db_path, no_index_message
 
 STARTUP_WAIT_S = 180  # a request that arrives while the models load waits this long at most
 STOP_WAIT_S = 120  # a server asked to stop while a model loads lets the load finish (seconds, once cached)
@@ -118,4 +118,4 @@ class Library:
 
 
 def _models(meta: dict) -> dict:
-    return {key: meta.get(key) for key in MODEL_KEYS}
+    return {key: meta.get(key) for key in ENCODER_KEYS}

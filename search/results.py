@@ -31,6 +31,9 @@ class Hit:
     width: int | None
     height: int | None
     has_caption: bool
+    # Its rank (1 = best) in each route of a text query before fusion, None where a route missed it: "space"
+    # (the photo's own vector) and "caption" (one of its captions matched). {} when there was one route.
+    routes: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -60,9 +63,10 @@ class Results:
 class TextHit:
     """A caption (image_id = its photo) or a free-standing text (image_id = "").
 
-    score: cosine for image_to_text; reciprocal-rank-fusion score for caption_search (rank-based, ~0.03 max).
-    cosine: the semantic cosine when the text was found semantically, else None.
-    matched: "semantic", "keyword" or "both".
+    score: cosine for image_to_text; reciprocal-rank-fusion score for caption_search (rank-based, ~0.05 max).
+    cosine: the cosine in the image-text space when that route found the text, else None.
+    routes: the text's rank (1 = best) in each route before fusion, None where that route did not find it:
+            "keyword", "space" (the image-text space) and "caption_model" (search/captions.py).
     """
     text: str
     score: float
@@ -70,8 +74,13 @@ class TextHit:
     source: str
     id: str = ""
     cosine: float | None = None
-    matched: str = "semantic"
+    routes: dict = field(default_factory=dict)
     path: str = ""  # the photo's root/relpath for a caption, "" for a free-standing text
+
+    @property
+    def matched(self) -> str:
+        """The routes that found it, as a short label ("keyword+caption_model")."""
+        return "+".join(route for route, rank in self.routes.items() if rank is not None)
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,12 @@ from datetime import datetime
 def hit_json(hit) -> dict:
     return {"id": hit.id, "file": hit.path, "root": hit.root, "relpath": hit.relpath, "score": round(hit.score, 6),
             "taken_at": iso(hit.taken_at), "camera": hit.camera, "width": hit.width, "height": hit.height,
-            "has_caption": hit.has_caption}
+            "has_caption": hit.has_caption, "routes": hit.routes or None}
 
 
 def text_hit_json(hit) -> dict:
     return {"text": hit.text, "score": round(hit.score, 6),
-            "cosine": None if hit.cosine is None else round(hit.cosine, 6), "matched": hit.matched,
+            "cosine": None if hit.cosine is None else round(hit.cosine, 6), "routes": hit.routes,
             "source": hit.source, "image_id": hit.image_id, "file": hit.path or None}
 
 

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from models import VisionEncoder, load
-from store import CAPTIONS, IMAGES, Store
+from models.factory import load_caption_model, resolve_caption_model
+from store import CAPTION_MODEL, CAPTIONS, IMAGES, Store
 
 from . import modelmatch
 from .query import Term
@@ -45,7 +46,11 @@ class QueryVectors:
         self._vision: VisionEncoder | None = None
         self._vision_lock = threading.Lock()
         self._cache_lock = threading.Lock()
-        self._term_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._term_cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        recorded_caption_model = store.current_meta().get(CAPTION_MODEL)
+        # Found now (a missing model is reported when the index opens), loaded on the first caption query.
+        self.caption_model = resolve_caption_model(recorded_caption_model) if recorded_caption_model else None
+        self._caption_encoder = None
         if self.vision_choice.overridden:
             self.vision()  # prove the override matches before serving anything
 
@@ -54,18 +59,33 @@ class QueryVectors:
         return self.recorded.dim
 
     def terms(self, terms: list[Term]) -> list[np.ndarray]:
-        """Term embeddings (`search_query: ` + text), cached."""
+        """Term embeddings in the image-text space (with the family's query prefix), cached."""
+        return self._cached("space", terms, lambda texts: self.text.embed_queries(texts, dim=self.dim).numpy())
+
+    def caption_terms(self, terms: list[Term]) -> list[np.ndarray] | None:
+        """Term embeddings in the caption model's space, cached; None when the index has no caption model."""
+        if self.caption_model is None:
+            return None
+        return self._cached("caption_model", terms, lambda texts: self.caption_encoder().embed(texts))
+
+    def caption_encoder(self):
+        with self._vision_lock:
+            if self._caption_encoder is None:
+                self._caption_encoder = load_caption_model(self.caption_model)
+            return self._caption_encoder
+
+    def _cached(self, space: str, terms: list[Term], embed) -> list[np.ndarray]:
         with self._cache_lock:
-            known = {t.text: self._term_cache[t.text] for t in terms if t.text in self._term_cache}
+            known = {t.text: self._term_cache[space, t.text] for t in terms if (space, t.text) in self._term_cache}
             for text in known:
-                self._term_cache.move_to_end(text)  # least recently used goes first
+                self._term_cache.move_to_end((space, text))  # least recently used goes first
         missing = list(dict.fromkeys(t.text for t in terms if t.text not in known))
         if missing:
             with torch_threads(self.threads):
-                fresh = self.text.embed_queries(missing, dim=self.dim).numpy()
+                fresh = embed(missing)
             known.update(zip(missing, fresh))
             with self._cache_lock:
-                self._term_cache.update(zip(missing, fresh))
+                self._term_cache.update(((space, text), vector) for text, vector in zip(missing, fresh))
                 while len(self._term_cache) > TERM_CACHE:
                     self._term_cache.popitem(last=False)
         return [known[t.text] for t in terms]

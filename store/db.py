@@ -168,7 +168,8 @@ class Store(IndexingQueries, ReadingQueries):
                     self._migrate(recorded)
 
     def _migrate(self, recorded: int) -> None:
-        """Schema 1 -> 2: images gains relpath_bytes (NULL: every name written by schema 1 was UTF-8)."""
+        """Schema 1 -> 2: images gains relpath_bytes (NULL: every name written by schema 1 was UTF-8).
+        Schema 2 -> 3 changes nothing in place (caption_vector comes with a caption model)."""
         images = self.db.open_table(IMAGES)
         try:
             if "relpath_bytes" not in images.schema.names:

@@ -8,7 +8,7 @@ import pyarrow as pa
 # store.db imports this module to build Store, so its helpers are looked up at call time (db.upsert), not
 # imported by name here.
 from . import db
-from .schema import CAPTIONS, CONTENT_SOURCES, IMAGES
+from .schema import CAPTION_VECTOR, CAPTIONS, CONTENT_SOURCES, IMAGES, vector_type
 
 FINISHED = "mtime_ns IS NOT NULL"  # a row without mtime was killed before its captions: not a source to copy
 SET_CHUNK = 500  # ids per UPDATE, so the SQL stays small
@@ -83,6 +83,30 @@ class IndexingQueries:
         images = self.table(IMAGES)
         for start in range(0, len(ids), SET_CHUNK):
             images.update(where=db.sql_in("id", ids[start:start + SET_CHUNK]), values={"has_caption": value})
+
+    # ----- the caption model's column ------------------------------------------------------------------------
+    def caption_vector_dim(self) -> int | None:
+        """The size of the caption_vector column, or None while the index has no caption model."""
+        schema = self.table(CAPTIONS).schema
+        return schema.field(CAPTION_VECTOR).type.list_size if CAPTION_VECTOR in schema.names else None
+
+    def add_caption_vectors(self, dim: int) -> None:
+        """An empty caption_vector column (every caption NULL, to be embedded)."""
+        self.table(CAPTIONS).add_columns(pa.field(CAPTION_VECTOR, vector_type(dim)))
+
+    def drop_caption_vectors(self) -> None:
+        if self.caption_vector_dim() is not None:
+            self.table(CAPTIONS).drop_columns([CAPTION_VECTOR])
+
+    def captions_without_caption_vector(self, limit: int) -> pa.Table:
+        """id, text of captions the caption model has not embedded yet."""
+        query = self.table(CAPTIONS).search().where(f"{CAPTION_VECTOR} IS NULL").select(["id", "text"])
+        return query.limit(limit).to_arrow()
+
+    def set_caption_vectors(self, ids: list[str], vectors: pa.FixedSizeListArray) -> None:
+        """Write caption vectors in place (one commit); the other columns of those rows stay as they are."""
+        rows = pa.table({"id": pa.array(ids, pa.string()), CAPTION_VECTOR: vectors})
+        self.table(CAPTIONS).merge_insert("id").when_matched_update_all().execute(rows)
 
     # ----- helpers -------------------------------------------------------------------------------------------
     def _select(self, table: str, columns: list[str], where: str | None = None) -> pa.Table:

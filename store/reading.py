@@ -113,6 +113,13 @@ class ReadingQueries:
         rows = self.images.search().where(_sql_in("id", ids)).select(["id", "root", "relpath", "relpath_bytes"])
         return {r["id"]: r for r in rows.limit(len(ids)).to_arrow().to_pylist()}
 
+    def photo_rows(self, ids: list[str], where: PhotoFilter | None, columns: list[str]) -> list[dict]:
+        """The rows of these photos that pass the filter (in no particular order)."""
+        if not ids:
+            return []
+        sql = " AND ".join(c for c in (_sql_in("id", ids), photo_where(where)) if c)
+        return self.images.search().where(sql).select(columns).limit(len(ids)).to_arrow().to_pylist()
+
     def photo_roots(self) -> list[str]:
         """The indexed roots as recorded, else as found in the rows (an index from before roots were recorded)."""
         roots = self.current_meta().get(schema.ROOTS)
@@ -153,15 +160,16 @@ class ReadingQueries:
 
     # ----- vectors -------------------------------------------------------------------------------------
     def nearest(self, table_name: str, vector: np.ndarray, where: PhotoFilter | None, limit: int,
-                columns: list[str]) -> tuple[pa.Table, str]:
+                columns: list[str], column: str = "vector") -> tuple[pa.Table, str]:
         """Top `limit` rows by cosine, with a `score` column, and "exact" or "index": exact without a vector
-        index or on tables of at most EXACT_MAX_ROWS rows. Filters apply before the top-k (prefilter)."""
+        index or on tables of at most EXACT_MAX_ROWS rows. Filters apply before the top-k (prefilter).
+        `column` may be the captions' caption_vector (rows without one are skipped)."""
         table = self.images if table_name == IMAGES else self.captions
-        query = table.search(vector, vector_column_name="vector").distance_type("cosine")
+        query = table.search(vector, vector_column_name=column).distance_type("cosine")
         sql = photo_where(where)
         if sql:
             query = query.where(sql, prefilter=True)
-        index = self.vector_index(table_name)
+        index = self.vector_index(table_name) if column == "vector" else None
         if index is None or table.count_rows() <= EXACT_MAX_ROWS:
             query, mode = query.bypass_vector_index(), "exact"
         else:
@@ -194,6 +202,11 @@ class ReadingQueries:
         cache[table_name] = (time.monotonic(), found)
         return found
 
+    def has_caption_vectors(self) -> bool:
+        """Whether this snapshot's captions carry the caption model's vectors (and meta names the model)."""
+        return (self.captions is not None and bool(self.current_meta().get(schema.CAPTION_MODEL))
+                and schema.CAPTION_VECTOR in self.captions.schema.names)
+
     def has_text_index(self) -> bool:
         return self.captions is not None and any(
             str(i.index_type).upper() == "FTS" and "text" in i.columns for i in self.captions.list_indices())
@@ -214,7 +227,7 @@ class ReadingQueries:
             "db": str(self.path),
             "size_bytes": sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file()),
             "schema_version": meta.get(schema.SCHEMA_VERSION_KEY),
-            **{key: meta.get(key) for key in schema.MODEL_KEYS},
+            **{key: meta.get(key) for key in schema.ENCODER_KEYS},
             "photos": rows.num_rows,
             "photos_with_captions": int(pc.sum(rows["has_caption"]).as_py() or 0) if rows.num_rows else 0,
             "roots": {root: per_root.get(root, 0) for root in sorted(set(meta.get(schema.ROOTS) or []) | set(per_root))},

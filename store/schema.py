@@ -4,6 +4,9 @@ Schema history (SCHEMA_VERSION):
   1  images, captions, meta
   2  images.relpath_bytes: the file name's bytes where they are not valid UTF-8 (NULL otherwise); relpath then
      holds a display form with the odd bytes written as \\xNN. Version 1 indexes gain the column in place.
+  3  captions.caption_vector: each caption embedded a second time by a caption model (a text-to-text space,
+     models/captioning.py), a column that exists only while the index has one (meta caption_model,
+     caption_dim). Nothing changes in place; an older Glance, which would write captions without it, is refused.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from datetime import timedelta
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 IMAGES, CAPTIONS, META = "images", "captions", "meta"
 
 # Meta keys (the search engine reads the model keys to load the same encoders the index was built with).
@@ -22,8 +25,12 @@ PREPROCESS_VERSION_KEY, SCHEMA_VERSION_KEY = "preprocess_version", "schema_versi
 LAST_INDEXED, ROOTS = "last_indexed", "roots"
 VECTOR_INDEX_ROWS = "vector_index_rows"  # table size when the vector index was last (re)built
 SNAPSHOT = "snapshot"  # {"images": version, "captions": version}: the last consistent pair a writer published
+CAPTION_MODEL, CAPTION_DIM = "caption_model", "caption_dim"  # the caption model, when the index has one
+CAPTION_VECTOR = "caption_vector"  # its column in the captions table
 # Every vector in an index comes from these; a different value for any of them means re-embedding everything.
 MODEL_KEYS = (VISION_MODEL, TEXT_MODEL, MODEL_VERSION, DIM, PREPROCESS_VERSION_KEY)
+# What a reader loads to embed queries: another value means opening the index afresh (search/live.py).
+ENCODER_KEYS = (*MODEL_KEYS, CAPTION_MODEL, CAPTION_DIM)
 
 # Caption sources. Content captions come from inside the image file; the others from files beside it.
 SOURCE_SIDECAR, SOURCE_EXIF, SOURCE_XMP, SOURCE_FILE = "sidecar", "exif", "xmp", "file"

@@ -99,7 +99,7 @@ def test_filters_by_folder_date_and_caption(client):
 def test_caption_search_finds_captions_and_texts(client, app_library):
     found = client.predict("kite", api_name="/search_captions")
     assert found[0]["text"] == "a red kite on a sunny day" and found[0]["source"] == "sidecar"
-    assert found[0]["file"] == str(app_library.path("plain/red.jpg")) and found[0]["matched"] in ("keyword", "both")
+    assert found[0]["file"] == str(app_library.path("plain/red.jpg")) and found[0]["routes"]["keyword"] == 1
     receipt = client.predict("receipt", top=1, api_name="/search_captions")[0]
     assert receipt["text"] == "receipt" and receipt["file"] is None
 

@@ -12,7 +12,7 @@ import lancedb
 import pytest
 
 from glance.cli import main
-from store import Store
+from store import SCHEMA_VERSION, Store
 
 REPO = Path(__file__).resolve().parent.parent
 COMMANDS = ("index", "search", "serve", "stats", "remove", "embed")
@@ -147,7 +147,7 @@ def test_one_stats_function_one_set_of_keys(capsys, library):
     assert from_stats == from_search == from_engine
     assert from_stats["photos"] == sum(from_stats["roots"].values()) == len(library.ids) + len(library.extra_rows)
     code, out, _ = glance(capsys, "stats", "--db", library.db)
-    assert code == 0 and f"photos: {from_stats['photos']}" in out and "schema 2" in out
+    assert code == 0 and f"photos: {from_stats['photos']}" in out and f"schema {SCHEMA_VERSION}" in out
 
 
 # ------------------------------------------------------------------------------------ versioned index
@@ -177,7 +177,7 @@ def test_an_index_from_an_older_glance_is_migrated_in_place(capsys, library, tmp
                             "--precision", "fp32")
     assert code == 0 and out.split("\t")[1].strip() == str(library.path("red2")), err
     assert "relpath_bytes" in lancedb.connect(str(copy)).open_table("images").schema.names
-    assert Store(copy).meta()["schema_version"] == 2
+    assert Store(copy).meta()["schema_version"] == SCHEMA_VERSION
     assert Store(copy).table("images").count_rows() == len(library.ids) + len(library.extra_rows)
 
 

@@ -20,7 +20,7 @@ import store.reading as store_reading
 from core.errors import UsageError
 from search.engine import Engine, NotServable
 from search.filters import Filters
-from store import Store, StoreError
+from store import SCHEMA_VERSION, Store, StoreError
 from tests.conftest import FIXTURE
 from tests.search_library import LIBRARY
 
@@ -266,7 +266,7 @@ def test_stats(engine, library):
     assert engine.vectors.vision() is engine.vectors.vision()  # loaded once, by warm_up
     assert (stats["photos"], stats["captions"], stats["texts"]) == (all_photos(library), 5, 4)
     assert stats["dim"] == 128 and stats["roots"] == {str(library.root): all_photos(library)}
-    assert stats["model_version"] == "v1.5" and stats["schema_version"] == 2
+    assert stats["model_version"] == "v1.5" and stats["schema_version"] == SCHEMA_VERSION
 
 
 # ---------------------------------------------------------------------------------------------- texts
@@ -287,8 +287,9 @@ def test_image_to_text_ranks_captions_and_free_texts_by_cosine(engine, library):
 def test_caption_search_fuses_keyword_and_semantic_matches(engine):
     hits = engine.caption_search("chess", top=9)
     chess = next(h for h in hits if h.text == "a chess board")
-    assert chess.matched == "both" and hits[0].text == "a chess board"
-    assert {h.matched for h in hits} <= {"both", "semantic", "keyword"}
+    assert chess.routes["keyword"] == 1 and chess.routes["space"] and hits[0].text == "a chess board"
+    assert all(set(h.routes) == {"keyword", "space", "caption_model"} for h in hits)
+    assert all(h.routes["caption_model"] is None for h in hits)  # this index has no caption model
     assert len(engine.caption_search("it's 100% _ ' OR 1=1 --", top=3)) == 3  # hostile text is only text
 
 
@@ -301,7 +302,7 @@ def test_caption_search_uses_the_full_text_index_when_present(library, tmp_path)
     engine = Engine(copy, precision="fp32")
     assert engine.stats()["text_index"] is True
     hits = engine.caption_search("birthday", top=3)
-    assert hits[0].text == "a birthday cake" and hits[0].matched == "both"
+    assert hits[0].text == "a birthday cake" and hits[0].matched == "keyword+space"
 
 
 # ------------------------------------------------------------------------------------------ vector index
