@@ -24,6 +24,11 @@ TEXT_COLUMNS = ["id", "image_id", "text", "source"]
 
 
 ROUTES = ("keyword", "space", "caption_model")
+# Weighted RRF. A caption model is a model made for text-to-text similarity, which the user chose for exactly
+# this, and it beats a text-image space at finding captions; its ranks count double, so agreement of the other
+# two routes can still outvote it.
+ROUTE_WEIGHTS = {"keyword": 1.0, "space": 1.0, "caption_model": 2.0}
+FUSION_DEPTH = 30  # rows read per route: fixed, so a caption's fused rank does not depend on how many are asked
 
 
 def nearest_texts(store: Store, vector: np.ndarray, top: int) -> list[TextHit]:
@@ -41,7 +46,7 @@ def matching_texts(store: Store, terms: list[Term], vector: np.ndarray, caption_
     added terms. `caption_vector` is the query in the caption model's space (None: the index has none)."""
     if store.count_captions() == 0:
         return []
-    return with_paths(store, fuse(route_lists(store, terms, vector, caption_vector, max(3 * top, 30)), top))
+    return with_paths(store, fuse(route_lists(store, terms, vector, caption_vector, max(top, FUSION_DEPTH)), top))
 
 
 def route_lists(store: Store, terms: list[Term], vector: np.ndarray, caption_vector: np.ndarray | None,
@@ -76,7 +81,7 @@ def rank_fusion(lists: dict[str, list[str]]) -> list[tuple[str, float, dict[str,
     ranks: dict[str, dict[str, int]] = {}
     for route, keys in lists.items():
         for rank, key in enumerate(dict.fromkeys(keys), start=1):
-            scores[key] = scores.get(key, 0.0) + 1.0 / (RRF_K + rank)
+            scores[key] = scores.get(key, 0.0) + ROUTE_WEIGHTS.get(route, 1.0) / (RRF_K + rank)
             ranks.setdefault(key, {})[route] = rank
     return [(key, scores[key], ranks[key]) for key in sorted(scores, key=lambda k: -scores[k])]
 
