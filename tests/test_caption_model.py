@@ -173,3 +173,15 @@ def test_glance_models_lists_the_caption_models():
     assert captions["minilm"]["repo"] == "sentence-transformers/all-MiniLM-L6-v2" and captions["minilm"]["dim"] == 384
     text = glance("models").stdout
     assert "minilm" in text and "--caption-model" in text
+
+
+def test_the_page_says_which_route_found_a_hit(paraphrase_library):
+    from app import hit_caption, route_label, text_rows
+
+    base = paraphrase_library[0]
+    engine = Engine(base / "minilm", precision="fp32")
+    photo = engine.search(KITTEN[1], top=3).hits[0]
+    assert hit_caption(photo).endswith("p00.jpg · caption match")
+    cat = next(h for h in engine.caption_search(KITTEN[1], top=10) if h.text == KITTEN[0])
+    assert "caption model 1" in route_label(cat.routes) and "keyword" not in route_label(cat.routes)
+    assert text_rows([cat])[0][-1] == route_label(cat.routes)
