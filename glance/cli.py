@@ -71,10 +71,10 @@ def run_models(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    print(f"{'preset':<18} {'family':<10} {'dim':>4} {'GFLOP':>6} {'MB':>5}  {'cached':<6}  {'languages':<12} licence")
+    print(f"{'preset':<18} {'family':<10} {'dim':>4} {'GFLOP':>6} {'MB':>5}  {'cached':<6}  {'languages':<19} licence")
     for r in rows:
         print(f"{r['name']:<18} {r['family']:<10} {r['dim']:>4} {r['gflop_per_image']:>6.1f} {r['download_mb']:>5}  "
-              f"{'yes' if r['cached'] else 'no':<6}  {r['languages']:<12} {r['licence']}")
+              f"{'yes' if r['cached'] else 'no':<6}  {r['languages']:<19} {r['licence']}")
     return 0
 
 
