@@ -75,10 +75,10 @@ def run_models(args) -> int:
                          [{"kind": "caption", "family": "sentence_transformers", **r} for r in captions], indent=1))
         return 0
     print(f"image-text models (glance index --model NAME)\n"
-          f"{'preset':<18} {'family':<10} {'dim':>4} {'GFLOP':>6} {'MB':>5}  {'cached':<6}  {'languages':<12} licence")
+          f"{'preset':<18} {'family':<10} {'dim':>4} {'GFLOP':>6} {'MB':>5}  {'cached':<6}  {'languages':<19} licence")
     for r in rows:
         print(f"{r['name']:<18} {r['family']:<10} {r['dim']:>4} {r['gflop_per_image']:>6.1f} {r['download_mb']:>5}  "
-              f"{'yes' if r['cached'] else 'no':<6}  {r['languages']:<12} {r['licence']}")
+              f"{'yes' if r['cached'] else 'no':<6}  {r['languages']:<19} {r['licence']}")
     print(f"\ncaption models (glance index --caption-model NAME), a second space for finding captions by meaning\n"
           f"{'preset':<18} {'repo':<40} {'dim':>4} {'MB':>5}  {'cached':<6}  {'languages':<19} licence")
     for r in captions:

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import hub
+from . import hftext, hub
 from .errors import MismatchedModels
 
 VISION, TEXT = "vision", "text"
@@ -46,6 +46,11 @@ PRESETS = {
                                 "laion/CLIP-ViT-B-32-256x256-DataComp-s34B-b86K", "MIT", "English", 512, 11.5, 605),
     "siglip-vit-b-16": Preset(OPEN_CLIP, "timm/ViT-B-16-SigLIP", "timm/ViT-B-16-SigLIP", "Apache-2.0", "English",
                               768, 35.1, 813),
+    # Multilingual: OpenCLIP's ViT-B-32 with an xlm-roberta-base text tower, whose config and tokenizer come from
+    # FacebookAI/xlm-roberta-base (models/hftext.py); the download counts both repos.
+    "mclip-xlmr-b-32": Preset(OPEN_CLIP, "laion/CLIP-ViT-B-32-xlm-roberta-base-laion5B-s13B-b90k",
+                              "laion/CLIP-ViT-B-32-xlm-roberta-base-laion5B-s13B-b90k", "MIT", "multilingual (~100)",
+                              512, 8.8, 1483),
 }
 DEFAULT_PRESET = "nomic-v1.5"
 FILES = {VISION: (hub.VISION_FILES, ()), TEXT: (hub.TEXT_FILES, hub.TEXT_OPTIONAL_FILES)}
@@ -79,8 +84,8 @@ def presets() -> list[dict]:
 
 
 def _cached(preset: Preset) -> bool:
-    if preset.family == OPEN_CLIP:
-        return hub.is_cached(preset.vision, OPEN_CLIP_FILES)
+    if preset.family == OPEN_CLIP:  # with a transformers text tower's config and tokenizer, if it has one
+        return hub.is_cached(preset.vision, OPEN_CLIP_FILES) and hftext.is_cached(preset.vision)
     return hub.is_cached(preset.vision, FILES[VISION][0]) and hub.is_cached(preset.text, FILES[TEXT][0])
 
 

@@ -19,8 +19,12 @@ TEXT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_c
 TEXT_OPTIONAL_FILES = ("special_tokens_map.json", "vocab.txt")
 
 
-def resolve(spec: str, files: tuple[str, ...], optional: tuple[str, ...] = (), flag: str = "--model") -> Path:
-    """Return a folder holding `files` for a Hub repo id or a local folder; never loads anything."""
+def resolve(spec: str, files: tuple[str, ...], optional: tuple[str, ...] = (), flag: str = "--model",
+            instead: str | None = None) -> Path:
+    """Return a folder holding `files` for a Hub repo id or a local folder; never loads anything.
+
+    `instead`: how a user names a downloaded folder instead, when that is not `{flag} /path/to/folder`.
+    """
     local = Path(spec).expanduser()
     if local.is_dir():
         missing = [f for f in files if not (local / f).is_file()]
@@ -29,10 +33,10 @@ def resolve(spec: str, files: tuple[str, ...], optional: tuple[str, ...] = (), f
         return local.resolve()
     if spec.startswith((".", "/", "~")) or not re.fullmatch(r"[\w.-]+/[\w.-]+", spec):
         raise ModelUnavailable(f"no model folder at {spec!r} and it is not a Hugging Face repo id (owner/name)")
-    return _from_hub(spec, files, optional, flag)
+    return _from_hub(spec, files, optional, instead or f"pass it: {flag} /path/to/folder")
 
 
-def _from_hub(repo_id: str, files: tuple[str, ...], optional: tuple[str, ...], flag: str) -> Path:
+def _from_hub(repo_id: str, files: tuple[str, ...], optional: tuple[str, ...], instead: str) -> Path:
     """The cached snapshot when complete (no network at all); else download just these files once."""
     from huggingface_hub.constants import HF_HUB_CACHE, HF_HUB_OFFLINE
 
@@ -40,7 +44,7 @@ def _from_hub(repo_id: str, files: tuple[str, ...], optional: tuple[str, ...], f
         return ModelUnavailable(
             f"model {repo_id} is not in the Hugging Face cache ({HF_HUB_CACHE}) and {why}; it needs "
             f"{', '.join(files)}. Run once with network to cache it, or download those files into a folder "
-            f"and pass it: {flag} /path/to/folder")
+            f"and {instead}")
 
     try:
         return _fetch(repo_id, files, optional, local_only=True)

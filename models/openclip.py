@@ -6,6 +6,9 @@ A model folder is what open_clip pushes to the Hub:
     open_clip_model.safetensors   the whole model's state dict (both towers)
     tokenizer.json, ...           only for text towers with an HF tokenizer (SigLIP's `hf_tokenizer_name`)
 
+A text tower built on a transformers model (the multilingual CLIP's xlm-roberta-base) names that model's config
+and tokenizer in text_cfg; models/hftext.py finds them as local files (a folder, or that repo's cached files).
+
 open_clip builds the architecture from the config with no weights and nothing fetched; the weights are copied in
 here from safetensors only, every key accounted for. Pickled checkpoints (.bin/.pt/.pth) are refused, never
 opened. One folder holds both towers, so the two encoders can share one module (`load_open_clip_pair`).
@@ -26,6 +29,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from torch import nn
 
+from . import hftext
 from .encoders import Precision, choose_precision, probe_images
 from .errors import CheckpointMismatch, UnsupportedDim
 from .factory import OPEN_CLIP, TEXT, VISION, ModelSpec
@@ -37,19 +41,23 @@ CONFIG = "open_clip_config.json"
 WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors")
 PICKLED_SUFFIXES = (".bin", ".pt", ".pth")
 # An HF tokenizer is loaded from the folder itself (open_clip's local-dir rule); one of these must be there.
+# A transformers text tower's tokenizer is the one its text_cfg names instead (models/hftext.py).
 HF_TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "sentencepiece.bpe.model", "vocab.json", "vocab.txt")
 VERSION_PREFIX = "open_clip:"
+POSITION_IDS = "text.transformer.embeddings.position_ids"
 # No task prefix: open_clip models embed text as typed.
 PROBE_TEXTS = ["a dog running on the beach at sunset", "receipts"]
 
 
 @dataclass(frozen=True)
 class OpenClipConfig:
-    """An open_clip folder's config, checked, and the one weights file that will be read."""
+    """An open_clip folder's config, checked, the one weights file that will be read, and the local files of a
+    transformers text tower."""
     folder: Path
     model_cfg: dict
     preprocess_cfg: dict
     weights: Path
+    hf_text: hftext.HFText | None = None
 
     @classmethod
     def read(cls, folder: Path | str) -> "OpenClipConfig":
@@ -64,11 +72,9 @@ class OpenClipConfig:
         model_cfg = raw.get("model_cfg") if isinstance(raw, dict) else None
         if not isinstance(model_cfg, dict) or not {"vision_cfg", "text_cfg", "embed_dim"} <= set(model_cfg):
             raise CheckpointMismatch(f"{path} has no model_cfg with embed_dim, vision_cfg and text_cfg")
-        if "hf_model_name" in model_cfg["text_cfg"]:
-            # open_clip builds such a tower from the transformers config of that name: a Hub download
-            raise CheckpointMismatch(f"{path}: text towers built on a transformers model "
-                                     f"({model_cfg['text_cfg']['hf_model_name']}) are not supported")
-        return cls(folder, model_cfg, raw.get("preprocess_cfg") or {}, weights_file(folder))
+        weights = weights_file(folder)  # refused before anything is downloaded for the text tower
+        return cls(folder, model_cfg, raw.get("preprocess_cfg") or {}, weights,
+                   hftext.resolve(model_cfg["text_cfg"], folder))
 
     @property
     def embed_dim(self) -> int:
@@ -77,6 +83,11 @@ class OpenClipConfig:
     @property
     def hf_tokenizer(self) -> bool:
         return bool(self.model_cfg["text_cfg"].get("hf_tokenizer_name"))
+
+    @property
+    def text_cfg_override(self) -> dict | None:
+        """The text_cfg open_clip builds from instead of the file's: local folders for the transformers names."""
+        return self.hf_text.text_cfg if self.hf_text else None
 
 
 def weights_file(folder: Path) -> Path:
@@ -107,16 +118,17 @@ def model_spec(folder: Path | str, kind: str, spec: str | None = None) -> ModelS
 
 def build_model(config: OpenClipConfig) -> nn.Module:
     """open_clip's architecture from the config, then the checkpoint copied in strictly."""
-    model = build_model_random(config.folder)
+    model = build_model_random(config.folder, config.text_cfg_override)
     load_state(model, config.weights)
     return model.eval()
 
 
-def build_model_random(folder: Path) -> nn.Module:
+def build_model_random(folder: Path, text_cfg: dict | None = None) -> nn.Module:
     """The architecture of the folder's open_clip_config.json with open_clip's random init; nothing read or fetched.
 
     load_weights=False: open_clip would otherwise load any checkpoint it finds there, .bin (torch.load) included.
     pretrained_image/pretrained_text=False: no tower fetches base weights from the Hub.
+    text_cfg: replaces the file's (a transformers tower's config named by a local folder, not a Hub name).
     """
     import open_clip
 
@@ -124,7 +136,8 @@ def build_model_random(folder: Path) -> nn.Module:
     root.addFilter(_not_from_open_clip)  # it warns "initialized randomly": true, but the weights come next
     try:
         return open_clip.create_model(LOCAL_DIR + str(folder), load_weights=False, pretrained_image=False,
-                                      pretrained_text=False, device="cpu", precision="fp32")
+                                      pretrained_text=False, device="cpu", precision="fp32",
+                                      **({"text_cfg": text_cfg} if text_cfg else {}))
     finally:
         root.removeFilter(_not_from_open_clip)
 
@@ -136,10 +149,13 @@ def _not_from_open_clip(record: logging.LogRecord) -> bool:
 def load_state(model: nn.Module, path: Path) -> None:
     """Copy a safetensors state dict into `model`: missing, unexpected or mis-shaped keys are refused by name.
 
-    The one adaptation is open_clip's own: logit_scale/logit_bias saved as a scalar or as a 1-element vector.
+    The adaptations are open_clip's own: logit_scale/logit_bias saved as a scalar or as a 1-element vector, and
+    a transformers text tower's position_ids, which transformers saved as a buffer before 4.31.
     """
     state = load_file(str(path))
     expected = model.state_dict()
+    if POSITION_IDS in state and POSITION_IDS not in expected:
+        del state[POSITION_IDS]
     for key in ("logit_scale", "logit_bias"):
         if key in state and key in expected and state[key].numel() == expected[key].numel():
             state[key] = state[key].reshape(expected[key].shape)
@@ -154,9 +170,17 @@ def load_state(model: nn.Module, path: Path) -> None:
 
 
 def build_tokenizer(config: OpenClipConfig):
-    """open_clip's tokenizer for the folder: CLIP's bundled BPE, or the HF tokenizer whose files are in it."""
+    """open_clip's tokenizer for the folder: CLIP's bundled BPE, the HF tokenizer whose files are in it, or a
+    transformers tower's own tokenizer (as open_clip's get_tokenizer builds it for a Hub model)."""
     import open_clip
+    from open_clip.tokenizer import DEFAULT_CONTEXT_LENGTH, HFTokenizer
 
+    if config.hf_text and config.hf_text.tokenizer:
+        text_cfg = config.model_cfg["text_cfg"]
+        return HFTokenizer(
+            str(config.hf_text.tokenizer), context_length=text_cfg.get("context_length", DEFAULT_CONTEXT_LENGTH),
+            tokenizer_mode=text_cfg.get("tokenizer_mode"), **text_cfg.get("tokenizer_kwargs", {}),
+            local_files_only=True)
     kwargs = {}
     if config.hf_tokenizer:
         if not any((config.folder / name).is_file() for name in HF_TOKENIZER_FILES):

@@ -104,11 +104,13 @@ def write_open_clip(folder: Path, model_name: str, *, seed: int = 0, overrides: 
     preprocess: merged into the preprocess_cfg, which is otherwise what the Hub's config says for the
                 architecture's first pretrained tag (mean/std, interpolation, resize_mode) at its image size.
     A text tower with an HF tokenizer (SigLIP) also gets a small synthetic tokenizer.json: the real one is a
-    Hub download, and only its format matters here.
+    Hub download, and only its format matters here. A transformers text tower (xlm-roberta-base-ViT-B-32) is
+    built from the config its text_cfg names: give it a folder from `write_xlm_roberta` in `overrides`.
     """
     import open_clip
     from open_clip.transform import PreprocessCfg, merge_preprocess_dict
 
+    from . import hftext
     from .openclip import build_model_random
 
     model_cfg = open_clip.get_model_config(model_name)
@@ -126,10 +128,12 @@ def write_open_clip(folder: Path, model_name: str, *, seed: int = 0, overrides: 
     folder.mkdir(parents=True, exist_ok=True)
     config = {"model_cfg": model_cfg, "preprocess_cfg": pre}
     (folder / "open_clip_config.json").write_text(json.dumps(config, indent=2))
-    if model_cfg["text_cfg"].get("hf_tokenizer_name"):
+    hf_text = hftext.resolve(model_cfg["text_cfg"], folder)
+    if model_cfg["text_cfg"].get("hf_tokenizer_name") and not hf_text:
         _write_hf_tokenizer(folder, model_cfg["text_cfg"]["context_length"])
     torch.manual_seed(seed)  # open_clip's own init for anything _randomize leaves alone
-    state = _randomize(build_model_random(folder).state_dict(), torch.Generator().manual_seed(seed))
+    model = build_model_random(folder, hf_text.text_cfg if hf_text else None)
+    state = _randomize(model.state_dict(), torch.Generator().manual_seed(seed))
     save_file({k: v.contiguous().to(dtype) for k, v in state.items()}, str(folder / "open_clip_model.safetensors"),
               metadata={"format": "pt"})
     return folder
@@ -147,3 +151,38 @@ def _write_hf_tokenizer(folder: Path, context_length: int) -> None:
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
                                    model_max_length=context_length)
     fast.save_pretrained(str(folder))
+
+
+# What the synthetic XLM-RoBERTa tokenizer learns its pieces from: a few scripts, so multilingual texts become
+# real pieces (the rest falls back to single characters, else <unk>).
+XLM_ROBERTA_CORPUS = ("a dog running on the beach at sunset", "a photo of a cat in the snow", "birthday cake",
+                      "ein Hund am Strand bei Sonnenuntergang", "eine Katze im Schnee", "Geburtstagskuchen",
+                      "浜辺を走る犬", "雪の中の猫", "誕生日ケーキ", "собака бежит по пляжу", "кошка в снегу",
+                      "un chien sur la plage", "un gato en la nieve", "receipts")
+
+
+def write_xlm_roberta(folder: Path, hidden: int = 32, layers: int = 2, heads: int = 2) -> Path:
+    """An XLM-RoBERTa text model's config and tokenizer as its Hub repo holds them (config.json, tokenizer.json:
+    no tokenizer_config.json, so transformers picks the tokenizer class from config.json), test-sized.
+
+    The tokenizer is a sentencepiece-style Unigram with XLM-R's special tokens (<s> 0, <pad> 1, </s> 2, <unk> 3)
+    and template (<s> text </s>). No weights: an open_clip checkpoint holds the tower's.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import XLMRobertaConfig
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer, tok.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
+    tok.train_from_iterator(XLM_ROBERTA_CORPUS, trainers.UnigramTrainer(
+        vocab_size=400, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"], unk_token="<unk>",
+        show_progress=False))
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
+    tok.save(str(folder / "tokenizer.json"))
+    config = XLMRobertaConfig(vocab_size=tok.get_vocab_size(), hidden_size=hidden, num_hidden_layers=layers,
+                              num_attention_heads=heads, intermediate_size=hidden * 4, max_position_embeddings=514,
+                              architectures=["XLMRobertaForMaskedLM"])
+    config.save_pretrained(str(folder))
+    return folder
