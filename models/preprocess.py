@@ -74,6 +74,10 @@ class Preprocess:
 
     def resize(self, image: Image.Image) -> Image.Image:
         """RGB image at the model's input size (uint8, before normalization)."""
+        if self.resize_mode and has_alpha(image):
+            # open_clip resizes first and drops alpha after: Pillow's RGBA resampling ignores transparent
+            # pixels (premultiplied), so their stored colour never bleeds into the picture.
+            return _open_clip_resize(upright(image).convert("RGBA"), self).convert("RGB")
         image = to_rgb(image)
         if self.resize_mode:
             return _open_clip_resize(image, self)
@@ -108,6 +112,11 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
+def has_alpha(image: Image.Image) -> bool:
+    """An alpha channel that Pillow's resampling honours (a palette's transparent index is only a colour)."""
+    return image.mode in ("RGBA", "LA")
+
+
 def _resize(image: Image.Image, size: tuple[int, int], resample: int) -> Image.Image:
     shrink = min(image.width / size[0], image.height / size[1])
     return image.resize(size, resample=resample, reducing_gap=REDUCING_GAP if shrink >= REDUCING_GAP else None)
@@ -125,7 +134,7 @@ def _triple(value) -> tuple[float, float, float]:
 
 
 def _open_clip_resize(image: Image.Image, pre: Preprocess) -> Image.Image:
-    """open_clip's image_transform(is_train=False) up to ToTensor, on an RGB image.
+    """open_clip's image_transform(is_train=False) up to ToTensor, on an RGB or RGBA image.
 
     Sizes are computed the way torchvision and open_clip do (truncation for a square 'shortest' target, rounding
     elsewhere; a crop offset rounds half to even), so below REDUCING_GAP the pixels are identical to theirs.
@@ -155,7 +164,7 @@ def _center_crop_or_pad(image: Image.Image, crop: tuple[int, int], fill: int) ->
     w, h = image.size
     if cw > w or ch > h:
         left, top = max(cw - w, 0) // 2, max(ch - h, 0) // 2
-        padded = Image.new("RGB", (max(w, cw), max(h, ch)), (fill,) * 3)
+        padded = Image.new(image.mode, (max(w, cw), max(h, ch)), (fill,) * len(image.getbands()))
         padded.paste(image, (left, top))
         image, (w, h) = padded, padded.size
     top, left = int(round((h - ch) / 2.0)), int(round((w - cw) / 2.0))

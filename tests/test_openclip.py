@@ -5,6 +5,7 @@ safetensors with its load_checkpoint, the eval transform preprocesses, get_token
 """
 from __future__ import annotations
 
+import io
 import json
 import pickle
 import shutil
@@ -86,14 +87,11 @@ def test_image_files_through_whole_path_match_open_clip(arch):
     """Decode, EXIF transpose, RGB (CMYK, RGBA, palette, grey), resize, normalize.
 
     open_clip is given the upright image (it ignores EXIF) and converts to RGB after resizing, so CMYK, palette
-    and grey files differ slightly. Alpha is the exception, by design: Pillow's RGBA resize turns fully
-    transparent pixels black, while Glance (like CLIPImageProcessor, and like open_clip itself when no resize is
-    needed) keeps their stored colour; so open_clip gets RGBA files already converted to RGB.
+    and grey files differ slightly. With alpha Glance does as open_clip does: resize with alpha, then drop it.
     """
     _, vision, _, model, transform, _ = arch
     images = fixture_images()
     upright = [ImageOps.exif_transpose(im) for im in images]
-    upright = [im.convert("RGB") if "A" in im.getbands() else im for im in upright]
     with torch.inference_mode():
         reference = model.encode_image(torch.stack([transform(im) for im in upright]), normalize=True)
     cosines = F.cosine_similarity(vision.embed_images(images, batch_size=3), reference)
@@ -259,3 +257,31 @@ def test_synthetic_folder_has_the_hub_layout(arch):
     expected = {"ViT-B-32": "shortest", "ViT-B-16-SigLIP": "squash"}[folder.name]  # the Hub's configs say so
     assert config["preprocess_cfg"]["resize_mode"] == expected
     assert np.isclose(config["preprocess_cfg"]["mean"][0], 0.5 if "SigLIP" in folder.name else 0.48145466)
+
+
+def transparent_images() -> list[Image.Image]:
+    """Cut-outs over stored garbage colour (what editors leave under alpha 0), colour and grey, and a palette
+    with a transparent index."""
+    rng = np.random.default_rng(7)
+    rgba = Image.fromarray(rng.integers(0, 256, (300, 420, 4), dtype=np.uint8))
+    alpha = Image.new("L", rgba.size, 0)
+    alpha.paste(255, (60, 40, 300, 260))
+    rgba.putalpha(alpha)
+    palette = Image.new("P", (500, 260), 0)
+    palette.putpalette([255, 0, 255] + [30, 120, 200] * 255)
+    palette.paste(1, (100, 50, 400, 210))
+    palette.info["transparency"] = 0
+    files = []
+    for image in (rgba, rgba.convert("LA"), palette):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        files.append(Image.open(io.BytesIO(buffer.getvalue())))
+    return files
+
+
+def test_transparent_files_match_open_clip(arch):
+    _, vision, _, model, transform, _ = arch
+    images = transparent_images()
+    with torch.inference_mode():
+        reference = model.encode_image(torch.stack([transform(im) for im in images]), normalize=True)
+    assert F.cosine_similarity(vision.embed_images(images), reference).min().item() >= 0.999
