@@ -155,10 +155,11 @@ def _finish(image: Image.Image, preprocess: Preprocess, width: int, height: int)
     exif = image.getexif()
     if exif.get(0x0112) in (5, 6, 7, 8):  # orientation with a quarter turn: upright size is swapped
         width, height = height, width
-    rgb = to_rgb(image)  # EXIF orientation applied, any mode to RGB, exactly as the model's preprocessing
-    thumb_source = _flatten_alpha(image) if _has_alpha(image) else rgb
+    # The model's preprocessing applies EXIF orientation and makes RGB itself (open_clip's keeps alpha until
+    # after the resize), exactly as for a query image.
+    thumb_source = _flatten_alpha(image) if _has_alpha(image) else to_rgb(image)
     return Decoded(
-        pixels=preprocess.resize(rgb), thumb=thumbnail(thumb_source), width=width, height=height,
+        pixels=preprocess.resize(image), thumb=thumbnail(thumb_source), width=width, height=height,
         taken_at=_taken_at(exif), camera=_camera(exif), descriptions=descriptions(image, exif),
         decoded_size=decoded_size)
 

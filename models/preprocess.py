@@ -74,7 +74,7 @@ class Preprocess:
 
     def resize(self, image: Image.Image) -> Image.Image:
         """RGB image at the model's input size (uint8, before normalization)."""
-        if self.resize_mode and has_alpha(image):
+        if self.resize_mode and resizes_with_alpha(image):
             # open_clip resizes first and drops alpha after: Pillow's RGBA resampling ignores transparent
             # pixels (premultiplied), so their stored colour never bleeds into the picture.
             return _open_clip_resize(upright(image).convert("RGBA"), self).convert("RGB")
@@ -112,7 +112,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def has_alpha(image: Image.Image) -> bool:
+def resizes_with_alpha(image: Image.Image) -> bool:
     """An alpha channel that Pillow's resampling honours (a palette's transparent index is only a colour)."""
     return image.mode in ("RGBA", "LA")
 
