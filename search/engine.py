@@ -207,9 +207,10 @@ class Engine:
 
     def _caption_query(self, view: Store, terms: list[Term]) -> np.ndarray | None:
         """The query in the caption model's space, when this snapshot's captions have its vectors."""
-        if not view.has_caption_vectors():
+        vectors = self.vectors.caption_terms(terms) if view.has_caption_vectors() else None
+        if vectors is None:  # no caption model, or one added since this engine opened (search/live.py reopens)
             return None
-        return combine([(v, t.weight) for t, v in zip(terms, self.vectors.caption_terms(terms))])
+        return combine([(v, t.weight) for t, v in zip(terms, vectors)])
 
     def _with_caption_route(self, view: Store, terms: list[Term], vector: np.ndarray, where,
                             direct: list[Hit]) -> list[Hit]:
