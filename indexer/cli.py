@@ -86,7 +86,7 @@ def add_index_parser(verbs) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no per-file messages")
     p.add_argument("--batch-size", type=int, metavar="N", help="images per model call (default: sized to memory, <= 32)")
-    p.add_argument("--workers", type=int, metavar="N", help="decoding threads (default: half the CPU cores)")
+    p.add_argument("--workers", type=int, metavar="N", help="decoding threads (default: one per CPU core)")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for the model (default: all cores)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                    help="auto: bf16 where the CPU has it and it stays within cosine 0.999 of fp32")
