@@ -1,7 +1,7 @@
 """`glance`: one command to index photo folders, search them, and serve the search page.
 
 Each package defines its own subcommands (indexer/cli.py: index, stats, remove; indexer/embed.py: embed;
-search/cli.py: search; search/server_options.py + app.py: serve); this module only assembles them. Building the
+search/cli.py: search, eval; search/server_options.py + app.py: serve); this module only assembles them. Building the
 parser imports nothing heavy (no torch, no LanceDB, no gradio): `glance --help` answers at once.
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ start here:
   glance serve                            the search page on http://127.0.0.1:7860/
   glance stats                            what the index holds
   glance models                           the model presets, their licences and costs
+  glance eval                             how well search finds your captioned photos (recall, MRR)
 
 each command has its own help: glance index --help, glance search --help, ...
 The index lives in $GLANCE_DB, else ~/.local/share/glance/index; --db DIR picks another.
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     search_cli.add_search_parser(commands)
     add_serve_parser(commands)
     indexer_cli.add_stats_parser(commands)
+    search_cli.add_eval_parser(commands)
     indexer_cli.add_remove_parser(commands)
     embed.add_parser(commands)
     add_models_parser(commands)

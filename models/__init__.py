@@ -12,7 +12,7 @@ from .hub import DEFAULT_TEXT, DEFAULT_VISION
 
 _LAZY = {
     "VisionEncoder": "encoders", "TextEmbedder": "encoders", "check_dim": "encoders",
-    "cpu_has_bf16": "encoders", "MATRYOSHKA_DIMS": "encoders", "PREPROCESS_VERSION": "preprocess",
+    "cpu_has_bf16": "encoders", "MATRYOSHKA_DIMS": "dims", "supported_dims": "dims", "PREPROCESS_VERSION": "preprocess",
     "TASK_PREFIXES": "text", "with_prefix": "text",
 }
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from . import hub
+from .dims import MATRYOSHKA_DIMS, supported_dims
 from .errors import UnsupportedDim
 from .factory import TEXT, VISION, ModelSpec, resolve
 from .preprocess import PREPROCESS_VERSION, Preprocess
@@ -17,7 +18,6 @@ from .text import QUERY_PREFIX, TextEncoder, with_prefix
 from .vision import NomicVisionModel, VisionConfig, official_keys
 from .weights import load_strict
 
-MATRYOSHKA_DIMS = (768, 512, 256, 128, 64)
 MIN_COSINE_TO_FP32 = 0.999
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -161,9 +161,7 @@ def truncate(vectors: torch.Tensor, dim: int | None) -> torch.Tensor:
 
 def check_dim(dim: int | None, full: int, version: str) -> int:
     dim = dim or full
-    # Only Nomic Embed v1.5 was trained for Matryoshka sizes; v1 and CLIP-style models embed at full size only.
-    matryoshka = version == "v1.5"
-    allowed = tuple(sorted({full, *(d for d in MATRYOSHKA_DIMS if d < full)}, reverse=True)) if matryoshka else (full,)
+    allowed = supported_dims(full, version)
     if dim not in allowed:
         raise UnsupportedDim(f"--dim {dim} is not available for this {version} model; choose one of {', '.join(map(str, allowed))}")
     return dim

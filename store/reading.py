@@ -186,6 +186,19 @@ class ReadingQueries:
         where = f"{column} IS NOT NULL" + (" AND text != ''" if column == "text" else "")
         return table.search().where(where).select([column, "vector"]).limit(count).to_arrow().to_pylist()
 
+    def photo_vectors(self) -> pa.Table:
+        """id, vector of every photo that has a vector (`glance eval` ranks them all)."""
+        return self.images.search().where("vector IS NOT NULL").select(["id", "vector"]).limit(None).to_arrow()
+
+    def photo_caption_vectors(self) -> pa.Table:
+        """image_id, text, vector of every caption that belongs to a photo (free-standing texts have image_id '')
+        and has a vector, from any source."""
+        if self.captions is None:
+            return pa.table({"image_id": pa.array([], pa.string()), "text": pa.array([], pa.string()),
+                             "vector": pa.array([], self.images.schema.field("vector").type)})
+        query = self.captions.search().where("image_id != '' AND vector IS NOT NULL")
+        return query.select(["image_id", "text", "vector"]).limit(None).to_arrow()
+
     def vector_dim(self) -> int | None:
         return getattr(self.images.schema.field("vector").type, "list_size", None)
 

@@ -15,7 +15,7 @@ from glance.cli import main
 from store import SCHEMA_VERSION, Store
 
 REPO = Path(__file__).resolve().parent.parent
-COMMANDS = ("index", "search", "serve", "stats", "remove", "embed")
+COMMANDS = ("index", "search", "serve", "stats", "eval", "remove", "embed")
 EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
 
 
