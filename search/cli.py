@@ -178,7 +178,7 @@ what it measures:
   95% bootstrap intervals over queries. One row per dimension: the full one, then each Matryoshka size the
   index's model was trained for (Nomic v1.5: 512, 256, 128, 64), vectors cut and re-normalised.
   bytes/photo is the float32 vector's size; exact_ms/query the median time to score every photo for one
-  query at that dimension (numpy brute force, without the model or LanceDB).
+  query at that dimension (numpy brute force on one core, without the model or LanceDB).
   It needs at least 20 captioned photos.
 
 examples:
