@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import store
+from core.errors import UsageError
 from models import PREPROCESS_VERSION, ModelSpec, resolve_pair
+from models.dims import supported_dims
 from store import StoreError
 
 
@@ -17,6 +19,7 @@ from store import StoreError
 class ModelChoice:
     vision_model: ModelSpec
     text_model: ModelSpec
+    stored_dim: int | None = None  # a Matryoshka size the vectors are cut to (None: the model's full size)
 
     @property
     def vision(self) -> str:  # as recorded in meta: a Hub repo id, or an absolute folder path
@@ -32,7 +35,7 @@ class ModelChoice:
 
     @property
     def dim(self) -> int:
-        return self.vision_model.dim
+        return self.stored_dim or self.vision_model.dim
 
     @property
     def vision_folder(self) -> Path:
@@ -46,11 +49,24 @@ class ModelChoice:
         return f"{self.vision} + {self.text} ({self.version}, dim {self.dim}, preprocessing v{PREPROCESS_VERSION})"
 
 
-def choose_models(meta: dict, vision: str | None, text: str | None) -> ModelChoice:
-    """Flags win; otherwise an existing index keeps its models; otherwise the default preset (Nomic v1.5)."""
+def choose_models(meta: dict, vision: str | None, text: str | None, dim: int | None = None) -> ModelChoice:
+    """Flags win; otherwise an existing index keeps its models (and its stored size); otherwise the default
+    preset (Nomic v1.5) at full size."""
     if vision:  # a new vision model brings its own text model (a preset's, or the open_clip checkpoint itself)
-        return ModelChoice(*resolve_pair(vision, text, fallback_text=meta.get(store.TEXT_MODEL)))
-    return ModelChoice(*resolve_pair(meta.get(store.VISION_MODEL), text or meta.get(store.TEXT_MODEL)))
+        pair = resolve_pair(vision, text, fallback_text=meta.get(store.TEXT_MODEL))
+    else:
+        pair = resolve_pair(meta.get(store.VISION_MODEL), text or meta.get(store.TEXT_MODEL))
+    same_models = [m.spec for m in pair] == [meta.get(store.VISION_MODEL), meta.get(store.TEXT_MODEL)]
+    wanted = dim or (int(meta[store.DIM]) if same_models and meta.get(store.DIM) else None)
+    return ModelChoice(*pair, stored_dim=_checked_dim(wanted, pair[1]) if wanted else None)
+
+
+def _checked_dim(dim: int, text: ModelSpec) -> int | None:
+    allowed = supported_dims(text.dim, text.version)
+    if dim not in allowed:
+        raise UsageError(f"--dim {dim}: {text.spec} embeds at " + ", ".join(map(str, allowed)) +
+                         (" (Matryoshka sizes)" if len(allowed) > 1 else " only"))
+    return None if dim == text.dim else dim
 
 
 def check_compatible(meta: dict, has_rows: bool, choice: ModelChoice, db: Path) -> None:

@@ -75,6 +75,9 @@ def add_index_parser(verbs) -> None:
                    help="also embed every caption with a text model made for text (minilm, mpnet, bge-m3, a Hub id "
                         "or a sentence-transformers folder), for finding captions by meaning; `none` drops it "
                         "(default: the index's)")
+    p.add_argument("--dim", type=int, metavar="N",
+                   help="store vectors at a smaller Matryoshka size (Nomic v1.5: 512, 256, 128 or 64; see `glance "
+                        "eval`): less disk and faster search, some recall lost (default: the index's, else full)")
     p.add_argument("--reindex", action="store_true",
                    help="delete the index and embed everything again (needed to change models)")
     p.add_argument("--prune", action="store_true",
@@ -121,7 +124,8 @@ def run_index(args) -> int:
     from .pipeline import IndexOptions, index
     from .report import problem_line, write_errors
 
-    for value, flag in ((args.batch_size, "--batch-size"), (args.workers, "--workers"), (args.threads, "--threads")):
+    for value, flag in ((args.batch_size, "--batch-size"), (args.workers, "--workers"), (args.threads, "--threads"),
+                        (args.dim, "--dim")):
         if value is not None and value < 1:
             raise UsageError(f"{flag} must be at least 1")
     if args.errors:
@@ -133,7 +137,8 @@ def run_index(args) -> int:
 
     summary = index(IndexOptions(
         paths=args.paths, db=args.db, captions=args.captions, vision_model=args.vision_model,
-        text_model=args.text_model, caption_model=args.caption_model, reindex=args.reindex, prune=args.prune,
+        text_model=args.text_model, caption_model=args.caption_model, dim=args.dim,
+        reindex=args.reindex, prune=args.prune,
         max_megapixels=args.max_megapixels,
         batch_size=args.batch_size, workers=args.workers, threads=args.threads, precision=args.precision,
         progress=sys.stderr.isatty() and not args.quiet, on_problem=show))

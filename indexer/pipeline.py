@@ -60,6 +60,7 @@ class IndexOptions:
     vision_model: str | None = None  # default: what the index was built with, else Nomic v1.5
     text_model: str | None = None
     caption_model: str | None = None  # a second space for captions (default: the index's; "none" drops it)
+    dim: int | None = None  # store vectors at this Matryoshka size (default: the index's, else the model's full)
     reindex: bool = False
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
     batch_size: int | None = None  # default: sized to available memory, at most MAX_BATCH
@@ -207,7 +208,7 @@ class Indexer:
         # preloaded encoders name their own models
         vision = vision or (self._vision.spec if self._vision is not None else None)
         text = text or (self._text.spec if self._text is not None else None)
-        choice = choose_models(meta, vision, text)  # --reindex without model flags: the same models again
+        choice = choose_models(meta, vision, text, self.o.dim)  # --reindex without flags: the same models again
         self.caption_choice = caption_space.choose(meta, self.o.caption_model)
         if self.o.reindex:
             self.store.drop_all()
@@ -438,7 +439,7 @@ class Indexer:
         if not pixels:
             return np.zeros((0, self.choice.dim), np.float32)
         with self._model_running():
-            return self.vision.embed_pixels(self.preprocess.to_tensor(pixels)).float().numpy()
+            return self.vision.embed_pixels(self.preprocess.to_tensor(pixels), self.choice.dim).float().numpy()
 
     @contextmanager
     def _model_running(self):
@@ -456,7 +457,7 @@ class Indexer:
         """Captions are embedded as the model family embeds them (Nomic: `search_query: <caption>`)."""
         if not texts:
             return np.zeros((0, self.choice.dim), np.float32)
-        parts = [self.text.embed_captions(texts[i:i + TEXT_BATCH]).float().numpy()
+        parts = [self.text.embed_captions(texts[i:i + TEXT_BATCH], self.choice.dim).float().numpy()
                  for i in range(0, len(texts), TEXT_BATCH)]
         return np.concatenate(parts)
 
