@@ -189,7 +189,11 @@ class Store(IndexingQueries, ReadingQueries):
     def meta(self) -> dict:
         if META not in self.table_names():
             return {}
-        rows = self.db.open_table(META).to_arrow().to_pylist()
+        try:
+            table = self.db.open_table(META)
+        except ValueError:  # listed, not yet committed: the first run is creating it at this moment
+            return {}
+        rows = table.to_arrow().to_pylist()
         return {row["key"]: json.loads(row["value"]) for row in rows}
 
     def write_meta(self, values: dict) -> None:
