@@ -48,8 +48,8 @@ def apply(store: Store, choice: CaptionChoice) -> None:
     """Make the captions table's column agree with the choice. The old column goes before meta names the new
     model, so a kill in between never leaves vectors of one model recorded as another's."""
     have = store.caption_vector_dim()
-    if choice.changed or (choice.model is None and have is not None) or \
-            (choice.model is not None and have not in (None, choice.model.dim)):
+    wanted = choice.model.dim if choice.model is not None else None
+    if have is not None and (choice.changed or have != wanted):
         store.drop_caption_vectors()
         have = None
     store.write_meta(choice.meta())
