@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import re
+import shutil
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pyarrow as pa
 from core.errors import GlanceError
 
 from . import schema
+from .extras import EXTRAS_DIR, ExtrasQueries
 from .indexing import IndexingQueries
 from .reading import ReadingQueries
 from .schema import (CAPTIONS, IMAGES, KEEP_OLD_VERSIONS, META, META_SCHEMA, PREPROCESS_VERSION_KEY, SCHEMA_VERSION,
@@ -96,7 +98,7 @@ def default_db_path() -> Path:
     return data_home / "glance" / "index"
 
 
-class Store(IndexingQueries, ReadingQueries):
+class Store(IndexingQueries, ReadingQueries, ExtrasQueries):
     """An index directory. Tables are opened lazily; a missing index is not an error until it is used.
 
     This class owns every query string sent to LanceDB: the writer's in store/indexing.py, the readers' in
@@ -212,6 +214,7 @@ class Store(IndexingQueries, ReadingQueries):
         for name in (IMAGES, CAPTIONS, META):
             if name in self.table_names():
                 self.db.drop_table(name)
+        shutil.rmtree(self.path / EXTRAS_DIR, ignore_errors=True)  # tunings and reports of the old models
 
     def ensure_indexes(self) -> list[str]:
         """Build or refresh the cosine vector index (once images are many enough) and the captions FTS index,

@@ -27,10 +27,11 @@ VECTOR_INDEX_ROWS = "vector_index_rows"  # table size when the vector index was 
 SNAPSHOT = "snapshot"  # {"images": version, "captions": version}: the last consistent pair a writer published
 CAPTION_MODEL, CAPTION_DIM = "caption_model", "caption_dim"  # the caption model, when the index has one
 CAPTION_VECTOR = "caption_vector"  # its column in the captions table
+TUNING = "tuning"  # the active tuning's name (a file in the index's extras/, store/extras.py), or null
 # Every vector in an index comes from these; a different value for any of them means re-embedding everything.
 MODEL_KEYS = (VISION_MODEL, TEXT_MODEL, MODEL_VERSION, DIM, PREPROCESS_VERSION_KEY)
 # What a reader loads to embed queries: another value means opening the index afresh (search/live.py).
-ENCODER_KEYS = (*MODEL_KEYS, CAPTION_MODEL, CAPTION_DIM)
+ENCODER_KEYS = (*MODEL_KEYS, CAPTION_MODEL, CAPTION_DIM, TUNING)
 
 # Caption sources. Content captions come from inside the image file; the others from files beside it.
 SOURCE_SIDECAR, SOURCE_EXIF, SOURCE_XMP, SOURCE_FILE = "sidecar", "exif", "xmp", "file"
