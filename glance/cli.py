@@ -27,6 +27,7 @@ start here:
   glance stats                            what the index holds
   glance models                           the model presets, their licences and costs
   glance eval                             how well search finds your captioned photos (recall, MRR)
+  glance tune                             adapt text search to your captioned photos
 
 each command has its own help: glance index --help, glance search --help, ...
 The index lives in $GLANCE_DB, else ~/.local/share/glance/index; --db DIR picks another.
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_parser(commands)
     indexer_cli.add_stats_parser(commands)
     search_cli.add_eval_parser(commands)
+    search_cli.add_tune_parser(commands)
     indexer_cli.add_remove_parser(commands)
     embed.add_parser(commands)
     add_models_parser(commands)

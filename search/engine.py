@@ -20,6 +20,7 @@ Public API (everything else is private):
       photo is left out of its own results). All parts are combined into one vector. `filters` is a Filters.
       Pages: `offset` + `top`; `Results.has_more` says whether a next page exists. With `cutoff=True`
       the adaptive cut-off (search/cutoff.py) hides the clearly irrelevant tail; pages stay consistent.
+      Text terms reach the photos through the active tuning (search/tuning.py) unless `tuning=False`.
       A text query on an index with a caption model also takes a caption route: photos whose captions the
       caption model finds close to the query, fused with the direct ranking (each hit's `routes`).
   image_to_text(image=None, top=10, like=None) -> list[TextHit]
@@ -34,6 +35,7 @@ Public API (everything else is private):
                                            indexed root after resolving symlinks; else NotServable
   check_image(upload) -> PIL.Image         a query image checked against the upload limits (search/uploads.py)
   stats() -> dict                          what the index holds (store.Store.stats: one set of keys)
+  tuning_problem -> str | None             why the index's active tuning is not used (another model), if so
   load_vision() -> None                    load the vision model now instead of on first use
   warm_up(vision=False) -> None            one embedding + one search, so a server's first query is fast
 
@@ -96,6 +98,10 @@ class Engine:
         self.vectors = QueryVectors(self.store, vision_model, text_model, precision, threads)
 
     @property
+    def tuning_problem(self) -> str | None:
+        return self.vectors.tuning_problem
+
+    @property
     def roots(self) -> tuple[str, ...]:
         return tuple(self.store.photo_roots())
 
@@ -103,10 +109,12 @@ class Engine:
 
     @_index_errors
     def search(self, text: str = "", image=None, like: str | None = None, filters: Filters | None = None,
-               top: int = 24, offset: int = 0, cutoff: bool = False, image_weight: float = 1.0) -> Results:
+               top: int = 24, offset: int = 0, cutoff: bool = False, image_weight: float = 1.0,
+               tuning: bool = True) -> Results:
         """Photos for text (grammar), an image and/or an indexed photo, best first. See the module docstring.
 
         `image_weight` scales the query image in the sum (negative subtracts it); `like` counts once.
+        `tuning=False` leaves the active tuning (glance tune) out of this query.
         Cheap checks (paging, grammar, filters) run before anything is embedded.
         """
         top, offset = _check_paging(top, offset)
@@ -116,7 +124,8 @@ class Engine:
         user_filter = resolve(filters, roots)
         if not terms and image is None and not like:
             raise UsageError("empty query: type some words (weights above 0), or give an image")
-        parts, exclude = self._query_parts(view, terms, image, like, image_weight)
+        tuned = self.vectors.tuning.name if tuning and terms and self.vectors.tuning else None
+        parts, exclude = self._query_parts(view, terms, image, like, image_weight, bool(tuned))
         where = resolve(filters, roots, exclude_ids=tuple(exclude))
         population = view.count_photos(where) if user_filter else max(view.count_photos() - len(exclude), 0)
         if population == 0:
@@ -130,7 +139,7 @@ class Engine:
             kept = self._with_caption_route(view, terms, vector, where, kept)
         dropped = max(population - len(kept), 0) if decision and decision.cut else 0
         return Results(kept[offset:offset + top], offset, top, len(kept) > offset + top, population,
-                       decision, dropped, mode, query=terms)
+                       decision, dropped, mode, query=terms, tuning=tuned)
 
     @_index_errors
     def image_to_text(self, image=None, top: int = 10, like: str | None = None) -> list[TextHit]:
@@ -191,8 +200,8 @@ class Engine:
 
     # ------------------------------------------------------------------------------------ query vectors
 
-    def _query_parts(self, view: Store, terms: list[Term], image, like, image_weight: float):
-        parts = [(vector, term.weight) for term, vector in zip(terms, self.vectors.terms(terms))]
+    def _query_parts(self, view: Store, terms: list[Term], image, like, image_weight: float, tuned: bool):
+        parts = [(vector, term.weight) for term, vector in zip(terms, self.vectors.photo_terms(terms, tuned))]
         exclude = []
         if image is not None:
             if not (isinstance(image_weight, (int, float)) and math.isfinite(image_weight)):

@@ -19,3 +19,17 @@ def is_held_out(photo_id: str, seed: int = DEFAULT_SEED, fraction: float = HELD_
 
 def held_out_ids(photo_ids, seed: int = DEFAULT_SEED, fraction: float = HELD_OUT_FRACTION) -> set[str]:
     return {photo_id for photo_id in photo_ids if is_held_out(photo_id, seed, fraction)}
+
+
+VALIDATION_FRACTION = 0.1
+TRAIN, VALIDATION, HELD_OUT = "train", "validation", "held_out"
+
+
+def role(photo_id: str, seed: int = DEFAULT_SEED) -> str:
+    """Where a photo goes in `glance tune`: held out (reported, never trained on), validation (early stopping,
+    never trained on) or train. One hash decides all three, so the held-out set is exactly `is_held_out`'s."""
+    if is_held_out(photo_id, seed):
+        return HELD_OUT
+    if is_held_out(photo_id, seed, HELD_OUT_FRACTION + VALIDATION_FRACTION):
+        return VALIDATION
+    return TRAIN

@@ -46,6 +46,7 @@ class Results:
     mode:             "exact" (brute force) or "index" (LanceDB vector index).
     note:             a human sentence when there is nothing to show (e.g. the filters match no photo).
     query:            the parsed text terms, for showing the query back.
+    tuning:           the name of the tuning that mapped the text terms (search/tuning.py), or None.
     """
     hits: list[Hit]
     offset: int
@@ -57,6 +58,7 @@ class Results:
     mode: str = "exact"
     note: str = ""
     query: list[Term] = field(default_factory=list)
+    tuning: str | None = None
 
 
 @dataclass(frozen=True)

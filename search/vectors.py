@@ -19,7 +19,7 @@ from models import VisionEncoder, load
 from models.factory import load_caption_model, resolve_caption_model
 from store import CAPTION_MODEL, CAPTIONS, IMAGES, Store
 
-from . import modelmatch
+from . import modelmatch, tuning
 from .query import Term
 from .uploads import open_query_image
 
@@ -53,14 +53,36 @@ class QueryVectors:
         self._caption_encoder = None
         if self.vision_choice.overridden:
             self.vision()  # prove the override matches before serving anything
+        self.tuning, self.tuning_problem = tuning.active(store, store.current_meta())
+        if self.tuning is not None and self.tuning.method == "lora":
+            from models.lora import load_lora
+
+            load_lora(self.text, self.tuning.tensors)
 
     @property
     def dim(self) -> int:
         return self.recorded.dim
 
     def terms(self, terms: list[Term]) -> list[np.ndarray]:
-        """Term embeddings in the image-text space (with the family's query prefix), cached."""
-        return self._cached("space", terms, lambda texts: self.text.embed_queries(texts, dim=self.dim).numpy())
+        """Term embeddings in the image-text space (with the family's query prefix), cached: the base model's,
+        as the captions were embedded."""
+        return self._cached("space", terms, lambda texts: self._embed_queries(texts, tuned=False))
+
+    def photo_terms(self, terms: list[Term], tuned: bool = True) -> list[np.ndarray]:
+        """Term embeddings for photo search: through the active tuning unless `tuned` is False."""
+        if not tuned or self.tuning is None:
+            return self.terms(terms)
+        if self.tuning.method == "adapter":
+            return self.tuning.map_queries(self.terms(terms))
+        return self._cached("tuned", terms, lambda texts: self._embed_queries(texts, tuned=True))
+
+    def _embed_queries(self, texts: list[str], tuned: bool) -> np.ndarray:
+        if self.tuning is None or self.tuning.method != "lora":
+            return self.text.embed_queries(texts, dim=self.dim).numpy()
+        from models.lora import adapters_enabled
+
+        with adapters_enabled(self.text, tuned):
+            return self.text.embed_queries(texts, dim=self.dim).numpy()
 
     def caption_terms(self, terms: list[Term]) -> list[np.ndarray] | None:
         """Term embeddings in the caption model's space, cached; None when the index has no caption model."""

@@ -1,0 +1,413 @@
+"""`glance tune`: contrastive adaptation of text queries to the index's own captioned photos.
+
+The photo vectors stay as they are (nothing is re-embedded). What is learned maps a text query into the photo
+space a little better for *these* photos:
+
+* adapter (default): a linear map W, initialised to the identity, applied to each text-query embedding before
+  photo search. It learns from the stored caption vectors, so training never runs a model.
+* lora (search/tune_lora.py): LoRA adapters on the text tower (LiT-style: the image side stays locked).
+
+Both are trained with a symmetric InfoNCE loss between captions and the stored photo vectors, with a learned
+temperature, in-batch negatives and mined hard negatives: for each caption, the photos the current map ranks
+highest that are not its own. The false-negative filter (NV-Embed-v2's positive-aware mining) drops a mined
+photo that is a near-duplicate of a positive, or that scores above 95% of the positive's score; a photo that
+shares the caption is a positive, never a negative.
+
+Photos are split by a seeded hash (search/heldout.py): held-out photos are never trained on and give the figures
+reported before and after; validation photos, also never trained on, decide early stopping. A tuning that does
+not beat the base on the held-out photos is saved but kept off.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+
+from core.errors import UsageError
+from store import MODEL_KEYS, TUNING, Store, StoreError, no_index_message
+
+from . import heldout
+from .evaluate import KS, Pairs, build_pairs, first_positive_ranks, matrix, per_query_metrics
+
+MIN_TRAIN_PHOTOS = 20
+MIN_HELD_OUT_PHOTOS = 5
+BATCH = 256
+HARD_NEGATIVES = 4  # mined per caption, shared across the batch as extra negatives
+NEAR_DUPLICATE_COSINE = 0.98  # a mined photo this close to a positive is the same picture: not a negative
+POSITIVE_AWARE_MARGIN = 0.95  # NV-Embed-v2: a negative scoring above 95% of the positive may be a true match
+MAX_EPOCHS = 100
+PATIENCE = 15  # epochs without a better validation figure before stopping
+LEARNING_RATE = 1e-2
+INITIAL_TEMPERATURE = 0.07
+MAX_LOGIT_SCALE = 100.0
+METHODS = ("adapter", "lora")
+
+
+@dataclass(frozen=True)
+class Split:
+    """The index's captioned photos by role, each as the pairs of its own photos (candidates: those photos)."""
+    train: Pairs
+    validation: Pairs
+    held_out: Pairs
+    train_ids: list[str]
+    held_out_ids: list[str]
+    validation_ids: list[str]
+    texts: dict[str, list[str]]  # role -> its caption texts, row order of that role's Pairs.texts
+
+    def sizes(self) -> dict:
+        return {role: {"photos": len(getattr(self, role).photos), "caption_texts": len(getattr(self, role).texts),
+                       "pairs": len(getattr(self, role).pair_text)}
+                for role in (heldout.TRAIN, heldout.VALIDATION, heldout.HELD_OUT)}
+
+
+def split_pairs(photo_ids: list[str], photo_vectors: np.ndarray, caption_photo_ids: list[str],
+                caption_texts: list[str], caption_vectors: np.ndarray, seed: int) -> Split:
+    """Only captioned photos take part: an uncaptioned photo has nothing to learn from and no query to answer."""
+    captioned = set(caption_photo_ids)
+    rows = {role: [] for role in (heldout.TRAIN, heldout.VALIDATION, heldout.HELD_OUT)}
+    for row, photo_id in enumerate(photo_ids):
+        if photo_id in captioned:
+            rows[heldout.role(photo_id, seed)].append(row)
+    pairs, ids, texts = {}, {}, {}
+    for role, chosen in rows.items():
+        ids[role] = [photo_ids[r] for r in chosen]
+        pairs[role], texts[role] = _pairs_of(ids[role], photo_vectors[chosen], caption_photo_ids, caption_texts,
+                                             caption_vectors)
+    return Split(pairs[heldout.TRAIN], pairs[heldout.VALIDATION], pairs[heldout.HELD_OUT], ids[heldout.TRAIN],
+                 ids[heldout.HELD_OUT], ids[heldout.VALIDATION], texts)
+
+
+def _pairs_of(ids, vectors, caption_photo_ids, caption_texts, caption_vectors) -> tuple[Pairs, list[str]]:
+    keep = set(ids)
+    rows = [i for i, photo_id in enumerate(caption_photo_ids) if photo_id in keep]
+    texts = [caption_texts[i] for i in rows]
+    pairs = build_pairs(ids, vectors.reshape(-1, caption_vectors.shape[1]), [caption_photo_ids[i] for i in rows],
+                        texts, caption_vectors[rows])
+    return pairs, list(dict.fromkeys(texts))  # build_pairs numbers texts in order of first appearance
+
+
+def load_split(store: Store, seed: int) -> tuple[Split, dict]:
+    if not store.exists():
+        raise StoreError(no_index_message(store.path))
+    with store.lance_errors():
+        view = store.pinned()
+        meta = view.current_meta()
+        photos, captions = view.photo_vectors(), view.photo_caption_vectors()
+    split = split_pairs(photos["id"].to_pylist(), matrix(photos["vector"]), captions["image_id"].to_pylist(),
+                        captions["text"].to_pylist(), matrix(captions["vector"]), seed)
+    check_enough(split, store)
+    return split, meta
+
+
+def check_enough(split: Split, store: Store) -> None:
+    sizes = split.sizes()
+    trained, held = sizes[heldout.TRAIN]["photos"], sizes[heldout.HELD_OUT]["photos"]
+    if trained < MIN_TRAIN_PHOTOS or held < MIN_HELD_OUT_PHOTOS or not sizes[heldout.VALIDATION]["photos"]:
+        total = sum(s["photos"] for s in sizes.values())
+        raise UsageError(f"only {total} captioned photos in the index at {store.path}; tuning needs about "
+                         f"{int(MIN_TRAIN_PHOTOS / (1 - heldout.HELD_OUT_FRACTION - heldout.VALIDATION_FRACTION))} "
+                         f"or more, so that {MIN_TRAIN_PHOTOS} train and {MIN_HELD_OUT_PHOTOS} are held out")
+
+
+# ----- figures -------------------------------------------------------------------------------------------------
+def caption_to_photo(pairs: Pairs, queries: np.ndarray) -> dict:
+    """recall@1/5/10 and MRR of these (mapped) caption queries over the pairs' own photos."""
+    ranks = first_positive_ranks(unit(queries), pairs.photos, pairs.pair_text, pairs.pair_photo)
+    values = per_query_metrics(ranks).mean(axis=1)
+    names = [*(f"recall@{k}" for k in KS), "mrr"]
+    return {**{name: float(v) for name, v in zip(names, values)}, "queries": len(queries),
+            "candidates": len(pairs.photos)}
+
+
+def better(tuned: dict, base: dict) -> bool:
+    """Beats the base: a higher recall@5 with an MRR no lower, or the same recall@5 with a higher MRR."""
+    return (tuned["recall@5"], tuned["mrr"]) > (base["recall@5"], base["mrr"]) and tuned["mrr"] >= base["mrr"]
+
+
+def unit(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+# ----- training ------------------------------------------------------------------------------------------------
+@dataclass
+class Progress:
+    """What one epoch did, for the progress bar and the report."""
+    epoch: int
+    loss: float
+    validation: dict
+    best_epoch: int
+
+
+@dataclass
+class Trained:
+    tensors: dict[str, np.ndarray]
+    epochs: int
+    best_epoch: int
+    temperature: float
+    history: list[dict] = field(default_factory=list)
+
+
+class ContrastiveTrainer:
+    """Symmetric InfoNCE with in-batch and mined hard negatives, early stopping on the validation photos.
+
+    `encode(text_rows)` gives the (differentiable, torch) query vectors of training caption texts; the subclass
+    (linear adapter, LoRA) decides what they pass through, `state()` what is saved, `queries(role)` the numpy
+    query vectors of a role's texts with the current parameters."""
+
+    def __init__(self, split: Split, seed: int, parameters: list, learning_rate: float | None = None):
+        import torch
+
+        self.torch = torch
+        self.split = split
+        self.generator = np.random.default_rng(seed)
+        torch.manual_seed(seed)
+        self.photos = torch.from_numpy(split.train.photos)
+        self.log_scale = torch.nn.Parameter(torch.tensor(float(np.log(1 / INITIAL_TEMPERATURE))))
+        self.learning_rate = learning_rate or self.learning_rate
+        self.optimizer = torch.optim.Adam([{"params": parameters, "lr": self.learning_rate},
+                                          {"params": [self.log_scale], "lr": LEARNING_RATE}])
+        pairs = split.train
+        self.pair_keys = np.sort(pairs.pair_text * len(pairs.photos) + pairs.pair_photo)
+        self.never_negative = self.positives_and_near_duplicates()
+        self.hard = np.full((len(pairs.texts), 0), -1, np.int64)  # per text: mined negative photo rows
+
+    learning_rate = LEARNING_RATE
+
+    # subclasses -------------------------------------------------------------------------------------------
+    def encode(self, text_rows: np.ndarray):
+        raise NotImplementedError
+
+    def queries(self, role: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def state(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {"hard_negatives": HARD_NEGATIVES, "learning_rate": self.learning_rate}
+
+    # the loop ---------------------------------------------------------------------------------------------
+    def fit(self, max_epochs: int = MAX_EPOCHS, patience: int = PATIENCE, on_epoch=None) -> Trained:
+        best = caption_to_photo(self.split.validation, self.queries(heldout.VALIDATION))
+        best_state, best_epoch, history = self.state(), 0, []
+        epoch = 0
+        for epoch in range(1, max_epochs + 1):
+            if epoch > 1:
+                self.hard = self.mine()
+            loss = self.epoch()
+            figures = caption_to_photo(self.split.validation, self.queries(heldout.VALIDATION))
+            history.append({"epoch": epoch, "loss": loss, "validation": figures})
+            if figures["mrr"] > best["mrr"]:  # MRR moves with every rank, recall@k only at its cut-off
+                best, best_state, best_epoch = figures, self.state(), epoch
+            if on_epoch:
+                on_epoch(Progress(epoch, loss, figures, best_epoch))
+            if epoch - best_epoch >= patience:
+                break
+        self.restore(best_state)
+        return Trained(best_state, epoch, best_epoch, float(1 / self.logit_scale().item()), history)
+
+    def logit_scale(self):
+        return self.log_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+
+    def epoch(self) -> float:
+        """One pass over the training pairs in shuffled batches; returns the mean loss."""
+        pairs = self.split.train
+        order = self.generator.permutation(len(pairs.pair_text))
+        losses = []
+        for start in range(0, len(order), BATCH):
+            chosen = self.distinct(order[start:start + BATCH])
+            if len(chosen) < 2:
+                continue
+            loss = self.loss(pairs.pair_text[chosen], pairs.pair_photo[chosen])
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+            losses.append(float(loss.item()))
+        return float(np.mean(losses)) if losses else 0.0
+
+    def distinct(self, chosen: np.ndarray) -> np.ndarray:
+        """A batch uses each caption text once (its other photos are in-batch positives, masked below)."""
+        _, first = np.unique(self.split.train.pair_text[chosen], return_index=True)
+        return chosen[np.sort(first)]
+
+    def loss(self, text_rows: np.ndarray, photo_rows: np.ndarray):
+        torch = self.torch
+        queries = torch.nn.functional.normalize(self.encode(text_rows), dim=-1)  # [B, dim]
+        extra = np.setdiff1d(np.unique(self.hard[text_rows]), np.append(photo_rows, -1))
+        candidates = np.concatenate([photo_rows, extra])  # batch photos first: the diagonal is the positive
+        logits = self.logit_scale() * queries @ self.photos[candidates].T  # [B, B + mined]
+        positive = torch.from_numpy(self.is_pair(text_rows[:, None], candidates[None, :]))
+        diagonal = torch.zeros_like(positive)
+        diagonal[:, :len(photo_rows)] = torch.eye(len(photo_rows), dtype=torch.bool)
+        masked = positive & ~diagonal  # another photo of the same caption is not a negative
+        targets = torch.arange(len(text_rows))
+        to_photo = torch.nn.functional.cross_entropy(logits.masked_fill(masked, float("-inf")), targets)
+        square = logits[:, :len(photo_rows)].T.masked_fill(masked[:, :len(photo_rows)].T, float("-inf"))
+        to_text = torch.nn.functional.cross_entropy(square, targets)  # [B photos, B texts]
+        return (to_photo + to_text) / 2
+
+    def is_pair(self, text_rows: np.ndarray, photo_rows: np.ndarray) -> np.ndarray:
+        keys = text_rows * len(self.split.train.photos) + photo_rows
+        found = np.searchsorted(self.pair_keys, keys).clip(max=len(self.pair_keys) - 1)
+        return self.pair_keys[found] == keys
+
+    def positives_and_near_duplicates(self) -> np.ndarray:
+        """[texts, photos]: a text's own photos, and photos that are near-duplicates of one of them."""
+        pairs = self.split.train
+        blocked = np.zeros((len(pairs.texts), len(pairs.photos)), dtype=bool)
+        blocked[pairs.pair_text, pairs.pair_photo] = True
+        for start in range(0, len(pairs.pair_photo), BATCH):  # in blocks: [pairs, photos] may be large
+            rows = slice(start, start + BATCH)
+            duplicates = pairs.photos[pairs.pair_photo[rows]] @ pairs.photos.T >= NEAR_DUPLICATE_COSINE
+            np.logical_or.at(blocked, pairs.pair_text[rows], duplicates)
+        return blocked
+
+    def mine(self) -> np.ndarray:
+        """Per training text, the HARD_NEGATIVES highest-scoring photos that pass the false-negative filter."""
+        pairs = self.split.train
+        scores = unit(self.queries(heldout.TRAIN)) @ pairs.photos.T  # [texts, photos]
+        positive = np.zeros_like(self.never_negative)
+        positive[pairs.pair_text, pairs.pair_photo] = True
+        best_positive = np.where(positive, scores, -np.inf).max(axis=1, keepdims=True)
+        allowed = ~self.never_negative & (scores <= POSITIVE_AWARE_MARGIN * best_positive)
+        scores = np.where(allowed, scores, -np.inf)
+        count = min(HARD_NEGATIVES, scores.shape[1])
+        top = np.argpartition(-scores, count - 1, axis=1)[:, :count]  # the best few, unordered: no full sort
+        return np.where(np.take_along_axis(allowed, top, axis=1), top, -1)
+
+
+class AdapterTrainer(ContrastiveTrainer):
+    """q' = W q on the stored caption vectors, W initialised to the identity: no model runs while training."""
+
+    def __init__(self, split: Split, seed: int, learning_rate: float | None = None):
+        import torch
+
+        dim = split.train.photos.shape[1]
+        self.weight = torch.nn.Parameter(torch.eye(dim))
+        self.text_vectors = {role: torch.from_numpy(getattr(split, role).texts)
+                             for role in (heldout.TRAIN, heldout.VALIDATION, heldout.HELD_OUT)}
+        super().__init__(split, seed, [self.weight], learning_rate)
+
+    def encode(self, text_rows: np.ndarray):
+        return self.text_vectors[heldout.TRAIN][text_rows] @ self.weight.T  # [B, dim]
+
+    def queries(self, role: str) -> np.ndarray:
+        with self.torch.no_grad():
+            return (self.text_vectors[role] @ self.weight.T).numpy()
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"weight": self.weight.detach().numpy().copy()}
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        with self.torch.no_grad():
+            self.weight.copy_(self.torch.from_numpy(state["weight"]))
+
+    def describe(self) -> dict:
+        return {**super().describe(), "dim": int(self.weight.shape[0])}
+
+
+def trainer_for(method: str, split: Split, meta: dict, seed: int, store: Store,
+                learning_rate: float | None = None) -> ContrastiveTrainer:
+    if method == "adapter":
+        trainer = AdapterTrainer(split, seed, learning_rate)
+    else:
+        from .tune_lora import LoraTrainer  # peft and the text model: only for this method
+
+        trainer = LoraTrainer(split, meta, seed, store.path, learning_rate)
+    return trainer
+
+
+# ----- the command ---------------------------------------------------------------------------------------------
+def run(db: str | None, method: str = "adapter", seed: int = heldout.DEFAULT_SEED, max_epochs: int = MAX_EPOCHS,
+        learning_rate: float | None = None, progress: bool = False) -> dict:
+    """Train, compare with the base on the held-out photos, save, and switch on when better. The report is
+    what `glance tune --json` prints."""
+    if method not in METHODS:
+        raise UsageError(f"--method must be one of {', '.join(METHODS)}")
+    started = time.monotonic()
+    store = Store(db)
+    split, meta = load_split(store, seed)
+    models = {key: meta.get(key) for key in MODEL_KEYS}
+    trainer = trainer_for(method, split, meta, seed, store, learning_rate)
+    base = caption_to_photo(split.held_out, trainer.queries(heldout.HELD_OUT))
+    with progress_bar(progress, max_epochs) as on_epoch:
+        trained = trainer.fit(max_epochs, on_epoch=on_epoch)
+    tuned = caption_to_photo(split.held_out, trainer.queries(heldout.HELD_OUT))
+    active = better(tuned, base)
+    name = f"{method}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%fZ')}"
+    info = {"name": name, "method": method, "models": models, "created_at": _now(), "seed": seed,
+            "split": split.sizes(), "held_out": {"base": base, "tuned": tuned}, "epochs": trained.epochs,
+            "best_epoch": trained.best_epoch, "temperature": trained.temperature,
+            "better_than_base": active, **trainer.describe()}
+    with store.lance_errors():
+        store.save_tuning(name, trained.tensors, info)
+        if active:
+            store.set_active_tuning(name)
+    return {"db": str(store.path), **info, "active": active,
+            "active_tuning": name if active else store.active_tuning_name(), "seconds": time.monotonic() - started}
+
+
+def switch_off(db: str | None) -> dict:
+    store = Store(db)
+    if not store.exists():
+        raise StoreError(no_index_message(store.path))
+    with store.lance_errors():
+        was = store.meta().get(TUNING)
+        store.set_active_tuning(None)
+    return {"db": str(store.path), "active_tuning": None, "switched_off": was}
+
+
+class progress_bar:
+    """A tqdm bar over epochs on stderr (early stopping usually ends it before max_epochs)."""
+
+    def __init__(self, enabled: bool, total: int):
+        self.enabled, self.total, self.bar = enabled, total, None
+
+    def __enter__(self):
+        import sys
+
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=self.total, unit="epoch", desc="tuning", file=sys.stderr, disable=not self.enabled,
+                        dynamic_ncols=True)
+        return self.update
+
+    def update(self, step: Progress) -> None:
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{step.loss:.3f}", val_r5=f"{step.validation['recall@5']:.3f}",
+                             best=step.best_epoch, refresh=False)
+
+    def __exit__(self, *exc):
+        self.bar.close()
+        return False
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def report_text(report: dict) -> str:
+    base, tuned = report["held_out"]["base"], report["held_out"]["tuned"]
+    held = report["split"][heldout.HELD_OUT]
+    lines = [f"index: {report['db']}",
+             f"tuning: {report['name']} ({report['method']}), {report['epochs']} epochs, best at epoch "
+             f"{report['best_epoch']}, temperature {report['temperature']:.4f}",
+             "photos: " + ", ".join(f"{report['split'][role]['photos']} {role.replace('_', '-')}"
+                                    for role in (heldout.TRAIN, heldout.VALIDATION, heldout.HELD_OUT)),
+             f"held-out caption -> photo: {base['queries']} captions over {held['photos']} photos never trained on",
+             f"{'':>8} {'recall@1':>9} {'recall@5':>9} {'recall@10':>10} {'mrr':>7}"]
+    for label, figures in (("base", base), ("tuned", tuned)):
+        lines.append(f"{label:>8} {figures['recall@1']:>9.3f} {figures['recall@5']:>9.3f} "
+                     f"{figures['recall@10']:>10.3f} {figures['mrr']:>7.3f}")
+    if report["active"]:
+        lines.append(f"active: search now uses this tuning (glance search --no-tuning skips it for one query; "
+                     f"glance tune --off switches it off); {report['seconds']:.1f} s")
+    else:
+        lines.append(f"kept off: it does not beat the base on the held-out photos (saved as {report['name']}); "
+                     f"active tuning: {report['active_tuning'] or 'none'}")
+    return "\n".join(lines)
