@@ -17,18 +17,12 @@ from datetime import datetime
 
 from PIL import Image
 
-from core.images import LIBRARY_MAX_MEGAPIXELS, ImageRefused, describe_error, open_image, upright
+from core.images import LIBRARY_MAX_MEGAPIXELS, ImageRefused, describe_error, open_for_model, upright
 from models.preprocess import Preprocess, to_rgb
 from store import display_name as display_path  # noqa: F401 - one rule for showing odd names
 
 THUMB_SIZE = 256  # longest side, px
 THUMB_QUALITY = 80
-# JPEGs decode at 1/2, 1/4 or 1/8 scale almost for free (DCT scaling). Ask for at least 1.4x the model's input
-# on each side, so the final resize still averages several source pixels per output pixel: on 12-MP photos
-# (1/8 scale: 500x375) the model input then differs from a full decode by 0.3 grey levels on average at 224 px
-# and 0.5 at 256 px, and decode + resize takes 25 ms instead of 120 ms. (At 1.5x a 256 px model got 1/4 scale:
-# 0.23 grey levels closer, for 12 ms more per photo: 30% of its decoding cost.)
-DRAFT_FACTOR = 1.4
 # Files up to this size are read into memory once (hash and decode from the same bytes); larger ones are
 # hashed as a stream and decoded from disk.
 READ_WHOLE_MAX = 64 << 20
@@ -136,10 +130,9 @@ def file_kind(mode: int) -> str:
 
 def decode(path: str, content: bytes | None, preprocess: Preprocess, max_pixels: int) -> Decoded:
     """Pixels for the model, a thumbnail and metadata; any decoder failure becomes BadFile."""
-    draft = int(DRAFT_FACTOR * max(preprocess.input_size))
     try:
-        image = open_image(content if content is not None else path, name="", max_pixels=max_pixels,
-                           limit_hint="--max-megapixels", draft=draft)
+        image = open_for_model(content if content is not None else path, preprocess.input_size,
+                               max_pixels=max_pixels, limit_hint="--max-megapixels")
     except ImageRefused as exc:
         raise BadFile(exc.reason) from None
     try:

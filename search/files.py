@@ -77,6 +77,12 @@ def original(store: Store, photo: str | Path) -> Path:
     """
     columns = ["root", "relpath", "relpath_bytes"]
     row = row_for_path(store, Path(photo)) if looks_like_path(photo) else photo_row(store, str(photo), columns)
+    return original_of_row(store, row)
+
+
+def original_of_row(store: Store, row: dict) -> Path:
+    """`original` for a row already read (root, relpath, relpath_bytes: as store.photo_paths gives them), so a
+    caller reaching many photos reads their paths in one query."""
     return _inside_root(store, row["root"], os_relpath(row["relpath"], row.get("relpath_bytes")))
 
 
