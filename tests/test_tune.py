@@ -222,3 +222,19 @@ def test_lora_on_the_text_tower_learns_and_search_uses_it(library, untuned, tmp_
     stored = Engine(untuned, precision="fp32").vectors.text.embed_queries([terms[0].text]).numpy()[0]
     assert np.allclose(base, stored, atol=1e-5) and not np.allclose(mapped, base, atol=1e-3)
     assert engine.search(terms[0].text, top=3).tuning == report["name"]
+
+
+def test_a_running_server_follows_the_active_tuning(library, tuned, tmp_path, monkeypatch):
+    """search/live.py re-opens its Engine when the active tuning changes (it is one of the ENCODER_KEYS)."""
+    from search import live
+
+    db = tmp_path / "index"
+    shutil.copytree(library[1], db)
+    monkeypatch.setattr(live, "RECHECK_S", 0.0)  # look at every request instead of every 10 s
+    server = live.Library(db, precision="fp32")
+    server.start()
+    assert server.engine().vectors.tuning.name == tuned["name"]
+    Store(db).set_active_tuning(None)
+    assert server.engine().vectors.tuning is None
+    Store(db).set_active_tuning(tuned["name"])
+    assert server.engine().vectors.tuning.name == tuned["name"]
