@@ -185,6 +185,9 @@ examples:
   glance eval
   glance eval --db ~/photo-index --json
 
+The report is kept in the index (extras/eval.json), where the page's Index tab shows it; an index folder
+that cannot be written only gets a warning.
+
 exit status:
   0    the figures were printed
   2    an error, in one line on stderr: no index, fewer than 20 captioned photos, a damaged index
@@ -203,8 +206,14 @@ def add_eval_parser(verbs) -> None:
 
 
 def run_eval(args) -> int:
-    from . import evaluate  # numpy and LanceDB: only once the flags are known to be good
+    from datetime import datetime, timezone
 
-    report = evaluate.run(args.db, seed=args.seed)
+    from . import eval_report, evaluate  # numpy and LanceDB: only once the flags are known to be good
+
+    started = datetime.now(timezone.utc)
+    report = eval_report.stamped(evaluate.run(args.db, seed=args.seed), started)
+    unsaved = eval_report.save(args.db, report)
+    if unsaved:  # a read-only index still gets its figures: they are on stdout
+        print(f"{PROGRAM}: warning: the evaluation is not kept in the index ({unsaved})", file=sys.stderr)
     print(json.dumps(report, indent=1) if args.json else evaluate.report_text(report))
     return 0
