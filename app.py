@@ -6,8 +6,9 @@ This file is page layout and event wiring only. Every search decision lives in s
 the Engine's lifecycle and hot reload in search/live.py, the JSON shapes in search/serialize.py, thumbnails and
 previews in search/preview.py, the flags in search/server_options.py, and the URL guard in server/guard.py.
 The page: one query box (the grammar of search/query.py) plus an image slot (drop, upload or paste), filters,
-a gallery of thumbnails with "Load more", a detail view with "More like this", an Image -> Text tab and the
-index's stats. gradio_client can call the named endpoints listed in API_ENDPOINTS.
+a gallery of thumbnails with "Load more", a detail view with "More like this", an Image -> Text tab and an Index
+tab (the index's stats and its latest `glance eval`, read by search/eval_report.py). gradio_client can call the
+named endpoints listed in API_ENDPOINTS.
 
 Safety: binds 127.0.0.1 unless told otherwise; never share=True; with --auth every page, file and API call
 needs a login. The browser only ever gets gradio's cached copies of thumbnails and previews: originals are
@@ -48,10 +49,12 @@ if __name__ == "__main__":
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home, before gradio is imported
 
 import gradio as gr  # noqa: E402
+import pandas as pd  # noqa: E402  (gradio's own dependency: its plots take DataFrames)
 from gradio.data_classes import FileData  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
 from core.errors import GlanceError, one_line  # noqa: E402
+from search import eval_report  # noqa: E402
 from search.filters import Filters  # noqa: E402
 from search.live import IndexMissing, Library  # noqa: E402
 from search.preview import Pictures  # noqa: E402
@@ -204,9 +207,10 @@ def photo_markdown(details, score: float | None) -> str:
 
 
 def stats_markdown(stats: dict) -> str:
-    rows = [("Photos", f"{stats['photos']:,}"), ("Captions", f"{stats['captions']:,}"),
-            ("Free-standing texts", f"{stats['texts']:,}"), ("Vision model", stats["vision_model"]),
-            ("Text model", stats["text_model"]), ("Dimension", stats["dim"]),
+    rows = [("Photos", f"{stats['photos']:,}"), ("Captioned photos", f"{stats.get('photos_with_captions') or 0:,}"),
+            ("Captions", f"{stats['captions']:,}"), ("Free-standing texts", f"{stats['texts']:,}"),
+            ("Vision model", stats["vision_model"]), ("Text model", stats["text_model"]), ("Dimension", stats["dim"]),
+            ("Caption model", stats.get("caption_model") or "none"),
             ("Last indexed", stats.get("last_indexed") or "unknown"),
             ("Indexed folders", ", ".join(stats.get("roots") or []) or "none"), ("Index", stats["db"]),
             ("Vector index", stats.get("vector_index") or "none (exact search)")]
@@ -223,6 +227,29 @@ def missing_markdown(library: Library) -> str:
     return (f"### No photos indexed yet\nGlance has no index at `{library.db}`. Build one (the first run "
             f"downloads the models and takes a while):\n\n```\n{library.build_command()}\n```\n\n"
             f"then press **Reload**.")
+
+
+def evaluation_markdown(latest, db) -> str:
+    command = f"```\n{eval_report.eval_command(db)}\n```"
+    if latest is None:
+        return f"### Search quality\nNo evaluation yet. Measure recall on your captioned photos with\n\n{command}"
+    report = latest.report
+    if latest.stale:
+        return (f"### Search quality\n⚠️ **The latest evaluation is stale**: it ran {eval_report.ran_at(report)} "
+                f"on {md_escape(report.get('vision_model'))} + {md_escape(report.get('text_model'))} at dimension "
+                f"{md_escape(report.get('dim'))}, and the index has been rebuilt since. Run it again:\n\n{command}")
+    return (f"### Search quality\nLatest evaluation: {eval_report.ran_at(report)} · **{report.get('pairs', '?')} "
+            f"pairs** (caption, photo) · {report.get('captioned_photos', '?')} captioned photos among "
+            f"{report.get('photos', '?')} · `{eval_report.eval_command(db)}` measures again")
+
+
+def evaluation_outputs(latest, db) -> tuple:
+    """The evaluation's text, table and plot; the figures are hidden when there are none (or stale ones)."""
+    rows = eval_report.table_rows(latest.report) if latest and not latest.stale else []
+    if not rows:
+        return evaluation_markdown(latest, db), gr.update(visible=False), gr.update(visible=False)
+    points = pd.DataFrame(eval_report.plot_points(latest.report), columns=["dim", "recall", "metric"])
+    return evaluation_markdown(latest, db), gr.update(value=rows, visible=True), gr.update(value=points, visible=True)
 
 
 def text_rows(hits) -> list[list]:
@@ -348,19 +375,24 @@ class Page:
         hits = self.library.engine().caption_search(as_text(text, "query"), top=int(top))
         return text_rows(hits), f"{len(hits)} captions and texts" if hits else "No caption or text matches."
 
-    # ----- index state: banner, stats
+    # ----- index state: banner, stats, the latest evaluation's text, table and plot
 
     def status(self):
         try:
-            stats = self.library.engine().stats()
+            engine = self.library.engine()
+            stats, latest = engine.stats(), eval_report.latest(engine.store)
         except IndexMissing:
-            return missing_markdown(self.library), missing_markdown(self.library)
+            return self.status_error(missing_markdown(self.library))
         except GlanceError as exc:
-            return error_status(one_line(exc)), error_status(one_line(exc))
+            return self.status_error(error_status(one_line(exc)))
         except Exception:
             log.exception("unexpected error while reading the index stats")
-            return error_status(GENERIC_ERROR), error_status(GENERIC_ERROR)
-        return banner_markdown(stats), stats_markdown(stats)
+            return self.status_error(error_status(GENERIC_ERROR))
+        return banner_markdown(stats), stats_markdown(stats), *evaluation_outputs(latest, self.library.db)
+
+    @staticmethod
+    def status_error(text: str):
+        return text, text, "", gr.update(visible=False), gr.update(visible=False)
 
 
 class Api:
@@ -438,11 +470,22 @@ def build_ui(library: Library, pictures: Pictures) -> gr.Blocks:
                 search_tab(page, view)
             with gr.Tab("Image → Text", id="image-to-text"):
                 image_to_text_tab(page)
-            with gr.Tab("Index", id="index"):
-                stats = gr.Markdown(elem_id="stats")
-        for trigger in (demo.load, reload_button.click):
-            trigger(page.status, outputs=[banner, stats], api_visibility="private")
+            with gr.Tab("Index", id="index") as index:
+                index_outputs = [gr.Markdown(elem_id="stats"), *evaluation_section()]
+        # the tab too: a server outlives indexing and evaluation runs, and opening the tab should show their results
+        for trigger in (demo.load, reload_button.click, index.select):
+            trigger(page.status, outputs=[banner, *index_outputs], api_visibility="private")
     return demo
+
+
+def evaluation_section() -> list:
+    text = gr.Markdown(elem_id="eval-summary")
+    table = gr.Dataframe(headers=eval_report.TABLE_HEADERS, datatype=["number"] + ["str"] * 6, interactive=False,
+                         visible=False, elem_id="eval-table")
+    plot = gr.LinePlot(x="dim", y="recall", color="metric", title="caption → photo recall against dimension",
+                       x_title="dimension", y_title="recall", y_lim=[0, 1], sort="x", visible=False,
+                       elem_id="eval-plot")
+    return [text, table, plot]
 
 
 def search_tab(page: Page, view: gr.State) -> None:

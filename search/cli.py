@@ -205,6 +205,9 @@ examples:
   glance eval --model clip-vit-b-32 --model siglip-vit-b-16     which family suits these photos?
   glance eval --model ~/models/nomic-embed-vision-v1.5,~/models/nomic-embed-text-v1.5
 
+The report is kept in the index (extras/eval.json), where the page's Index tab shows it; an index folder
+that cannot be written only gets a warning.
+
 exit status:
   0    the figures were printed
   2    an error, in one line on stderr: no index, fewer than 20 captioned photos, a damaged index, a --model
@@ -228,16 +231,22 @@ def add_eval_parser(verbs) -> None:
 
 
 def run_eval(args) -> int:
-    from . import compare, evaluate  # numpy and LanceDB: only once the flags are known to be good
+    from datetime import datetime, timezone
 
+    from . import compare, eval_report, evaluate  # numpy and LanceDB: only once the flags are known to be good
+
+    started = datetime.now(timezone.utc)
     candidates = compare.resolve_candidates(args.db, args.models)  # a missing model fails before any scoring
     report = evaluate.run(args.db, seed=args.seed)
-    if not candidates:
-        print(json.dumps(report, indent=1) if args.json else evaluate.report_text(report))
-        return 0
-    report |= compare.run(args.db, candidates, seed=args.seed, precision=args.precision, progress=sys.stderr.isatty())
-    print(json.dumps(report, indent=1) if args.json else
-          f"{evaluate.report_text(report)}\n\n{compare.report_text(report)}")
+    if candidates:
+        report |= compare.run(args.db, candidates, seed=args.seed, precision=args.precision,
+                              progress=sys.stderr.isatty())
+    report = eval_report.stamped(report, started)
+    unsaved = eval_report.save(args.db, report)
+    if unsaved:  # a read-only index still gets its figures: they are on stdout
+        print(f"{PROGRAM}: warning: the evaluation is not kept in the index ({unsaved})", file=sys.stderr)
+    text = evaluate.report_text(report) + (f"\n\n{compare.report_text(report)}" if candidates else "")
+    print(json.dumps(report, indent=1) if args.json else text)
     return 0
 
 
