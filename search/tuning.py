@@ -1,7 +1,7 @@
 """The active tuning as search applies it (`glance tune` makes one; search/tune.py).
 
-A tuning changes only how a text query reaches the photo space: the adapter maps each term's embedding by W (then
-back to unit length); a LoRA tuning embeds the term through the tuned text tower. Caption search (text against
+A tuning changes only how a text query reaches the photo space: the adapter maps each term's embedding by W q + b
+(then back to unit length); a LoRA tuning embeds the term through the tuned text tower. Caption search (text against
 caption texts) and image queries stay as they are: both compare vectors from one side of the space.
 
 A tuning names the models it was trained for. One that does not belong to the index's models (copied from
@@ -24,9 +24,9 @@ class Tuning:
     tensors: dict[str, np.ndarray]
 
     def map_queries(self, vectors: list[np.ndarray]) -> list[np.ndarray]:
-        """Adapter: q' = W q, unit length again (so query weights keep their meaning)."""
-        weight = self.tensors["weight"]
-        mapped = [weight @ v for v in vectors]
+        """Adapter: q' = W q + b, unit length again (so query weights keep their meaning)."""
+        weight, bias = self.tensors["weight"], self.tensors["bias"]
+        mapped = [weight @ v + bias for v in vectors]
         return [m / max(float(np.linalg.norm(m)), 1e-12) for m in mapped]
 
 
