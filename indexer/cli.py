@@ -12,7 +12,7 @@ import sys
 
 from core.errors import CommandParser, UsageError, exit_on_user_error
 from core.images import LIBRARY_MAX_MEGAPIXELS
-from store import VECTOR_INDEX_MIN_ROWS, default_db_path
+from store import VECTOR_INDEX_KINDS, VECTOR_INDEX_MIN_ROWS, VECTOR_INDEX_TRAIN_ROWS, default_db_path
 
 from . import embed
 
@@ -45,7 +45,14 @@ captions (each is embedded as "search_query: <caption>" and linked to its photo)
 
 index location: --db DIR, else $GLANCE_DB, else $XDG_DATA_HOME/glance/index (now: {default_db_path()}).
 A cosine vector index is built once the index holds {VECTOR_INDEX_MIN_ROWS} photos (exact search is fast
-enough below that), and a full-text index on captions.
+enough below that), and a full-text index on captions. --vector-index picks its kind; bytes per photo at dim d:
+  auto  IVF_FLAT from {VECTOR_INDEX_MIN_ROWS} photos (4 x d bytes: the float32 vectors themselves)
+  flat  IVF_FLAT from {VECTOR_INDEX_TRAIN_ROWS} photos
+  sq    IVF_SQ from {VECTOR_INDEX_TRAIN_ROWS} photos: one byte per component (d bytes)
+  pq    IVF_PQ from {VECTOR_INDEX_TRAIN_ROWS} photos: one byte per 8 components (d / 8 bytes)
+sq and pq re-rank their best candidates on the float32 vectors, which stay in the index; `glance eval` shows
+the recall each costs on your photos. Later runs keep the kind; another one rebuilds the index (nothing is
+embedded again).
 
 exit status:
   0    every photo indexed (or already up to date)
@@ -78,6 +85,8 @@ def add_index_parser(verbs) -> None:
     p.add_argument("--dim", type=int, metavar="N",
                    help="store vectors at a smaller Matryoshka size (Nomic v1.5: 512, 256, 128 or 64; see `glance "
                         "eval`): less disk and faster search, some recall lost (default: the index's, else full)")
+    p.add_argument("--vector-index", choices=VECTOR_INDEX_KINDS, metavar="KIND",
+                   help="the kind of vector index: auto, flat, sq or pq (see below; default: the index's, else auto)")
     p.add_argument("--reindex", action="store_true",
                    help="delete the index and embed everything again (needed to change models)")
     p.add_argument("--prune", action="store_true",
@@ -137,7 +146,7 @@ def run_index(args) -> int:
 
     summary = index(IndexOptions(
         paths=args.paths, db=args.db, captions=args.captions, vision_model=args.vision_model,
-        text_model=args.text_model, caption_model=args.caption_model, dim=args.dim,
+        text_model=args.text_model, caption_model=args.caption_model, dim=args.dim, vector_index=args.vector_index,
         reindex=args.reindex, prune=args.prune,
         max_megapixels=args.max_megapixels,
         batch_size=args.batch_size, workers=args.workers, threads=args.threads, precision=args.precision,
@@ -170,11 +179,18 @@ def stats_text(s: dict) -> str:
                                         + ")" if s["captions"] else ""),
         f"free-standing texts: {s['texts']}",
         f"last indexed: {s['last_indexed'] or 'never'}",
-        "vector index: " + (f"{s['vector_index']} (cosine)" if s["vector_index"] else
-                            f"none, exact search (built automatically from {s['vector_index_min_rows']} photos)"),
+        "vector index: " + vector_index_text(s),
         "full-text index on captions: " + ("yes" if s["text_index"] else "no"),
     ]
     return "\n".join(lines)
+
+
+def vector_index_text(s: dict) -> str:
+    chosen = "" if s["vector_index_choice"] == "auto" else f", --vector-index {s['vector_index_choice']}"
+    if s["vector_index"]:
+        return f"{s['vector_index']} (cosine{chosen})"
+    return s["vector_index_note"] or (f"none, exact search (built automatically from {s['vector_index_min_rows']} "
+                                      f"photos{chosen})")
 
 
 def run_remove(args) -> int:

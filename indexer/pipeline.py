@@ -61,6 +61,7 @@ class IndexOptions:
     text_model: str | None = None
     caption_model: str | None = None  # a second space for captions (default: the index's; "none" drops it)
     dim: int | None = None  # store vectors at this Matryoshka size (default: the index's, else the model's full)
+    vector_index: str | None = None  # auto | flat | sq | pq (default: the index's, else auto); store/vector_index.py
     reindex: bool = False
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
     batch_size: int | None = None  # default: sized to available memory, at most MAX_BATCH
@@ -99,6 +100,13 @@ class Prepared:
 
 def index(options: IndexOptions) -> Summary:
     return Indexer(options).run()
+
+
+def choose_vector_index(meta: dict, flag: str | None) -> str:
+    """The flag wins; otherwise the index keeps the kind it records (--reindex too); otherwise auto."""
+    if flag is not None and flag not in st.VECTOR_INDEX_KINDS:
+        raise UsageError(f"--vector-index {flag}: choose one of " + ", ".join(st.VECTOR_INDEX_KINDS))
+    return flag or meta.get(st.VECTOR_INDEX) or "auto"
 
 
 def default_workers() -> int:
@@ -187,6 +195,7 @@ class Indexer:
             self.store.publish()
             self.store.write_meta({st.LAST_INDEXED: _iso_now(), st.ROOTS: roots.all(known)})
             self.summary.maintenance = self.store.ensure_indexes()
+            self.summary.vector_index_note = self.store.vector_index_note()
             self.store.publish()
             self.summary.images_total = self.store.photo_count()
             self.summary.captions_total = self.store.caption_count()
@@ -210,6 +219,7 @@ class Indexer:
         text = text or (self._text.spec if self._text is not None else None)
         choice = choose_models(meta, vision, text, self.o.dim)  # --reindex without flags: the same models again
         self.caption_choice = caption_space.choose(meta, self.o.caption_model)
+        vector_index = choose_vector_index(meta, self.o.vector_index)
         if self.o.reindex:
             self.store.drop_all()
             meta = {}
@@ -223,7 +233,7 @@ class Indexer:
         _check_preloaded((self._vision, self._text), choice)
         self.store.create_tables(choice.dim)
         self.store.write_meta({**choice.meta(), st.SCHEMA_VERSION_KEY: st.SCHEMA_VERSION,
-                               st.ROOTS: sorted({*known, *roots.added})})
+                               st.ROOTS: sorted({*known, *roots.added}), st.VECTOR_INDEX: vector_index})
         caption_space.apply(self.store, self.caption_choice)
         return choice, roots, known
 

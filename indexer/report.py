@@ -24,7 +24,8 @@ class Summary:
     images_total: int = 0
     captions_total: int = 0
     seconds: float = 0.0
-    maintenance: list[str] = field(default_factory=list)
+    maintenance: list[str] = field(default_factory=list)  # indexes built, rebuilt or dropped
+    vector_index_note: str | None = None  # why the chosen vector index is not built yet
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -44,6 +45,7 @@ class Summary:
             "seconds": round(self.seconds, 2),
             "db": self.db,
             "maintenance": self.maintenance,
+            "vector_index_note": self.vector_index_note,
         }
 
     def text(self) -> str:
@@ -56,7 +58,9 @@ class Summary:
             (f", {self.captions_embedded} embedded by the caption model" if self.captions_embedded else ""),
             f"  the index now holds {self.images_total} photos and {self.captions_total} captions",
         ]
-        lines += [f"  built {what}" for what in self.maintenance]
+        lines += [f"  {what}" for what in self.maintenance]
+        if self.vector_index_note:
+            lines.append(f"  vector index: {self.vector_index_note}")
         if self.problems:
             lines.append(f"  {self.failed} skipped (reasons above; --errors FILE writes the list)")
         return "\n".join(lines)

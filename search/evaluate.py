@@ -47,6 +47,7 @@ class Pairs:
     texts: np.ndarray  # (distinct caption texts, dim)
     pair_text: np.ndarray  # one entry per distinct (text, photo) pair: the text's row ...
     pair_photo: np.ndarray  # ... and the photo's row
+    photo_ids: tuple[str, ...] = ()  # each photo row's id (the vector index rows match LanceDB's hits by id)
 
     @property
     def captioned_photos(self) -> np.ndarray:
@@ -72,7 +73,7 @@ def build_pairs(photo_ids: list[str], photo_vectors: np.ndarray, caption_photo_i
     ordered = np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
     dim = photo_vectors.shape[1]
     texts = caption_vectors[first_caption_row] if first_caption_row else np.zeros((0, dim), np.float32)
-    return Pairs(unit(photo_vectors), unit(texts), ordered[:, 0], ordered[:, 1])
+    return Pairs(unit(photo_vectors), unit(texts), ordered[:, 0], ordered[:, 1], tuple(photo_ids))
 
 
 def load_pairs(store: Store) -> tuple[Pairs, dict]:
@@ -194,7 +195,15 @@ def run(db: str | None, seed: int = 0, resamples: int = RESAMPLES) -> dict:
             "pairs": len(pairs.pair_text),
             "queries": {"caption_to_photo": len(pairs.texts), "photo_to_caption": captioned},
             "bootstrap": {"resamples": resamples, "seed": seed, "confidence": CONFIDENCE},
-            "rows": evaluate(pairs, dims, resamples, seed)}
+            "rows": evaluate(pairs, dims, resamples, seed),
+            "vector_index_rows": _vector_index_rows(store, pairs, resamples, seed)}
+
+
+def _vector_index_rows(store: Store, pairs: Pairs, resamples: int, seed: int) -> list[dict]:
+    from .eval_index import index_rows  # it builds on this module's metrics
+
+    with store.lance_errors():
+        return index_rows(store, pairs, resamples, seed)
 
 
 # ----- the table -------------------------------------------------------------------------------------------------
@@ -217,7 +226,9 @@ def report_text(report: dict) -> str:
             lines.append(f"{row['dim']:>5} {row['bytes_per_photo']:>11} {row['exact_ms_per_query']:>14.3f}  "
                          f"{cells}".rstrip())
         lines.append("")
-    return "\n".join(lines).rstrip()
+    from .eval_index import section_text
+
+    return "\n".join(lines + section_text(report)).rstrip()
 
 
 def figure(f: dict) -> str:

@@ -7,7 +7,8 @@ from .reading import FolderScope, PhotoFilter, photo_where
 from .schema import (CAPTION_DIM, CAPTION_MODEL, CAPTION_VECTOR, CAPTIONS, CONTENT_SOURCES, DIM,
                      ENCODER_KEYS, IMAGES, KEEP_OLD_VERSIONS, LAST_INDEXED, META, META_SCHEMA,
                      MODEL_KEYS, MODEL_VERSION, PREPROCESS_VERSION_KEY, ROOTS, SCHEMA_VERSION, SCHEMA_VERSION_KEY,
-                     SNAPSHOT, SOURCE_EXIF, SOURCE_FILE, SOURCE_SIDECAR, SOURCE_XMP, TEXT_MODEL, TUNING, VECTOR_INDEX_MIN_ROWS,
-                     VECTOR_INDEX_REBUILD_GROWTH, VECTOR_INDEX_ROWS, VISION_MODEL, caption_id, captions_schema,
+                     SNAPSHOT, SOURCE_EXIF, SOURCE_FILE, SOURCE_SIDECAR, SOURCE_XMP, TEXT_MODEL, TUNING, VECTOR_INDEX,
+                     VECTOR_INDEX_KINDS, VECTOR_INDEX_MIN_ROWS, VECTOR_INDEX_REBUILD_GROWTH, VECTOR_INDEX_ROWS,
+                     VECTOR_INDEX_TRAIN_ROWS, VISION_MODEL, caption_id, captions_schema,
                      display_name, image_id, images_schema, name_bytes, os_relpath, vector_type)
 from .sql import sql_in, sql_string

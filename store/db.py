@@ -22,8 +22,9 @@ from . import schema
 from .extras import EXTRAS_DIR, ExtrasQueries
 from .indexing import IndexingQueries
 from .reading import ReadingQueries
+from .vector_index import VectorIndexQueries
 from .schema import (CAPTIONS, IMAGES, KEEP_OLD_VERSIONS, META, META_SCHEMA, PREPROCESS_VERSION_KEY, SCHEMA_VERSION,
-                     SCHEMA_VERSION_KEY, VECTOR_INDEX_ROWS, captions_schema, images_schema)
+                     SCHEMA_VERSION_KEY, captions_schema, images_schema)
 from .sql import sql_in, sql_string  # noqa: F401 - store/indexing.py reaches them as db.sql_*
 
 # LanceDB reports I/O trouble as RuntimeError("lance error: LanceError(IO): ... (os error 28) ...").
@@ -98,11 +99,11 @@ def default_db_path() -> Path:
     return data_home / "glance" / "index"
 
 
-class Store(IndexingQueries, ReadingQueries, ExtrasQueries):
+class Store(IndexingQueries, ReadingQueries, VectorIndexQueries, ExtrasQueries):
     """An index directory. Tables are opened lazily; a missing index is not an error until it is used.
 
     This class owns every query string sent to LanceDB: the writer's in store/indexing.py, the readers' in
-    store/reading.py, the shared ones here. Nobody else writes SQL.
+    store/reading.py, the vector index's in store/vector_index.py, the shared ones here. Nobody else writes SQL.
     """
 
     def __init__(self, path: str | Path | None = None, consistency: timedelta | None = timedelta(seconds=1)):
@@ -217,27 +218,17 @@ class Store(IndexingQueries, ReadingQueries, ExtrasQueries):
         shutil.rmtree(self.path / EXTRAS_DIR, ignore_errors=True)  # tunings and reports of the old models
 
     def ensure_indexes(self) -> list[str]:
-        """Build or refresh the cosine vector index (once images are many enough) and the captions FTS index,
-        fold new rows into them, and compact small fragments. Returns what was (re)built, for the log."""
-        built = []
-        images, captions = self.table(IMAGES), self.table(CAPTIONS)
-        rows = images.count_rows()
-        indexed_at = int(self.meta().get(VECTOR_INDEX_ROWS) or 0)
-        has_vector_index = any(ix.columns == ["vector"] for ix in images.list_indices())
-        if rows >= schema.VECTOR_INDEX_MIN_ROWS and (
-                not has_vector_index or rows >= indexed_at * schema.VECTOR_INDEX_REBUILD_GROWTH):
-            from lancedb.index import IvfFlat
-
-            images.create_index("vector", config=IvfFlat(distance_type="cosine"), replace=True)
-            self.write_meta({VECTOR_INDEX_ROWS: rows})
-            built.append(f"vector index (IVF_FLAT, cosine) over {rows} images")
+        """Build or refresh the cosine vector index (store/vector_index.py) and the captions FTS index, fold new
+        rows into them, and compact small fragments. Returns what was done, for the log."""
+        done = [what for what in (self.ensure_vector_index(),) if what]
+        captions = self.table(CAPTIONS)
         if captions.count_rows() and not any(ix.columns == ["text"] for ix in captions.list_indices()):
             from lancedb.index import FTS
 
             captions.create_index("text", config=FTS(), replace=True)
-            built.append("full-text index on captions")
+            done.append("built full-text index on captions")
         self.compact()
-        return built
+        return done
 
     def compact(self) -> None:
         """Merge the small fragments that batch commits leave (each commit slows a little as they pile up),

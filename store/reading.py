@@ -19,15 +19,13 @@ from . import schema
 from .schema import CAPTIONS, IMAGES
 from .sql import sql_in as _sql_in
 from .sql import sql_string as _sql
+from .vector_index import chosen_kind, min_rows, pending_note, tune
 
 # LanceDB brute force costs ~3-4 ms per 1,000 rows on 2 cores (65 ms at 20k, ~450 ms at 100k), with or
 # without a prefilter, while IVF_FLAT answers in ~10 ms with recall ~1.0, prefiltered too
 # (bench/query_latency.py). So the vector index is used whenever there is one, except on tables this
-# small, where brute force is as fast and exact.
+# small, where brute force is as fast and exact (unless `glance index --vector-index` chose the kind).
 EXACT_MAX_ROWS = 5_000
-NPROBES = 20  # IVF partitions probed (with ~sqrt(N) partitions); see bench/query_latency.py
-REFINE_FACTOR = 5  # quantized indexes (SQ, PQ, RQ) re-rank this many times `limit` candidates exactly
-HNSW_EF = 200
 KEYWORD_SCAN_ROWS = 2000  # without a full-text index: captions read per keyword scan
 INDEX_INFO_TTL_S = 30.0
 PAIR_TTL_S = 1.0  # a reader looks for a newly published pair at most this often
@@ -170,13 +168,18 @@ class ReadingQueries:
         if sql:
             query = query.where(sql, prefilter=True)
         index = self.vector_index(table_name) if column == "vector" else None
-        if index is None or table.count_rows() <= EXACT_MAX_ROWS:
+        if index is None or (table.count_rows() <= EXACT_MAX_ROWS and not self._index_chosen(table_name)):
             query, mode = query.bypass_vector_index(), "exact"
         else:
-            query, mode = _tune(query, index, limit), "index"
+            query, mode = tune(query, index, limit), "index"
         rows = query.limit(limit).select([*columns, "_distance"]).to_arrow()
         scores = pa.array(1.0 - rows.column("_distance").to_numpy(zero_copy_only=False), pa.float32())
         return rows.drop_columns(["_distance"]).append_column("score", scores), mode
+
+    def _index_chosen(self, table_name: str) -> bool:
+        """Whether `glance index --vector-index` named a kind: its index then answers whatever the table's size,
+        so search returns what was asked for (and what `glance eval` measured)."""
+        return table_name == IMAGES and chosen_kind(self.current_meta()) != "auto"
 
     def samples(self, table_name: str, column: str, count: int = 3) -> list[dict]:
         """A few rows with a non-empty `column`, and their vectors (to check that a model reproduces them)."""
@@ -249,7 +252,9 @@ class ReadingQueries:
             "texts": texts,
             "last_indexed": meta.get(schema.LAST_INDEXED),
             "vector_index": view.vector_index(IMAGES),
-            "vector_index_min_rows": schema.VECTOR_INDEX_MIN_ROWS,
+            "vector_index_choice": chosen_kind(meta),
+            "vector_index_min_rows": min_rows(chosen_kind(meta)),
+            "vector_index_note": pending_note(chosen_kind(meta), rows.num_rows, view.vector_index(IMAGES) is not None),
             "text_index": view.has_text_index(),
         }
 
@@ -296,16 +301,6 @@ def _folders_clause(folders: tuple[FolderScope, ...]) -> str:
 
 def _sql_time(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _tune(query, index_type: str, limit: int):
-    kind = index_type.lower()
-    query = query.nprobes(NPROBES)
-    if "hnsw" in kind:
-        query = query.ef(max(HNSW_EF, limit))
-    if any(q in kind for q in ("pq", "sq", "rq")):
-        query = query.refine_factor(REFINE_FACTOR)
-    return query
 
 
 def _value_counts(column) -> dict:

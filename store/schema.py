@@ -7,6 +7,13 @@ Schema history (SCHEMA_VERSION):
   3  captions.caption_vector: each caption embedded a second time by a caption model (a text-to-text space,
      models/captioning.py), a column that exists only while the index has one (meta caption_model,
      caption_dim). Nothing changes in place; an older Glance, which would write captions without it, is refused.
+
+Meta keys that change no column, so no schema version:
+  vector_index  the kind of vector index on images.vector that `glance index --vector-index` asked for: auto
+                (absent: IVF_FLAT from VECTOR_INDEX_MIN_ROWS photos), flat (IVF_FLAT), sq (IVF_SQ) or pq (IVF_PQ),
+                the explicit kinds built from VECTOR_INDEX_TRAIN_ROWS photos (store/vector_index.py). Later runs
+                keep it; another value rebuilds the index from the stored vectors. An older Glance ignores it: at
+                worst it rebuilds the index as IVF_FLAT when the table doubles, and the next run here puts it back.
 """
 from __future__ import annotations
 
@@ -24,6 +31,8 @@ VISION_MODEL, TEXT_MODEL, MODEL_VERSION, DIM = "vision_model", "text_model", "mo
 PREPROCESS_VERSION_KEY, SCHEMA_VERSION_KEY = "preprocess_version", "schema_version"
 LAST_INDEXED, ROOTS = "last_indexed", "roots"
 VECTOR_INDEX_ROWS = "vector_index_rows"  # table size when the vector index was last (re)built
+VECTOR_INDEX = "vector_index"  # the kind asked for (VECTOR_INDEX_KINDS); absent means auto
+VECTOR_INDEX_KINDS = ("auto", "flat", "sq", "pq")
 SNAPSHOT = "snapshot"  # {"images": version, "captions": version}: the last consistent pair a writer published
 CAPTION_MODEL, CAPTION_DIM = "caption_model", "caption_dim"  # the caption model, when the index has one
 CAPTION_VECTOR = "caption_vector"  # its column in the captions table
@@ -42,6 +51,12 @@ CONTENT_SOURCES = (SOURCE_EXIF, SOURCE_XMP)
 # Below 20k rows the index saves nothing a person would notice, and it is rebuilt when the table doubles.
 VECTOR_INDEX_MIN_ROWS = 20_000
 VECTOR_INDEX_REBUILD_GROWTH = 2.0
+# An explicit kind is built once this many photos can train it. PQ's 8-bit codebooks hold 256 centroids per
+# sub-vector: below 256 rows LanceDB 0.40 builds an empty PQ index (every row left unindexed, searched flat).
+# LanceDB makes one IVF partition per ~8,192 rows, so 256 rows per partition is always met above this floor.
+# SQ and IVF_FLAT would train on fewer, but SQ's per-component bounds learnt from a handful of photos clip the
+# next ones, and an index over fewer photos than this saves no time: they wait for the same count.
+VECTOR_INDEX_TRAIN_ROWS = 256
 # Old table versions are kept this long after a compaction, so a reader holding one can finish.
 KEEP_OLD_VERSIONS = timedelta(hours=1)
 

@@ -1,0 +1,184 @@
+"""`glance index --vector-index {auto,flat,sq,pq}`: the kind is recorded and kept, another kind rebuilds only the
+index, compressed indexes still find the exact top hit, and `glance eval` measures what they cost. Every index
+here is a real LanceDB index on disk, on tables just past the VECTOR_INDEX_TRAIN_ROWS a compressed one needs."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+import store as st
+from core.errors import UsageError
+from indexer.cli import stats_text
+from indexer.pipeline import IndexOptions, choose_vector_index, index
+from search import evaluate
+from store import IMAGES, VECTOR_INDEX, VECTOR_INDEX_TRAIN_ROWS, Store
+from store.vector_index import vector_index_of
+
+from .indexer_library import pattern
+from .test_eval import glance_process, unit_rows, write_index
+
+PHOTOS = VECTOR_INDEX_TRAIN_ROWS + 44  # enough to train PQ's 256-centroid codebooks
+DIM_ = 64
+
+
+def listed_type(db) -> str | None:
+    listed = vector_index_of(Store(db).table(IMAGES))
+    return listed.index_type if listed is not None else None
+
+
+def stored_vectors(db) -> dict[str, list[float]]:
+    return {r["id"]: r["vector"] for r in Store(db).table(IMAGES).search().select(["id", "vector"]).limit(None)
+            .to_arrow().to_pylist()}
+
+
+def set_kind(db, kind: str) -> list[str]:
+    """What the indexer does at the end of a run for this kind: record it, then bring the index in line."""
+    store = Store(db)
+    with store.writing():
+        store.write_meta({VECTOR_INDEX: kind})
+        done = store.ensure_indexes()
+        store.publish()
+    return done
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("vector-index-photos")
+    for i in range(PHOTOS):
+        pattern(i, (16, 12)).save(folder / f"p{i:03d}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def indexed(photo_folder, tiny_encoders, tmp_path_factory):
+    db = tmp_path_factory.mktemp("vector-index-db") / "index"
+    summary = index(IndexOptions(paths=[str(photo_folder)], db=db, encoders=tiny_encoders, precision="fp32"))
+    assert summary.added == PHOTOS and listed_type(db) is None  # auto: no index below 20,000 photos
+    return db
+
+
+@pytest.fixture(scope="module")
+def clustered():
+    """PHOTOS unit vectors around 12 centres, and one caption per photo for its first 200, near its photo."""
+    rng = np.random.default_rng(11)
+    centres = rng.normal(size=(12, DIM_))
+    photos = unit_rows(centres[np.arange(PHOTOS) % 12] + 0.7 * rng.normal(size=(PHOTOS, DIM_)))
+    captions = [(i, f"caption {i}", unit_rows(photos[i:i + 1] + 0.04 * rng.normal(size=(1, DIM_)))[0])
+                for i in range(200)]
+    return photos, captions
+
+
+# ----- the option, through the real indexer ------------------------------------------------------------------
+def test_the_kind_is_recorded_kept_and_a_change_rebuilds_only_the_index(indexed, photo_folder, tiny_encoders,
+                                                                         tmp_path):
+    db = shutil.copytree(indexed, tmp_path / "index")
+    vectors = stored_vectors(db)
+    common = dict(paths=[str(photo_folder)], db=db, encoders=tiny_encoders, precision="fp32")
+    built = index(IndexOptions(vector_index="pq", **common))
+    assert Store(db).meta()[VECTOR_INDEX] == "pq" and listed_type(db) == "IvfPq"
+    codes = Store(db).meta()[st.DIM] // 8  # one byte per 8 components
+    assert built.maintenance == [f"built vector index (IVF_PQ, cosine, {codes} bytes/photo) over {PHOTOS} images"]
+    assert built.unchanged == PHOTOS and built.added == built.updated == 0  # nothing embedded
+    kept = index(IndexOptions(**common))  # no flag: the index keeps its kind, and nothing is rebuilt
+    assert Store(db).meta()[VECTOR_INDEX] == "pq" and listed_type(db) == "IvfPq" and kept.maintenance == []
+    for kind, lance_type in (("sq", "IvfSq"), ("flat", "IvfFlat")):
+        changed = index(IndexOptions(vector_index=kind, **common))
+        assert listed_type(db) == lance_type and Store(db).meta()[VECTOR_INDEX] == kind
+        assert changed.unchanged == PHOTOS and changed.images_total == PHOTOS
+        assert stored_vectors(db) == vectors  # every vector exactly as embedded, only the index changed
+    assert "IvfFlat (cosine, --vector-index flat)" in stats_text(Store(db).stats())
+
+
+def test_a_compressed_kind_waits_for_enough_photos_and_says_why(photo_folder, tiny_encoders, tmp_path):
+    few = tmp_path / "few"
+    few.mkdir()
+    for name in ("p000.png", "p001.png", "p002.png"):
+        shutil.copy(photo_folder / name, few / name)
+    db = tmp_path / "index"
+    summary = index(IndexOptions(paths=[str(few)], db=db, vector_index="sq", encoders=tiny_encoders,
+                                 precision="fp32"))
+    note = (f"none yet, exact search: --vector-index sq is built once the index holds {VECTOR_INDEX_TRAIN_ROWS} "
+            "photos (it holds 3)")
+    assert listed_type(db) is None and summary.vector_index_note == note
+    assert f"  vector index: {note}" in summary.text().splitlines()
+    assert summary.as_dict()["vector_index_note"] == note
+    assert f"vector index: {note}" in stats_text(Store(db).stats()).splitlines()
+
+
+def test_the_flag_is_kept_through_reindex_and_a_bad_value_is_refused():
+    assert choose_vector_index({VECTOR_INDEX: "sq"}, None) == "sq"  # --reindex reads meta before dropping it
+    assert choose_vector_index({VECTOR_INDEX: "sq"}, "pq") == "pq" and choose_vector_index({}, None) == "auto"
+    with pytest.raises(UsageError, match="--vector-index hnsw: choose one of auto, flat, sq, pq"):
+        choose_vector_index({}, "hnsw")
+
+
+def test_a_bad_value_on_the_command_line_is_one_line(tmp_path):
+    done = glance_process("index", tmp_path, "--db", tmp_path / "index", "--vector-index", "ivf_pq")
+    assert done.returncode == 2 and done.stdout == "" and "Traceback" not in done.stderr
+    assert done.stderr.strip() == ("glance: error: argument --vector-index: invalid choice: 'ivf_pq' (choose from "
+                                   "'auto', 'flat', 'sq', 'pq') (see glance index --help)")
+    assert not (tmp_path / "index").exists()
+
+
+# ----- searching through the index (tables built through the Store API) ----------------------------------------
+@pytest.mark.parametrize("kind, lance_type", [("sq", "IvfSq"), ("pq", "IvfPq")])
+def test_a_compressed_index_finds_the_exact_top_hit_for_near_duplicates(clustered, tmp_path, kind, lance_type):
+    photos, captions = clustered
+    db = write_index(tmp_path / "index", photos, captions).path
+    set_kind(db, kind)
+    assert listed_type(db) == lance_type
+    store = Store(db)
+    rng = np.random.default_rng(5)
+    for row in rng.choice(PHOTOS, 25, replace=False):
+        query = unit_rows(photos[row:row + 1] + 0.01 * rng.normal(size=(1, DIM_)))[0]
+        hits, mode = store.nearest(IMAGES, query, None, 5, ["id"])
+        assert mode == "index"  # a chosen kind answers even on a table this small
+        assert hits["id"][0].as_py() == f"p{row}"
+        # refine re-scores the candidates on the float32 vectors: the score is the exact cosine, not the code's
+        assert hits["score"][0].as_py() == pytest.approx(float(photos[row] @ query), abs=1e-5)
+
+
+def test_auto_keeps_small_tables_exact_and_drops_an_index_of_another_kind(clustered, tmp_path):
+    photos, captions = clustered
+    db = write_index(tmp_path / "index", photos, captions).path
+    set_kind(db, "pq")
+    vectors = stored_vectors(db)
+    done = set_kind(db, "auto")
+    assert done[0] == "dropped the IVF_PQ vector index: --vector-index auto searches exactly below 20000 photos"
+    assert listed_type(db) is None and stored_vectors(db) == vectors
+    assert Store(db).nearest(IMAGES, photos[0], None, 3, ["id"])[1] == "exact"
+
+
+# ----- glance eval ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind, name, nbytes", [("sq", "ivf_sq", DIM_), ("pq", "ivf_pq", DIM_ // 8)])
+def test_eval_adds_rows_for_the_built_index(clustered, tmp_path, kind, name, nbytes):
+    photos, captions = clustered
+    db = write_index(tmp_path / "index", photos, captions).path
+    assert evaluate.run(str(db))["vector_index_rows"] == []  # no index: search is exact, nothing to add
+    set_kind(db, kind)
+    report = evaluate.run(str(db), seed=4)
+    exact, index_row = report["vector_index_rows"]
+    assert (exact["kind"], exact["bytes_per_photo"]) == ("float32 exact", 4 * DIM_)
+    assert (index_row["kind"], index_row["bytes_per_photo"]) == (name, nbytes)
+    assert index_row["refine_factor"] == 20 and index_row["index_bytes"] > 0  # 200 candidates re-ranked for 10
+    full = report["rows"][0]["caption_to_photo"]
+    for k in (1, 5, 10):  # LanceDB's exact scan finds what numpy's does
+        assert exact["caption_to_photo"][f"recall@{k}"]["value"] == pytest.approx(full[f"recall@{k}"]["value"])
+    assert index_row["caption_to_photo"]["recall@10"]["value"] >= exact["caption_to_photo"]["recall@10"]["value"] - 0.02
+    assert all(row["ms_per_query"] > 0 for row in report["vector_index_rows"])
+
+
+def test_eval_prints_the_index_rows(clustered, tmp_path):
+    photos, captions = clustered
+    db = write_index(tmp_path / "index", photos, captions).path
+    set_kind(db, "pq")
+    table = glance_process("eval", "--db", db)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert "caption -> photo through LanceDB: top 10 per query" in table.stdout
+    exact = next(line for line in lines if line.startswith("float32 exact")).split()
+    pq = next(line for line in lines if line.startswith("ivf_pq")).split()
+    assert exact[2] == str(4 * DIM_) and pq[1] == str(DIM_ // 8)  # bytes/photo
+    assert 0.9 <= float(pq[4]) <= 1  # recall@1 through the index, the first of the four figures
