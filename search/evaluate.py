@@ -196,7 +196,19 @@ def run(db: str | None, seed: int = 0, resamples: int = RESAMPLES) -> dict:
             "queries": {"caption_to_photo": len(pairs.texts), "photo_to_caption": captioned},
             "bootstrap": {"resamples": resamples, "seed": seed, "confidence": CONFIDENCE},
             "rows": evaluate(pairs, dims, resamples, seed),
-            "vector_index_rows": _vector_index_rows(store, pairs, resamples, seed)}
+            "vector_index_rows": _vector_index_rows(store, pairs, resamples, seed),
+            "tuning": tuning_summary(store, meta)}
+
+
+def tuning_summary(store: Store, meta: dict) -> dict | None:
+    """The active tuning and its held-out figures (from `glance tune`): the rows here are the stored vectors
+    without it, since it maps queries, not the vectors."""
+    from .tuning import active
+
+    tuning, problem = active(store, meta)
+    if tuning is None:
+        return {"name": None, "problem": problem} if problem else None
+    return {"name": tuning.name, "method": tuning.method, "held_out": tuning.info.get("held_out")}
 
 
 def _vector_index_rows(store: Store, pairs: Pairs, resamples: int, seed: int) -> list[dict]:
@@ -215,7 +227,7 @@ def report_text(report: dict) -> str:
              f"pairs: {report['pairs']} (caption, photo): {report['caption_texts']} caption texts on "
              f"{report['captioned_photos']} photos, among {report['photos']} photos",
              f"figures: value [low-high], a {b['confidence']:.0%} bootstrap interval over queries "
-             f"({b['resamples']} resamples, seed {b['seed']})", ""]
+             f"({b['resamples']} resamples, seed {b['seed']})", *tuning_lines(report.get("tuning")), ""]
     heading = f"{'dim':>5} {'bytes/photo':>11} {'exact_ms/query':>14}  " + "".join(f"{m:<18}" for m in METRICS)
     for direction, against in (("caption_to_photo", f"ranked among {report['photos']} photos"),
                                ("photo_to_caption", f"ranked among {report['caption_texts']} caption texts")):
@@ -229,6 +241,18 @@ def report_text(report: dict) -> str:
     from .eval_index import section_text
 
     return "\n".join(lines + section_text(report)).rstrip()
+
+
+def tuning_lines(tuning: dict | None) -> list[str]:
+    if not tuning:
+        return []
+    if not tuning.get("name"):
+        return [f"tuning: {tuning['problem']}"]
+    held = tuning.get("held_out") or {}
+    base, tuned = held.get("base") or {}, held.get("tuned") or {}
+    return [f"active tuning: {tuning['name']} ({tuning['method']}), held-out caption -> photo recall@5 "
+            f"{base.get('recall@5', 0):.3f} -> {tuned.get('recall@5', 0):.3f} (glance tune); the rows below are "
+            f"the stored vectors, as search without it sees them"]
 
 
 def figure(f: dict) -> str:

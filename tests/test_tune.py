@@ -241,3 +241,11 @@ def test_a_running_server_follows_the_active_tuning(library, tuned, tmp_path, mo
     assert server.engine().vectors.tuning is None
     Store(db).set_active_tuning(tuned["name"])
     assert server.engine().vectors.tuning.name == tuned["name"]
+
+
+def test_eval_names_the_active_tuning_and_its_held_out_figures(library, tuned):
+    from search import evaluate
+
+    report = evaluate.run(str(library[1]))
+    assert report["tuning"] == {"name": tuned["name"], "method": "adapter", "held_out": tuned["held_out"]}
+    assert f"active tuning: {tuned['name']} (adapter)" in evaluate.report_text(report)
