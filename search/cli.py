@@ -258,8 +258,8 @@ how it works:
   Photos are split by a seeded hash: 70% train, 10% validation (early stopping), 20% held out (the figures
   before and after; never trained on). The default adapter is a linear map (centred on the captions' mean),
   initialised to the identity, applied to each text query before photo search; --method lora instead tunes LoRA
-  adapters on the text tower (the image side stays locked). Both train a symmetric InfoNCE loss with a learned temperature, in-batch negatives and mined
-  hard negatives (near-duplicates of a positive are never used as negatives).
+  adapters on the text tower (the image side stays locked). Both train a symmetric InfoNCE loss with a learned
+  temperature, in-batch negatives and mined hard negatives (near-duplicates of a positive are never negatives).
   The tuning is saved in the index folder (extras/, safetensors) with its figures and the models it belongs to.
   A tuning that does not beat the base on the held-out photos is saved but kept off.
   It needs about 30 captioned photos; hundreds or more give it something to learn.
