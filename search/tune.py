@@ -20,6 +20,7 @@ not beat the base on the held-out photos is saved but kept off.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -37,6 +38,8 @@ BATCH = 256
 HARD_NEGATIVES = 4  # mined per caption, shared across the batch as extra negatives
 NEAR_DUPLICATE_COSINE = 0.98  # a mined photo this close to a positive is the same picture: not a negative
 POSITIVE_AWARE_MARGIN = 0.95  # NV-Embed-v2: a negative scoring above 95% of the positive may be a true match
+MINING_POOL = 8192  # training photos hard negatives are mined from, drawn afresh each epoch
+MINING_BLOCK = 2048  # texts scored against the pool at once ([block, pool] float32: 64 MB)
 MAX_EPOCHS = 100
 PATIENCE = 25  # epochs without a better validation figure before stopping
 LEARNING_RATE = 1e-2
@@ -149,7 +152,7 @@ class Trained:
     history: list[dict] = field(default_factory=list)
 
 
-class ContrastiveTrainer:
+class ContrastiveTrainer(ABC):
     """Symmetric InfoNCE with in-batch and mined hard negatives, early stopping on the validation photos.
 
     `encode(text_rows)` gives the (differentiable, torch) query vectors of training caption texts; the subclass
@@ -170,23 +173,26 @@ class ContrastiveTrainer:
                                           {"params": [self.log_scale], "lr": LEARNING_RATE}])
         pairs = split.train
         self.pair_keys = np.sort(pairs.pair_text * len(pairs.photos) + pairs.pair_photo)
-        self.never_negative = self.positives_and_near_duplicates()
         self.hard = np.full((len(pairs.texts), 0), -1, np.int64)  # per text: mined negative photo rows
 
     learning_rate = LEARNING_RATE
 
     # subclasses -------------------------------------------------------------------------------------------
+    @abstractmethod
     def encode(self, text_rows: np.ndarray):
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def queries(self, role: str) -> np.ndarray:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def state(self) -> dict[str, np.ndarray]:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def restore(self, state: dict[str, np.ndarray]) -> None:
-        raise NotImplementedError
+        ...
 
     def describe(self) -> dict:
         return {"hard_negatives": HARD_NEGATIVES, "learning_rate": self.learning_rate}
@@ -256,29 +262,52 @@ class ContrastiveTrainer:
         found = np.searchsorted(self.pair_keys, keys).clip(max=len(self.pair_keys) - 1)
         return self.pair_keys[found] == keys
 
-    def positives_and_near_duplicates(self) -> np.ndarray:
-        """[texts, photos]: a text's own photos, and photos that are near-duplicates of one of them."""
+    def mine(self) -> np.ndarray:
+        """Per training text, the HARD_NEGATIVES highest-scoring photos that pass the false-negative filter, from
+        a fresh random pool of at most MINING_POOL training photos (all of them in smaller libraries), scored in
+        blocks of texts so memory stays bounded at any library size."""
         pairs = self.split.train
-        blocked = np.zeros((len(pairs.texts), len(pairs.photos)), dtype=bool)
-        blocked[pairs.pair_text, pairs.pair_photo] = True
-        for start in range(0, len(pairs.pair_photo), BATCH):  # in blocks: [pairs, photos] may be large
-            rows = slice(start, start + BATCH)
-            duplicates = pairs.photos[pairs.pair_photo[rows]] @ pairs.photos.T >= NEAR_DUPLICATE_COSINE
-            np.logical_or.at(blocked, pairs.pair_text[rows], duplicates)
+        queries = unit(self.queries(heldout.TRAIN))
+        best_positive = np.full(len(pairs.texts), -np.inf, np.float32)
+        np.maximum.at(best_positive, pairs.pair_text,
+                      np.einsum("ij,ij->i", queries[pairs.pair_text], pairs.photos[pairs.pair_photo]))
+        pool = np.arange(len(pairs.photos))
+        if len(pool) > MINING_POOL:
+            pool = np.sort(self.generator.choice(pool, MINING_POOL, replace=False))
+        hard = np.full((len(pairs.texts), min(HARD_NEGATIVES, len(pool))), -1, np.int64)
+        by_text = np.argsort(pairs.pair_text, kind="stable")
+        for start in range(0, len(pairs.texts), MINING_BLOCK):
+            stop = min(start + MINING_BLOCK, len(pairs.texts))
+            low, high = np.searchsorted(pairs.pair_text[by_text], [start, stop])
+            block_pairs = by_text[low:high]
+            scores = queries[start:stop] @ pairs.photos[pool].T  # [block texts, pool]
+            allowed = ~self._never_negative(pairs.pair_text[block_pairs] - start, pairs.pair_photo[block_pairs],
+                                            pool, stop - start)
+            allowed &= scores <= POSITIVE_AWARE_MARGIN * best_positive[start:stop, None]
+            hard[start:stop] = _top_allowed(np.where(allowed, scores, -np.inf), allowed, pool, hard.shape[1])
+        return hard
+
+    def _never_negative(self, text_rows: np.ndarray, photo_rows: np.ndarray, pool: np.ndarray,
+                        texts: int) -> np.ndarray:
+        """[texts, pool]: each text's own photos, and the photos that are near-duplicates of one of them."""
+        photos = self.split.train.photos
+        blocked = np.zeros((texts, len(pool)), dtype=bool)
+        for start in range(0, len(photo_rows), MINING_BLOCK):  # a caption may sit on very many photos
+            rows = slice(start, start + MINING_BLOCK)
+            duplicates = photos[photo_rows[rows]] @ photos[pool].T >= NEAR_DUPLICATE_COSINE  # [pairs, pool]
+            np.logical_or.at(blocked, text_rows[rows], duplicates)
+        in_pool = np.searchsorted(pool, photo_rows).clip(max=len(pool) - 1)
+        found = pool[in_pool] == photo_rows
+        blocked[text_rows[found], in_pool[found]] = True
         return blocked
 
-    def mine(self) -> np.ndarray:
-        """Per training text, the HARD_NEGATIVES highest-scoring photos that pass the false-negative filter."""
-        pairs = self.split.train
-        scores = unit(self.queries(heldout.TRAIN)) @ pairs.photos.T  # [texts, photos]
-        positive = np.zeros_like(self.never_negative)
-        positive[pairs.pair_text, pairs.pair_photo] = True
-        best_positive = np.where(positive, scores, -np.inf).max(axis=1, keepdims=True)
-        allowed = ~self.never_negative & (scores <= POSITIVE_AWARE_MARGIN * best_positive)
-        scores = np.where(allowed, scores, -np.inf)
-        count = min(HARD_NEGATIVES, scores.shape[1])
-        top = np.argpartition(-scores, count - 1, axis=1)[:, :count]  # the best few, unordered: no full sort
-        return np.where(np.take_along_axis(allowed, top, axis=1), top, -1)
+
+def _top_allowed(scores: np.ndarray, allowed: np.ndarray, pool: np.ndarray, count: int) -> np.ndarray:
+    """Per row, the pool photos of the `count` best allowed scores (unordered; -1 where fewer are allowed)."""
+    if count == 0:
+        return np.zeros((len(scores), 0), np.int64)
+    top = np.argpartition(-scores, count - 1, axis=1)[:, :count]  # no full sort of the pool
+    return np.where(np.take_along_axis(allowed, top, axis=1), pool[top], -1)
 
 
 class AdapterTrainer(ContrastiveTrainer):

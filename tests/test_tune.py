@@ -249,3 +249,23 @@ def test_eval_names_the_active_tuning_and_its_held_out_figures(library, tuned):
     report = evaluate.run(str(library[1]))
     assert report["tuning"] == {"name": tuned["name"], "method": "adapter", "held_out": tuned["held_out"]}
     assert f"active tuning: {tuned['name']} (adapter)" in evaluate.report_text(report)
+
+
+def test_mining_skips_positives_and_near_duplicates_and_scales_by_pool(library, monkeypatch):
+    """A copy of a caption's photo (another file, same picture) is never mined as its negative; with a pool
+    smaller than the library, mined photos still come from the training photos and pass the filter."""
+    split, _ = tune.load_split(Store(library[1]), 0)
+    pairs = split.train
+    twin = unit_rows(pairs.photos[pairs.pair_photo[0]][None] + 1e-4)  # a near-copy of text 0's photo
+    photos = np.concatenate([pairs.photos, twin])
+    copied = tune.Split(tune.Pairs(photos, pairs.texts, pairs.pair_text, pairs.pair_photo), split.validation,
+                        split.held_out, split.train_ids, split.held_out_ids, split.validation_ids, split.texts)
+    trainer = tune.AdapterTrainer(copied, 0)
+    hard = trainer.mine()
+    text = pairs.pair_text[0]
+    assert len(photos) - 1 not in hard[text] and not set(hard[text]) & set(pairs.pair_photo[pairs.pair_text == text])
+    monkeypatch.setattr(tune, "MINING_POOL", 50)
+    monkeypatch.setattr(tune, "MINING_BLOCK", 16)
+    small = trainer.mine()
+    assert small.shape == hard.shape and (small >= 0).any() and (small >= -1).all() and small.max() < len(photos)
+    assert not any(p in set(pairs.pair_photo[pairs.pair_text == t]) for t, row in enumerate(small) for p in row)
