@@ -41,7 +41,11 @@ POSITIVE_AWARE_MARGIN = 0.95  # NV-Embed-v2: a negative scoring above 95% of the
 MINING_POOL = 8192  # training photos hard negatives are mined from, drawn afresh each epoch
 MINING_BLOCK = 2048  # texts scored against the pool at once ([block, pool] float32: 64 MB)
 MAX_EPOCHS = 100
-PATIENCE = 25  # epochs without a better validation figure before stopping
+# Early stopping waits this many optimiser steps without a better validation MRR (25 epochs of a few hundred
+# photos, where validation is a few dozen photos and noisy; 2-3 epochs of 10,000, where it is a thousand), and
+# never fewer than MIN_PATIENCE_EPOCHS epochs.
+PATIENCE_STEPS = 50
+MIN_PATIENCE_EPOCHS = 3
 LEARNING_RATE = 1e-2
 INITIAL_TEMPERATURE = 0.07
 MAX_LOGIT_SCALE = 100.0
@@ -173,9 +177,11 @@ class ContrastiveTrainer(ABC):
                                           {"params": [self.log_scale], "lr": LEARNING_RATE}])
         pairs = split.train
         self.pair_keys = np.sort(pairs.pair_text * len(pairs.photos) + pairs.pair_photo)
+        self.never_negative = self.positives_and_near_duplicates()
         self.hard = np.full((len(pairs.texts), 0), -1, np.int64)  # per text: mined negative photo rows
 
     learning_rate = LEARNING_RATE
+    torch_threads: int | None = None  # None: torch's default
 
     # subclasses -------------------------------------------------------------------------------------------
     @abstractmethod
@@ -198,7 +204,15 @@ class ContrastiveTrainer(ABC):
         return {"hard_negatives": HARD_NEGATIVES, "learning_rate": self.learning_rate}
 
     # the loop ---------------------------------------------------------------------------------------------
-    def fit(self, max_epochs: int = MAX_EPOCHS, patience: int = PATIENCE, on_epoch=None) -> Trained:
+    def fit(self, max_epochs: int = MAX_EPOCHS, patience: int | None = None, on_epoch=None) -> Trained:
+        from .vectors import torch_threads
+
+        with torch_threads(self.torch_threads or self.torch.get_num_threads()):
+            return self._fit(max_epochs, patience, on_epoch)
+
+    def _fit(self, max_epochs: int, patience: int | None, on_epoch) -> Trained:
+        steps_per_epoch = -(-len(self.split.train.pair_text) // BATCH)
+        patience = patience or max(MIN_PATIENCE_EPOCHS, -(-PATIENCE_STEPS // steps_per_epoch))
         best = caption_to_photo(self.split.validation, self.queries(heldout.VALIDATION))
         best_state, best_epoch, history = self.state(), 0, []
         epoch = 0
@@ -262,6 +276,28 @@ class ContrastiveTrainer(ABC):
         found = np.searchsorted(self.pair_keys, keys).clip(max=len(self.pair_keys) - 1)
         return self.pair_keys[found] == keys
 
+    def positives_and_near_duplicates(self) -> np.ndarray:
+        """Sorted keys (text row x photos + photo row) of the (text, photo) pairs never to use as a negative: a
+        text's own photos, and every photo that is a near-duplicate of one of them. Near-duplicates are few, so
+        the keys stay a short list even where photos x photos would not fit in memory."""
+        pairs = self.split.train
+        photos = pairs.photos
+        twins = []  # (photo, its near-duplicate), both directions, found in blocks of photos
+        for start in range(0, len(photos), MINING_BLOCK):
+            close = photos[start:start + MINING_BLOCK] @ photos.T >= NEAR_DUPLICATE_COSINE
+            rows, columns = np.nonzero(close)
+            twins.append(np.stack([rows + start, columns], axis=1))
+        twins = np.concatenate(twins)
+        twins = twins[twins[:, 0] != twins[:, 1]]
+        twins = twins[np.argsort(twins[:, 0], kind="stable")]
+        low, high = np.searchsorted(twins[:, 0], pairs.pair_photo), np.searchsorted(twins[:, 0], pairs.pair_photo,
+                                                                                     side="right")
+        counts = high - low
+        starts = np.repeat(low - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+        texts = np.concatenate([pairs.pair_text, np.repeat(pairs.pair_text, counts)])
+        blocked = np.concatenate([pairs.pair_photo, twins[starts, 1]])
+        return np.unique(texts * len(photos) + blocked)
+
     def mine(self) -> np.ndarray:
         """Per training text, the HARD_NEGATIVES highest-scoring photos that pass the false-negative filter, from
         a fresh random pool of at most MINING_POOL training photos (all of them in smaller libraries), scored in
@@ -275,39 +311,30 @@ class ContrastiveTrainer(ABC):
         if len(pool) > MINING_POOL:
             pool = np.sort(self.generator.choice(pool, MINING_POOL, replace=False))
         hard = np.full((len(pairs.texts), min(HARD_NEGATIVES, len(pool))), -1, np.int64)
-        by_text = np.argsort(pairs.pair_text, kind="stable")
         for start in range(0, len(pairs.texts), MINING_BLOCK):
             stop = min(start + MINING_BLOCK, len(pairs.texts))
-            low, high = np.searchsorted(pairs.pair_text[by_text], [start, stop])
-            block_pairs = by_text[low:high]
             scores = queries[start:stop] @ pairs.photos[pool].T  # [block texts, pool]
-            allowed = ~self._never_negative(pairs.pair_text[block_pairs] - start, pairs.pair_photo[block_pairs],
-                                            pool, stop - start)
-            allowed &= scores <= POSITIVE_AWARE_MARGIN * best_positive[start:stop, None]
-            hard[start:stop] = _top_allowed(np.where(allowed, scores, -np.inf), allowed, pool, hard.shape[1])
+            scores[scores > POSITIVE_AWARE_MARGIN * best_positive[start:stop, None]] = -np.inf
+            self._block_never_negatives(scores, start, stop, pool)
+            hard[start:stop] = _top_allowed(scores, pool, hard.shape[1])
         return hard
 
-    def _never_negative(self, text_rows: np.ndarray, photo_rows: np.ndarray, pool: np.ndarray,
-                        texts: int) -> np.ndarray:
-        """[texts, pool]: each text's own photos, and the photos that are near-duplicates of one of them."""
-        photos = self.split.train.photos
-        blocked = np.zeros((texts, len(pool)), dtype=bool)
-        for start in range(0, len(photo_rows), MINING_BLOCK):  # a caption may sit on very many photos
-            rows = slice(start, start + MINING_BLOCK)
-            duplicates = photos[photo_rows[rows]] @ photos[pool].T >= NEAR_DUPLICATE_COSINE  # [pairs, pool]
-            np.logical_or.at(blocked, text_rows[rows], duplicates)
-        in_pool = np.searchsorted(pool, photo_rows).clip(max=len(pool) - 1)
-        found = pool[in_pool] == photo_rows
-        blocked[text_rows[found], in_pool[found]] = True
-        return blocked
+    def _block_never_negatives(self, scores: np.ndarray, start: int, stop: int, pool: np.ndarray) -> None:
+        """-inf where (text, pool photo) is a positive or a near-duplicate of one, for texts start..stop."""
+        photos = len(self.split.train.photos)
+        low, high = np.searchsorted(self.never_negative, [start * photos, stop * photos])
+        keys = self.never_negative[low:high]
+        columns = np.searchsorted(pool, keys % photos).clip(max=len(pool) - 1)
+        found = pool[columns] == keys % photos
+        scores[keys[found] // photos - start, columns[found]] = -np.inf
 
 
-def _top_allowed(scores: np.ndarray, allowed: np.ndarray, pool: np.ndarray, count: int) -> np.ndarray:
-    """Per row, the pool photos of the `count` best allowed scores (unordered; -1 where fewer are allowed)."""
+def _top_allowed(scores: np.ndarray, pool: np.ndarray, count: int) -> np.ndarray:
+    """Per row, the pool photos of the `count` best finite scores (unordered; -1 where fewer are left)."""
     if count == 0:
         return np.zeros((len(scores), 0), np.int64)
     top = np.argpartition(-scores, count - 1, axis=1)[:, :count]  # no full sort of the pool
-    return np.where(np.take_along_axis(allowed, top, axis=1), pool[top], -1)
+    return np.where(np.isfinite(np.take_along_axis(scores, top, axis=1)), pool[top], -1)
 
 
 class AdapterTrainer(ContrastiveTrainer):
@@ -317,6 +344,10 @@ class AdapterTrainer(ContrastiveTrainer):
     style of the captions), and a map of the raw vectors spends its first epochs learning to ignore it (measured
     on the tests' generated library: held-out recall@5 0.17 without centring, 0.73 with it, in as many epochs).
     Saved as the affine map search applies, q' = W q + b, with W = I + A and b = -A mean."""
+
+    # Its steps are small matrix products: a second torch thread gains nothing, and on a busy machine the threads
+    # wait on each other (10k photos, 2 cores under load: 7 ms per backward pass on one thread, 180 ms on two).
+    torch_threads = 1
 
     def __init__(self, split: Split, seed: int, learning_rate: float | None = None):
         import torch
