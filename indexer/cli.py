@@ -173,6 +173,7 @@ def stats_text(s: dict) -> str:
         f"models: {s['vision_model']} + {s['text_model']} ({s['model_version']}, dim {s['dim']}, "
         f"preprocessing v{s['preprocess_version']})",
         "caption model: " + (f"{s['caption_model']} (dim {s['caption_dim']})" if s["caption_model"] else "none"),
+        "tuning: " + (f"{s['tuning']} (glance tune --off to switch it off)" if s.get("tuning") else "none"),
         f"photos: {s['photos']} ({s['photos_with_captions']} with captions)",
         *(f"  {count:>8}  {root}" for root, count in s["roots"].items()),
         f"captions: {s['captions']}" + (" (" + ", ".join(f"{k} {v}" for k, v in s["captions_by_source"].items())
