@@ -182,6 +182,7 @@ class ContrastiveTrainer(ABC):
 
     learning_rate = LEARNING_RATE
     torch_threads: int | None = None  # None: torch's default
+    batch = BATCH
 
     # subclasses -------------------------------------------------------------------------------------------
     @abstractmethod
@@ -211,7 +212,7 @@ class ContrastiveTrainer(ABC):
             return self._fit(max_epochs, patience, on_epoch)
 
     def _fit(self, max_epochs: int, patience: int | None, on_epoch) -> Trained:
-        steps_per_epoch = -(-len(self.split.train.pair_text) // BATCH)
+        steps_per_epoch = -(-len(self.split.train.pair_text) // self.batch)
         patience = patience or max(MIN_PATIENCE_EPOCHS, -(-PATIENCE_STEPS // steps_per_epoch))
         best = caption_to_photo(self.split.validation, self.queries(heldout.VALIDATION))
         best_state, best_epoch, history = self.state(), 0, []
@@ -239,8 +240,8 @@ class ContrastiveTrainer(ABC):
         pairs = self.split.train
         order = self.generator.permutation(len(pairs.pair_text))
         losses = []
-        for start in range(0, len(order), BATCH):
-            chosen = self.distinct(order[start:start + BATCH])
+        for start in range(0, len(order), self.batch):
+            chosen = self.distinct(order[start:start + self.batch])
             if len(chosen) < 2:
                 continue
             loss = self.loss(pairs.pair_text[chosen], pairs.pair_photo[chosen])

@@ -20,6 +20,7 @@ EMBED_BATCH = 64  # captions per forward pass when scoring (no gradients)
 
 class LoraTrainer(ContrastiveTrainer):
     learning_rate = 5e-3  # higher than LoRA's usual: early stopping and the held-out check guard it
+    batch = 64  # every caption in a batch keeps its activations for the backward pass: bounded memory
 
     def __init__(self, split: Split, meta: dict, seed: int, db_path, learning_rate: float | None = None):
         recorded = modelmatch.recorded_models(meta, db_path)
