@@ -30,7 +30,7 @@ from core.errors import UsageError
 from store import MODEL_KEYS, TUNING, Store, StoreError, no_index_message
 
 from . import heldout
-from .evaluate import KS, Pairs, build_pairs, first_positive_ranks, matrix, per_query_metrics
+from .evaluate import KS, Pairs, build_pairs, first_positive_ranks, matrix, per_query_metrics, unit
 
 MIN_TRAIN_PHOTOS = 20
 MIN_HELD_OUT_PHOTOS = 5
@@ -131,10 +131,6 @@ def caption_to_photo(pairs: Pairs, queries: np.ndarray) -> dict:
 def better(tuned: dict, base: dict) -> bool:
     """Beats the base: a higher recall@5 with an MRR no lower, or the same recall@5 with a higher MRR."""
     return (tuned["recall@5"], tuned["mrr"]) > (base["recall@5"], base["mrr"]) and tuned["mrr"] >= base["mrr"]
-
-
-def unit(vectors: np.ndarray) -> np.ndarray:
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
 # ----- training ------------------------------------------------------------------------------------------------
