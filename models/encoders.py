@@ -85,7 +85,10 @@ def choose_precision(requested: str, probe, native_bf16: bool | None = None, hol
         if hold_bf16 is not None:
             restore = hold_bf16()
             held = Precision(torch.bfloat16, 1.0, bf16_weights=True)
-            held.cosine_to_fp32 = F.cosine_similarity(reference, probe(held)).min().item()
+            try:
+                held.cosine_to_fp32 = F.cosine_similarity(reference, probe(held)).min().item()
+            except RuntimeError:  # a tower whose code mixes dtypes on its own: the autocast path still serves it
+                held.cosine_to_fp32 = -1.0
             if held.cosine_to_fp32 >= MIN_COSINE_TO_FP32:
                 return held
             restore()
