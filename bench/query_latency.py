@@ -15,6 +15,8 @@ between two clusters, a third text-like (weakly aligned, far from every cluster 
   * the text model: the full-size Nomic text v1.5 architecture with random weights
     (models.synthetic.write_text(dir, size="full", dtype=torch.float32)), loaded with precision "auto":
     load time, p50/p95 latency of embedding one short query, on 1 thread (the engine's choice) and on all;
+    then, side by side on one thread (bench/query_embed.py), the path `auto` chooses (query_embed_ms_p50), bf16
+    autocast over fp32 weights (query_embed_autocast_ms_p50) and fp32, with each one's cosine to fp32;
   * end to end at each size: Engine.search("<query>") through the real engine (query embedding + count +
     vector search of a 100-candidate pool + columns), with the index the indexer builds: the first query
     after opening, then p50/p95 after Engine.warm_up(), without and with a folder filter.
@@ -46,6 +48,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never reach
 
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
+
+from bench.query_embed import bench_query_embed  # noqa: E402
 
 DIM = 768
 CLUSTERS = 1000
@@ -259,6 +263,8 @@ def bench_text_model(text_dir: Path, args) -> dict:
         print(f"  one short query on {threads} thread(s): p50 {row[f'{threads}_threads']['p50_ms']:.1f} ms   "
               f"p95 {row[f'{threads}_threads']['p95_ms']:.1f} ms", flush=True)
     torch.set_num_threads(all_threads)
+    del embedder  # the side-by-side run below loads its own copies
+    row.update(bench_query_embed(text_dir, max(args.queries, len(QUERIES))))
     return row
 
 

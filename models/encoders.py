@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch import nn
 
 from . import hub
 from .dims import MATRYOSHKA_DIMS, supported_dims
@@ -38,28 +39,41 @@ def set_threads(threads: int | None) -> None:
 
 @dataclass
 class Precision:
-    """What the matmuls run in, and how far that is from fp32 on a fixed probe input.
+    """What the matmuls run in, how they get there, and how far that is from fp32 on a fixed probe input.
 
-    bf16 runs under autocast with fp32 weights: matmuls and attention in bf16 (the CPU's fast units),
-    while LayerNorms and the residual stream stay fp32. Measured on full-size random weights, that is
-    as fast as casting the whole model to bf16 and twice as close to fp32 (bench/embed_throughput.py).
+    Two bf16 paths. Autocast over fp32 weights: LayerNorms and the residual stream stay fp32, and every call
+    converts each weight to bf16 again; for a batch of images that is noise, for one short text query it was
+    ~70% of the time. Held weights (text towers only): the linear layers' weights are cast to bf16 once at load
+    and their inputs cast on the way in; everything between the matmuls stays fp32. A short query is a few
+    tokens, so casting its activations costs little next to converting ~100M weights.
     """
     dtype: torch.dtype
     cosine_to_fp32: float = 1.0
+    bf16_weights: bool = False
 
     @property
     def name(self) -> str:
         return "bf16" if self.dtype == torch.bfloat16 else "fp32"
 
+    @property
+    def path(self) -> str:
+        """fp32, bf16-weights or bf16-autocast: what an encoder reports as its precision."""
+        if self.dtype != torch.bfloat16:
+            return "fp32"
+        return "bf16-weights" if self.bf16_weights else "bf16-autocast"
+
     def autocast(self):
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16)
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16 and not self.bf16_weights)
 
 
-def choose_precision(requested: str, probe, native_bf16: bool | None = None) -> Precision:
+def choose_precision(requested: str, probe, native_bf16: bool | None = None, hold_bf16=None) -> Precision:
     """fp32, bf16, or (auto) bf16 only where the CPU has it and it stays within MIN_COSINE_TO_FP32 of fp32.
 
     `probe(precision)` returns normalized embeddings of a fixed input computed at that precision.
     `native_bf16` defaults to what this CPU reports.
+    `hold_bf16()`, where an encoder can hold its weights in bf16, casts them in place and returns a function that
+    puts the fp32 weights back. Held weights are tried first (they are the faster path) and kept only within
+    MIN_COSINE_TO_FP32; otherwise autocast, then (auto only) fp32.
     """
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
@@ -68,10 +82,62 @@ def choose_precision(requested: str, probe, native_bf16: bool | None = None) -> 
         return Precision(torch.float32)
     with torch.inference_mode():
         reference = probe(Precision(torch.float32))
+        if hold_bf16 is not None:
+            restore = hold_bf16()
+            held = Precision(torch.bfloat16, 1.0, bf16_weights=True)
+            try:
+                held.cosine_to_fp32 = F.cosine_similarity(reference, probe(held)).min().item()
+            except RuntimeError:  # a tower whose code mixes dtypes on its own: the autocast path still serves it
+                held.cosine_to_fp32 = -1.0
+            if held.cosine_to_fp32 >= MIN_COSINE_TO_FP32:
+                return held
+            restore()
         cosine = F.cosine_similarity(reference, probe(Precision(torch.bfloat16))).min().item()
     if requested == "auto" and cosine < MIN_COSINE_TO_FP32:
         return Precision(torch.float32, 1.0)
     return Precision(torch.bfloat16, cosine)
+
+
+def hold_linear_weights_bf16(module: nn.Module, skip: tuple[str, ...] = ()):
+    """Cast the weights of `module`'s linear layers (not those under the `skip` prefixes) to bf16 in place.
+
+    Each layer then multiplies in bf16 (its input cast on the way in) and returns its input's dtype, so
+    everything between the matmuls (attention, LayerNorms, embeddings, the residual stream) stays fp32. The fp32
+    tensors are referenced only by the returned `restore` function: once it is dropped, memory is the bf16 copy
+    alone (half of those layers' fp32 size).
+    """
+    saved = []
+    for name, layer in module.named_modules():
+        if not isinstance(layer, nn.Linear) or any(name == s or name.startswith(s + ".") for s in skip):
+            continue
+        params = [p for p in (layer.weight, layer.bias) if p is not None]
+        saved.append((layer, [(p, p.data) for p in params]))
+        for p in params:
+            p.data = p.data.to(torch.bfloat16)
+        layer.forward = _bf16_linear.__get__(layer)
+    for name, attn in module.named_modules():
+        # open_clip's fused self-attention (models/openclip.py) reads in_proj_weight itself and casts to its dtype.
+        if (isinstance(attn, nn.MultiheadAttention) and getattr(attn, "in_proj_weight", None) is not None
+                and getattr(attn, "fused_self_attention", False)
+                and not any(name == s or name.startswith(s + ".") for s in skip)):
+            params = [p for p in (attn.in_proj_weight, attn.in_proj_bias) if p is not None]
+            saved.append((None, [(p, p.data) for p in params]))
+            for p in params:
+                p.data = p.data.to(torch.bfloat16)
+
+    def restore() -> None:
+        for layer, params in saved:
+            for p, data in params:
+                p.data = data
+            if layer is not None:
+                del layer.forward
+        saved.clear()
+    return restore
+
+
+def _bf16_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    # Back in the input's dtype: rotary embeddings, attention masks and SDPA then see one dtype, as in fp32.
+    return F.linear(x.to(layer.weight.dtype), layer.weight, layer.bias).to(x.dtype)
 
 
 def probe_images(size: tuple[int, int], count: int = 2) -> list[Image.Image]:
@@ -128,7 +194,8 @@ class TextEmbedder:
         self.spec, self.folder, self.version = model.spec, model.folder, model.version
         _quiet_transformers()
         self.encoder = TextEncoder(self.folder, self.version, torch.float32)
-        self.precision = choose_precision(precision, lambda p: self._embed(PROBE_TEXTS, None, p))
+        self.precision = choose_precision(precision, lambda p: self._embed(PROBE_TEXTS, None, p),
+                                          hold_bf16=lambda: hold_linear_weights_bf16(self.encoder.model))
 
     @property
     def dim(self) -> int:

@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 
 import models
-from models.encoders import MIN_COSINE_TO_FP32, Precision, choose_precision
+from models.encoders import MIN_COSINE_TO_FP32, Precision, choose_precision, cpu_has_bf16
 from models.synthetic import write_pair, write_text, write_vision
-from models.text import with_prefix
+from models.text import TextEncoder, with_prefix
 from models.vision import NomicVisionModel, official_keys
 from models.weights import load_strict
 
@@ -257,6 +257,81 @@ def test_auto_precision_falls_back_to_fp32_when_bf16_drifts():
     assert choose_precision("bf16", drifting_probe, native_bf16=True).dtype == torch.bfloat16  # asked for
     assert choose_precision("auto", faithful_probe, native_bf16=True) == Precision(torch.bfloat16, 1.0)
     assert choose_precision("auto", faithful_probe, native_bf16=False).dtype == torch.float32
+
+
+def test_held_bf16_weights_are_tried_first_and_dropped_when_they_drift():
+    state = {"held": False, "restored": 0}
+
+    def hold():
+        state["held"] = True
+
+        def restore():
+            state["held"], state["restored"] = False, state["restored"] + 1
+        return restore
+
+    def probe_drifting_when_held(precision):
+        assert precision.bf16_weights == state["held"]  # the probe runs on the weights it is told about
+        return torch.eye(4).roll(1, 0) if precision.bf16_weights else torch.eye(4)
+
+    chosen = choose_precision("auto", probe_drifting_when_held, native_bf16=True, hold_bf16=hold)
+    assert chosen.path == "bf16-autocast" and not state["held"] and state["restored"] == 1
+    chosen = choose_precision("auto", lambda p: torch.eye(4), native_bf16=True, hold_bf16=hold)
+    assert chosen == Precision(torch.bfloat16, 1.0, bf16_weights=True) and chosen.path == "bf16-weights"
+    assert state["held"] and state["restored"] == 1  # kept: nothing put back
+    state["held"] = False
+    assert choose_precision("auto", lambda p: torch.eye(4), native_bf16=False, hold_bf16=hold).path == "fp32"
+    assert choose_precision("fp32", lambda p: torch.eye(4), native_bf16=True, hold_bf16=hold).path == "fp32"
+    assert not state["held"]  # fp32 never touches the weights
+
+
+TEXTS = ["a dog on the beach", "red bicycle", "receipts from 2019", "mountains", "search_document: a long report "
+         "on the quarterly figures of the company, with tables"]
+
+
+def test_fp32_text_is_the_plain_fp32_model(tiny_model_dirs):
+    text_dir = tiny_model_dirs[1]
+    text = models.TextEmbedder(str(text_dir), precision="fp32")
+    assert text.precision.path == "fp32" and not text.precision.bf16_weights
+    assert {p.dtype for p in text.encoder.model.parameters()} == {torch.float32}
+    plain = TextEncoder(text_dir, "v1.5", torch.float32)
+    assert torch.equal(text.embed(TEXTS), plain.embed(TEXTS))  # bit for bit: no cast, no autocast
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16 (AVX512-BF16/AMX): auto stays fp32")
+def test_auto_text_holds_bf16_weights_within_the_cosine_bound(tiny_model_dirs, tiny_encoders):
+    text = models.TextEmbedder(str(tiny_model_dirs[1]), precision="auto")
+    assert text.precision.path == "bf16-weights" and text.precision.cosine_to_fp32 >= MIN_COSINE_TO_FP32
+    module = text.encoder.model
+    linears = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(m.weight.dtype == torch.bfloat16 for m in linears)
+    assert module.embeddings.word_embeddings.weight.dtype == torch.float32  # embeddings and LayerNorms stay fp32
+    assert all(m.weight.dtype == torch.float32 for m in module.modules() if isinstance(m, torch.nn.LayerNorm))
+    exact = tiny_encoders[1]
+    cosine = (text.embed_queries(TEXTS) * exact.embed_queries(TEXTS)).sum(-1)
+    assert cosine.min() >= MIN_COSINE_TO_FP32 and text.embed_queries(TEXTS).dtype == torch.float32
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16 (AVX512-BF16/AMX): auto stays fp32")
+def test_lora_loads_into_held_bf16_weights(tiny_model_dirs):
+    from models.lora import adapters_enabled, add_lora, load_lora, lora_state
+
+    exact = models.TextEmbedder(str(tiny_model_dirs[1]), precision="fp32")
+    add_lora(exact)
+    gen = torch.Generator().manual_seed(0)
+    for name, parameter in exact.encoder.model.named_parameters():
+        if "lora_B" in name:  # as if trained: fresh adapters are zero and change nothing
+            parameter.data = torch.randn(parameter.shape, generator=gen) * 0.05
+    held = models.TextEmbedder(str(tiny_model_dirs[1]), precision="auto")
+    assert held.precision.path == "bf16-weights"
+    load_lora(held, lora_state(exact))
+    tuned = (held.embed_queries(TEXTS) * exact.embed_queries(TEXTS)).sum(-1)
+    assert tuned.min() >= MIN_COSINE_TO_FP32
+    with adapters_enabled(held, False):  # one at a time: the switch is one lock for every model
+        base_held = held.embed_queries(TEXTS)
+    with adapters_enabled(exact, False):
+        base_exact = exact.embed_queries(TEXTS)
+    assert (base_held * base_exact).sum(-1).min() >= MIN_COSINE_TO_FP32
+    assert not torch.allclose(base_held, held.embed_queries(TEXTS), atol=1e-3)  # the adapters do act
 
 
 def test_model_specs_that_are_neither_folder_nor_repo_id_are_refused():

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from safetensors.torch import load_file, save_file
 
-from models.encoders import probe_images
+from models.encoders import MIN_COSINE_TO_FP32, cpu_has_bf16, probe_images
 from models.errors import CheckpointMismatch, UnsupportedDim
 from models.openclip import OpenClipConfig, OpenClipText, OpenClipVision, load_open_clip_pair
 from models.preprocess import Preprocess
@@ -159,6 +159,20 @@ def test_bf16_stays_close_to_fp32(clip_folder):
     assert vision.precision.cosine_to_fp32 >= 0.99 and text.precision.cosine_to_fp32 >= 0.99
     exact = OpenClipVision(clip_folder, "fp32").embed_images(fixture_images())
     assert F.cosine_similarity(vision.embed_images(fixture_images()), exact).min().item() >= 0.99
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16 (AVX512-BF16/AMX): auto stays fp32")
+def test_auto_text_holds_bf16_weights_and_the_shared_vision_tower_keeps_fp32(clip_folder):
+    vision, text = load_open_clip_pair(clip_folder, precision="auto")
+    assert text.precision.path == "bf16-weights" and vision.precision.path == "bf16-autocast"
+    assert {p.dtype for p in vision.model.visual.parameters()} == {torch.float32}
+    blocks = text.model.transformer.resblocks
+    assert blocks[0].mlp.c_fc.weight.dtype == blocks[0].attn.in_proj_weight.dtype == torch.bfloat16
+    assert text.model.text_projection.dtype == text.model.token_embedding.weight.dtype == torch.float32
+    exact_vision, exact_text = load_open_clip_pair(clip_folder, precision="fp32")
+    assert F.cosine_similarity(text.embed(TEXTS), exact_text.embed(TEXTS)).min().item() >= MIN_COSINE_TO_FP32
+    images = fixture_images()
+    assert F.cosine_similarity(vision.embed_images(images), exact_vision.embed_images(images)).min().item() >= 0.99
 
 
 class _Unpickled(Exception):
