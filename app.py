@@ -69,6 +69,12 @@ PAGE_SIZE = 24  # photos per page of results ("Load more" fetches the next one)
 GENERIC_ERROR = "something went wrong on the server; the details are in its log"
 API_ENDPOINTS = ("/search_text", "/search_image", "/more_like_this", "/search_captions", "/image_to_text",
                  "/photo", "/stats")
+# Text queries are embedded in batches (search/batching.py): these endpoints let many requests in at once so that
+# they reach the batcher together; the others run two at a time, one core each.
+BATCHED_ENDPOINTS = ("/search_text", "/search_captions")
+BATCHED_CONCURRENCY = 64
+UNBATCHED_CONCURRENCY = 2
+MAX_THREADS = BATCHED_CONCURRENCY + 40  # gradio's worker threads: the batched requests and the rest (its default)
 
 log = logging.getLogger("glance.app")
 
@@ -451,7 +457,9 @@ class Api:
     def register(self) -> None:
         for name in API_ENDPOINTS:
             method = getattr(self, name.strip("/"))
-            gr.api(api_errors(method), api_name=name.strip("/"), concurrency_limit=2)
+            batched = self.library.batching and name in BATCHED_ENDPOINTS
+            gr.api(api_errors(method), api_name=name.strip("/"),
+                   concurrency_limit=BATCHED_CONCURRENCY if batched else UNBATCHED_CONCURRENCY)
 
 
 # ------------------------------------------------------------------------------------------- layout
@@ -571,9 +579,11 @@ def launch(demo: gr.Blocks, host: str, port: int, auth) -> None:
     # run_history=False: gradio's run-history routes answer without the login and call the Hugging Face Hub
     # with the host's HF_TOKEN, and a header can make it upload every query to a bucket.
     demo.launch(server_name=host, server_port=port, auth=auth, share=False, prevent_thread_lock=True, quiet=True,
+                max_threads=MAX_THREADS,
                 show_error=False, max_file_size=MAX_UPLOAD_BYTES, ssr_mode=False, mcp_server=False, pwa=False,
                 enable_monitoring=False, strict_cors=True, footer_links=["api"], theme=theme, run_history=False,
-                css_paths=[css for css in [ASSETS / "glance.css"] if css.is_file()], auth_message="Glance: log in to search the photos.",
+                css_paths=[css for css in [ASSETS / "glance.css"] if css.is_file()],
+                auth_message="Glance: log in to search the photos.",
                 app_kwargs={"middleware": [Middleware(LoginRequired), Middleware(RefuseRemoteFiles)],
                             "openapi_url": None})  # FastAPI's own schema would list every route to anyone
 
@@ -595,7 +605,7 @@ def serve(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own startup checks, one line each
     warn_if_exposed(args.host, args.auth)
-    library = Library(args.db, args.vision_model, args.text_model, args.precision)
+    library = Library(args.db, args.vision_model, args.text_model, args.precision, batching=args.batching)
     library.start_loading()
     pictures = Pictures()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so that cleanup runs when a service manager stops us

@@ -8,12 +8,13 @@
 
 Public API (everything else is private):
 
-  Engine(db=None, vision_model=None, text_model=None, precision="auto", threads=None)
+  Engine(db=None, vision_model=None, text_model=None, precision="auto", threads=None, batching=False)
       Opens the index and loads the text model recorded in it (a few seconds with cached models); the
       vision model loads on the first image query, or call `load_vision()` ahead (e.g. in a thread).
       `vision_model` / `text_model` override the recorded ones and are refused (StoreError) unless they
       reproduce the index's vectors (see search/modelmatch.py). Raises StoreError (no index, another
-      model), ModelUnavailable (model not cached and offline), UsageError (bad argument).
+      model), ModelUnavailable (model not cached and offline), UsageError (bad argument). `batching` (servers):
+      concurrent calls embed their text queries together, one forward pass per batch (search/batching.py).
   search(text="", image=None, like=None, filters=None, top=24, offset=0, cutoff=False, image_weight=1.0)
       -> Results. Photos for a query in the grammar of search/query.py, a query image (file path, bytes
       or PIL image; never a URL), and/or `like` = an indexed photo's id or path ("more like this": that
@@ -86,16 +87,16 @@ def _index_errors(method):
 
 class Engine:
     def __init__(self, db: str | Path | None = None, vision_model: str | None = None, text_model: str | None = None,
-                 precision: str = "auto", threads: int | None = None):
+                 precision: str = "auto", threads: int | None = None, batching: bool = False):
         self.store = Store(db)
         with self.store.lance_errors():
-            self._open(vision_model, text_model, precision, threads)
+            self._open(vision_model, text_model, precision, threads, batching)
 
-    def _open(self, vision_model, text_model, precision, threads) -> None:
+    def _open(self, vision_model, text_model, precision, threads, batching) -> None:
         if not self.store.exists():
             raise StoreError(no_index_message(self.store.path))
         self._check_vector_dim()
-        self.vectors = QueryVectors(self.store, vision_model, text_model, precision, threads)
+        self.vectors = QueryVectors(self.store, vision_model, text_model, precision, threads, batching)
 
     @property
     def tuning_problem(self) -> str | None:

@@ -34,9 +34,11 @@ class Library:
     interpreter would then abort instead of exiting when a service manager stops the server)."""
 
     def __init__(self, db: str | Path | None, vision_model: str | None = None, text_model: str | None = None,
-                 precision: str = "auto"):
+                 precision: str = "auto", batching: bool = True):
         self.db = Path(db).expanduser() if db else default_db_path()
-        self.overrides = {"vision_model": vision_model, "text_model": text_model, "precision": precision}
+        self.batching = batching  # concurrent requests share forward passes (search/batching.py)
+        self.overrides = {"vision_model": vision_model, "text_model": text_model, "precision": precision,
+                          "batching": batching}
         self.startup_error: BaseException | None = None
         self._store = Store(self.db)
         self._engine = None

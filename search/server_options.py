@@ -52,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--vision-model", metavar="M", help="override the index's vision model (Hub id or folder)")
     parser.add_argument("--text-model", metavar="M", help="override the index's text model (Hub id or folder)")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="model precision")
+    parser.add_argument("--no-batching", dest="batching", action="store_false",
+                        help="embed each request's query on its own, two requests at a time (the way before dynamic "
+                             "batching; for comparison: bench/query_load.py)")
     return parser
 
 

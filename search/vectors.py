@@ -5,6 +5,9 @@ on the first image query. A short text query is ~3 GFLOP, one query image ~36. O
 second thread saves ~10 ms per text, but when the cores are busy (indexing, other users) OpenMP threads wait
 on each other: a text query took 300-500 ms instead of ~50 ms, an image 1.5-1.8 s instead of ~350 ms,
 measured here (bench/query_latency.py). So queries are embedded on one thread, unless `threads` is given.
+
+With `batching` (a server under load), concurrent callers' texts are embedded together, one forward pass per
+batch (search/batching.py); each caller still gets exactly its own terms' vectors, through the same cache.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from models.factory import load_caption_model, resolve_caption_model
 from store import CAPTION_MODEL, CAPTIONS, IMAGES, Store
 
 from . import modelmatch, tuning
+from .batching import EmbedBatcher
 from .query import Term
 from .uploads import open_query_image
 
@@ -29,7 +33,7 @@ TERM_CACHE = 512
 
 class QueryVectors:
     def __init__(self, store: Store, vision_model: str | None, text_model: str | None, precision: str,
-                 threads: int | None):
+                 threads: int | None, batching: bool = False):
         if threads:
             torch.set_num_threads(threads)
         self.threads = threads or QUERY_THREADS
@@ -47,6 +51,11 @@ class QueryVectors:
         self._vision_lock = threading.Lock()
         self._cache_lock = threading.Lock()
         self._term_cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        embedders = {"space": lambda texts: self._embed_queries(texts, tuned=False),
+                     "tuned": lambda texts: self._embed_queries(texts, tuned=True),
+                     "caption_model": self._embed_caption_model}
+        self._embedders = {space: EmbedBatcher(embed).embed if batching else embed
+                           for space, embed in embedders.items()}
         recorded_caption_model = store.current_meta().get(CAPTION_MODEL)
         # Found now (a missing model is reported when the index opens), loaded on the first caption query.
         self.caption_model = resolve_caption_model(recorded_caption_model) if recorded_caption_model else None
@@ -66,7 +75,7 @@ class QueryVectors:
     def terms(self, terms: list[Term]) -> list[np.ndarray]:
         """Term embeddings in the image-text space (with the family's query prefix), cached: the base model's,
         as the captions were embedded."""
-        return self._cached("space", terms, lambda texts: self._embed_queries(texts, tuned=False))
+        return self._cached("space", terms)
 
     def photo_terms(self, terms: list[Term], tuned: bool = True) -> list[np.ndarray]:
         """Term embeddings for photo search: through the active tuning unless `tuned` is False."""
@@ -74,21 +83,27 @@ class QueryVectors:
             return self.terms(terms)
         if self.tuning.method == "adapter":
             return self.tuning.map_queries(self.terms(terms))
-        return self._cached("tuned", terms, lambda texts: self._embed_queries(texts, tuned=True))
+        return self._cached("tuned", terms)
 
     def _embed_queries(self, texts: list[str], tuned: bool) -> np.ndarray:
-        if self.tuning is None or self.tuning.method != "lora":
-            return self.text.embed_queries(texts, dim=self.dim).numpy()
-        from models.lora import adapters_enabled
+        with torch_threads(self.threads):
+            if self.tuning is None or self.tuning.method != "lora":
+                return self.text.embed_queries(texts, dim=self.dim).numpy()
+            from models.lora import adapters_enabled
 
-        with adapters_enabled(self.text, tuned):
-            return self.text.embed_queries(texts, dim=self.dim).numpy()
+            with adapters_enabled(self.text, tuned):
+                return self.text.embed_queries(texts, dim=self.dim).numpy()
 
     def caption_terms(self, terms: list[Term]) -> list[np.ndarray] | None:
         """Term embeddings in the caption model's space, cached; None when the index has no caption model."""
         if self.caption_model is None:
             return None
-        return self._cached("caption_model", terms, lambda texts: self.caption_encoder().embed(texts))
+        return self._cached("caption_model", terms)
+
+    def _embed_caption_model(self, texts: list[str]) -> np.ndarray:
+        encoder = self.caption_encoder()
+        with torch_threads(self.threads):
+            return encoder.embed(texts)
 
     def caption_encoder(self):
         with self._vision_lock:
@@ -96,15 +111,14 @@ class QueryVectors:
                 self._caption_encoder = load_caption_model(self.caption_model)
             return self._caption_encoder
 
-    def _cached(self, space: str, terms: list[Term], embed) -> list[np.ndarray]:
+    def _cached(self, space: str, terms: list[Term]) -> list[np.ndarray]:
         with self._cache_lock:
             known = {t.text: self._term_cache[space, t.text] for t in terms if (space, t.text) in self._term_cache}
             for text in known:
                 self._term_cache.move_to_end((space, text))  # least recently used goes first
         missing = list(dict.fromkeys(t.text for t in terms if t.text not in known))
         if missing:
-            with torch_threads(self.threads):
-                fresh = embed(missing)
+            fresh = self._embedders[space](missing)
             known.update(zip(missing, fresh))
             with self._cache_lock:
                 self._term_cache.update(((space, text), vector) for text, vector in zip(missing, fresh))
