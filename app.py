@@ -57,6 +57,7 @@ from core.errors import GlanceError, one_line  # noqa: E402
 from search import eval_report  # noqa: E402
 from search.filters import Filters  # noqa: E402
 from search.live import IndexMissing, Library  # noqa: E402
+from search.loopback import LoopbackServer  # noqa: E402
 from search.preview import Pictures  # noqa: E402
 from search.serialize import photo_json, results_json, stats_json, text_hit_json  # noqa: E402
 from search.uploads import MAX_UPLOAD_BYTES  # noqa: E402
@@ -608,6 +609,7 @@ def serve(args: argparse.Namespace) -> None:
     library = Library(args.db, args.vision_model, args.text_model, args.precision, batching=args.batching)
     library.start_loading()
     pictures = Pictures()
+    loopback = LoopbackServer(library)  # `glance search` on this index asks us instead of loading the models
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so that cleanup runs when a service manager stops us
     try:
         demo = build_ui(library, pictures)
@@ -617,9 +619,11 @@ def serve(args: argparse.Namespace) -> None:
             raise UsageError(f"cannot serve on {args.host}:{args.port}: {one_line(exc)}") from None
         print(f"Glance: serving {library.db} on http://{args.host}:{args.port}/ (loading the models)", flush=True)
         report_startup(library, demo)
+        loopback.start()
         print("Glance: ready", flush=True)
         demo.block_thread()
     finally:
+        loopback.stop()
         pictures.remove()
         library.stop()
 

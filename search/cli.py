@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from core.errors import CommandParser, UsageError, exit_on_user_error
 
-from .filters import Filters, date_range
+from .filters import date_range
 from .query import parse_query
-from .serialize import hit_json, stats_json, text_hit_json
+from .serialize import stats_json, text_hit_json
 
 PROGRAM = "glance"
 EPILOG = """\
@@ -102,21 +103,61 @@ def run(args) -> int:
         with store.lance_errors():
             print(json.dumps(stats_json(store.stats()), indent=2))
         return 0
+    if args.captions:
+        return print_texts(text_results(open_engine(args), args), args.json)
+    request = photo_request(args)
+    answer = ask_server(args, request)
+    if answer is None:
+        from .loopback import reply
+
+        answer = reply(open_engine(args), request, image=args.image, like=args.like)
+    return print_reply(answer, args.json)
+
+
+def open_engine(args):
     from .engine import Engine  # after argument checks: loading torch takes seconds
 
-    engine = Engine(args.db, args.vision_model, args.text_model, precision=args.precision)
-    if args.captions:
-        return print_texts(text_results(engine, args), args.json)
-    filters = Filters(args.folder, args.date_from, args.date_to, args.has_caption)
-    if engine.tuning_problem:
-        print(f"{PROGRAM}: {engine.tuning_problem}", file=sys.stderr)
-    results = engine.search(args.query, image=args.image, like=args.like, filters=filters, top=args.top,
-                            offset=args.offset, cutoff=args.cutoff, tuning=args.tuning)
-    if not results.hits:
-        print(f"{PROGRAM}: no results" + (f": {results.note}" if results.note else ""), file=sys.stderr)
+    return Engine(args.db, args.vision_model, args.text_model, precision=args.precision)
+
+
+def photo_request(args) -> dict:
+    return {"query": args.query, "folder": args.folder, "date_from": args.date_from, "date_to": args.date_to,
+            "has_caption": args.has_caption, "top": args.top, "offset": args.offset, "cutoff": args.cutoff,
+            "tuning": args.tuning}
+
+
+def ask_server(args, request: dict) -> dict | None:
+    """A running `glance serve` on this index answers a plain text search without loading anything here
+    (search/loopback.py); None: search in process. Its user errors are ours."""
+    if args.image or args.like or args.vision_model or args.text_model or args.precision != "auto":
+        return None
+    from store import default_db_path
+
+    from .loopback import ask
+
+    answer = ask(Path(args.db).expanduser() if args.db else default_db_path(), request)
+    if answer is not None and "error" in answer:
+        raise UsageError(answer["error"])
+    return answer
+
+
+def print_reply(answer: dict, as_json: bool) -> int:
+    """Print a search reply (search/loopback.py `reply`): hits on stdout, the rest on stderr."""
+    if answer["tuning_problem"]:
+        print(f"{PROGRAM}: {answer['tuning_problem']}", file=sys.stderr)
+    if not answer["hits"]:
+        print(f"{PROGRAM}: no results" + (f": {answer['note']}" if answer["note"] else ""), file=sys.stderr)
         return 1
-    print_photos(results, args.json)
-    report_rest(results)
+    if as_json:
+        print(json.dumps(answer["hits"], ensure_ascii=False, indent=1))
+    else:
+        for hit in answer["hits"]:
+            print(f"{hit['score']:.4f}\t{hit['file']}")
+    if answer["cut"]:  # what is not on stdout goes to stderr, so the output stays pipeable
+        print(f"{PROGRAM}: the cut-off hid {answer['cut']['dropped']} weaker matches (scores below "
+              f"{answer['cut']['threshold']:.4f})", file=sys.stderr)
+    if answer["has_more"]:
+        print(f"{PROGRAM}: more results: --offset {answer['next_offset']}", file=sys.stderr)
     return 0
 
 
@@ -136,23 +177,6 @@ def text_results(engine, args):
             raise UsageError("--captions takes either a text or an image (--image/--like), not both")
         return engine.image_to_text(image=args.image, like=args.like, top=args.top)
     return engine.caption_search(args.query, top=args.top)
-
-
-def print_photos(results, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps([hit_json(h) for h in results.hits], ensure_ascii=False, indent=1))
-        return
-    for hit in results.hits:
-        print(f"{hit.score:.4f}\t{hit.path}")
-
-
-def report_rest(results) -> None:
-    """What is not on stdout goes to stderr, so the output stays pipeable."""
-    if results.cutoff and results.cutoff.cut:
-        print(f"{PROGRAM}: the cut-off hid {results.dropped} weaker matches (scores below "
-              f"{results.cutoff.threshold:.4f})", file=sys.stderr)
-    if results.has_more:
-        print(f"{PROGRAM}: more results: --offset {results.offset + results.top}", file=sys.stderr)
 
 
 def print_texts(hits, as_json: bool) -> int:

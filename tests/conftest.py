@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # tests never touch the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Servers started by tests announce themselves to `glance search` here (search/loopback.py), not in the user's own
+# runtime folder, where a real `glance search` would find them.
+os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="glance-test-run-")
 
 import pytest  # noqa: E402
 
