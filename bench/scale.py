@@ -168,13 +168,14 @@ def main() -> None:
               f"{report['vector_index_bytes'] / 1e9:.2f} GB", flush=True)
         report["serve"] = serve_memory(folder, work / "serve-logs")
         serve = report["serve"]
-        print(f"  glance serve: ready in {serve['ready_s']:.1f} s, RSS {serve['rss_ready_bytes'] / 1e9:.2f} GB, after {SERVE_QUERIES} new text queries {serve['rss_after_queries_bytes'] / 1e9:.2f} GB "
+        print(f"  glance serve: ready in {serve['ready_s']:.1f} s, RSS {serve['rss_ready_bytes'] / 1e9:.2f} GB, after "
+              f"{SERVE_QUERIES} new text queries {serve['rss_after_queries_bytes'] / 1e9:.2f} GB "
               f"(API round trip median {serve['api_query_ms_median']:.0f} ms)", flush=True)
         report["unchanged_reindex"] = unchanged_reindex(work, text_dir, vision_dir)
         again = report["unchanged_reindex"]
         print(f"  glance index over {again['photos']:,} unchanged photos: {again['wall_s']:.2f} s for the whole "
-              f"command, {again['index_seconds']} s indexing ({again['unchanged']} unchanged, {again['added']} added, exit "
-              f"{again['exit']}) {again['stderr']}", flush=True)
+              f"command, {again['index_seconds']} s indexing ({again['unchanged']} unchanged, {again['added']} added, "
+              f"exit {again['exit']}) {again['stderr']}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if args.json:
