@@ -1,10 +1,12 @@
-"""One short text query on one thread: the precision `auto` chooses vs bf16 autocast over fp32 weights vs fp32.
+"""One short text query on one thread: the precision `auto` chooses vs held bf16 weights vs bf16 autocast over fp32
+weights vs fp32.
 
 The full-size Nomic text v1.5 architecture with random weights (models.synthetic.write_text, size "full") is
-loaded twice: with precision "auto" (on a CPU with bf16 units: bf16 weights held for the linear layers, where
-the probe allows) and with "fp32"; the fp32 model also runs under bf16 autocast, the path every query took
-before. The three paths take turns on the same texts (query i on each before query i+1), so a change in load
-hits all of them alike. Cosines are to the fp32 embedding of the same text.
+loaded three times: with precision "auto" (on a CPU with int8 units: int8 weights and per-call int8 inputs, where
+the probe allows), with "bf16" (bf16 weights held for the linear layers) and with "fp32"; the fp32 model also
+runs under bf16 autocast, the path every query took before. The paths take turns on the same texts (query i on
+each before query i+1), so a change in load hits all of them alike. Cosines are to the fp32 embedding of the
+same text.
 
     python bench/query_embed.py [--queries 60] [--json]
 """
@@ -32,7 +34,7 @@ QUERIES = ["dog", "sunset at the beach", "my passport", "birthday cake with cand
 
 
 def bench_query_embed(text_dir: Path, queries: int = 60) -> dict:
-    """query_embed_ms_p50 (auto), query_embed_autocast_ms_p50, query_embed_fp32_ms_p50, cosines, ratio."""
+    """query_embed_ms_p50 (auto), query_embed_{bf16_weights,autocast,fp32}_ms_p50, cosines, ratios."""
     import torch
 
     from models.encoders import Precision, TextEmbedder
@@ -41,6 +43,7 @@ def bench_query_embed(text_dir: Path, queries: int = 60) -> dict:
     torch.set_num_threads(1)
     try:
         auto = TextEmbedder(str(text_dir), precision="auto")
+        held = TextEmbedder(str(text_dir), precision="bf16")
         exact = TextEmbedder(str(text_dir), precision="fp32")
         autocast = Precision(torch.bfloat16)
 
@@ -54,7 +57,8 @@ def bench_query_embed(text_dir: Path, queries: int = 60) -> dict:
             finally:
                 exact.precision = Precision(torch.float32)
 
-        paths = {"auto": auto.embed_queries, "autocast": under_autocast, "fp32": fp32}
+        paths = {"auto": auto.embed_queries, "bf16_weights": held.embed_queries, "autocast": under_autocast,
+                 "fp32": fp32}
         times = {name: [] for name in paths}
         vectors = {name: [] for name in paths}
         for i in range(-2, queries):  # two warm-up rounds, not counted
@@ -69,7 +73,7 @@ def bench_query_embed(text_dir: Path, queries: int = 60) -> dict:
         torch.set_num_threads(before)
     reference = torch.stack(vectors["fp32"])
     row = {"threads": 1, "queries": queries, "auto_path": auto.precision.path,
-           "auto_probe_cosine": auto.precision.cosine_to_fp32}
+           "auto_probe_cosine": auto.precision.cosine_to_fp32, "bf16_path": held.precision.path}
     for name in paths:
         key = "query_embed_ms_p50" if name == "auto" else f"query_embed_{name}_ms_p50"
         row[key] = float(np.percentile(np.asarray(times[name]) * 1000, 50))
@@ -77,15 +81,31 @@ def bench_query_embed(text_dir: Path, queries: int = 60) -> dict:
         cosine = torch.nn.functional.cosine_similarity(torch.stack(vectors[name]), reference)
         row[f"{name}_cosine_to_fp32_min"] = cosine.min().item()
     row["autocast_over_auto"] = row["query_embed_autocast_ms_p50"] / row["query_embed_ms_p50"]
+    row["bf16_weights_over_auto"] = row["query_embed_bf16_weights_ms_p50"] / row["query_embed_ms_p50"]
     print(f"  one short query, 1 thread, {queries} queries each, taking turns:\n"
           f"    auto ({row['auto_path']:<13})  p50 {row['query_embed_ms_p50']:6.1f} ms   "
           f"p95 {row['query_embed_ms_p95']:6.1f} ms   min cosine to fp32 {row['auto_cosine_to_fp32_min']:.6f}\n"
+          f"    bf16 ({row['bf16_path']:<13})  p50 {row['query_embed_bf16_weights_ms_p50']:6.1f} ms   "
+          f"p95 {row['query_embed_bf16_weights_ms_p95']:6.1f} ms   "
+          f"min cosine to fp32 {row['bf16_weights_cosine_to_fp32_min']:.6f}\n"
           f"    bf16 autocast         p50 {row['query_embed_autocast_ms_p50']:6.1f} ms   "
           f"p95 {row['query_embed_autocast_ms_p95']:6.1f} ms   min cosine to fp32 {row['autocast_cosine_to_fp32_min']:.6f}\n"
           f"    fp32                  p50 {row['query_embed_fp32_ms_p50']:6.1f} ms   "
           f"p95 {row['query_embed_fp32_ms_p95']:6.1f} ms\n"
-          f"    autocast / auto: {row['autocast_over_auto']:.2f}x", flush=True)
+          f"    autocast / auto: {row['autocast_over_auto']:.2f}x   "
+          f"bf16 weights / auto: {row['bf16_weights_over_auto']:.2f}x", flush=True)
     return row
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux), for outputs whose figures depend on it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
 
 
 def main() -> None:
@@ -95,11 +115,12 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from models.encoders import cpu_has_bf16
+    from models.encoders import cpu_has_bf16, cpu_has_int8
     from models.synthetic import write_text
 
     work = Path(tempfile.mkdtemp(prefix="glance-bench-"))
-    print(f"{os.cpu_count()} CPUs, bf16 units: {cpu_has_bf16()}, load average {os.getloadavg()[0]:.2f} at start")
+    print(f"{cpu_name()}, {os.cpu_count()} CPUs, bf16 units: {cpu_has_bf16()}, int8 units: {cpu_has_int8()}, "
+          f"load average {os.getloadavg()[0]:.2f} at start")
     try:
         text_dir = write_text(work / "nomic-embed-text-v1.5", size="full", dtype=torch.float32, template=TEMPLATE)
         report = bench_query_embed(text_dir, args.queries)

@@ -1,32 +1,32 @@
-"""Search latency on this CPU: exact vs IVF_FLAT vs IVF_HNSW_SQ over LanceDB, and text-query embedding.
+"""Search latency on this CPU: text-query embedding, the vector index Glance builds, and the engine end to end.
 
 For each size N (default 100,000 and 1,000,000) it writes N clustered 768-d unit vectors (1,000 gaussian
 clusters: every vector is normalize(centre + noise), within-cluster cosine ~0.5, like photo embeddings
 with near-duplicates and themes) into a LanceDB table with Glance's images schema, in chunks, to a
-temporary folder that is deleted at the end. Queries: a third photo-like (inside a cluster), a third
-between two clusters, a third text-like (weakly aligned, far from every cluster centre). It prints:
+temporary folder deleted at the end (or `--cache DIR`: generated once, reused by later runs and by
+bench/scale.py). Photos sit in 97 folders and over ten years of dates. Queries: a third photo-like (inside a
+cluster), a third between two clusters, a third text-like (weakly aligned, far from every cluster centre). It prints:
 
-  * exact search (LanceDB brute force, `bypass_vector_index`): p50/p95 latency; its recall@10 against a
-    numpy ground truth computed while the data is generated (a check that "exact" is exact);
-  * IVF_FLAT (cosine): build time, then p50/p95 latency and recall@10 vs exact for a few nprobes;
-    the index the indexer builds (lancedb defaults) and one with sqrt(N) partitions;
-  * IVF_HNSW_SQ (cosine): build time, p50/p95 latency and recall@10 (ef, refine_factor); by default only
-    up to 200k vectors (--hnsw-max-size), since its build alone takes ~9 minutes at 1M on 2 cores;
-  * the text model: the full-size Nomic text v1.5 architecture with random weights
-    (models.synthetic.write_text(dir, size="full", dtype=torch.float32)), loaded with precision "auto":
-    load time, p50/p95 latency of embedding one short query, on 1 thread (the engine's choice) and on all;
-    then, side by side on one thread (bench/query_embed.py), the path `auto` chooses (query_embed_ms_p50), bf16
-    autocast over fp32 weights (query_embed_autocast_ms_p50) and fp32, with each one's cosine to fp32;
-  * end to end at each size: Engine.search("<query>") through the real engine (query embedding + count +
-    vector search of a 100-candidate pool + columns), with the index the indexer builds: the first query
-    after opening, then p50/p95 after Engine.warm_up(), without and with a folder filter.
+  * the text model (full-size Nomic text v1.5 architecture, random weights): load time, one short query on 1
+    thread and on all; then side by side on one thread (bench/query_embed.py) the path `auto` chooses
+    (query_embed_ms_p50: int8 where the CPU has VNNI/AMX), held bf16 weights, bf16 autocast over fp32 weights
+    (query_embed_autocast_ms_p50, the path before) and fp32, with each one's cosine to fp32;
+  * exact search (LanceDB brute force): p50/p95 and its recall@10 against the numpy ground truth (a check);
+  * the index Glance builds (Store.ensure_vector_index: kind auto), its build time, and Store.nearest as the engine
+    calls it (a pool of 100): search_ms_p50 and recall_at_10, with a folder filter (~1%) and a date filter (~10%);
+  * end to end: Engine.search("<query>") through the real engine (embedding a new text + count + indexed search of a
+    100-candidate pool + columns), first query after opening, then p50/p95 after Engine.warm_up(), without and with
+    filters, and a repeated text (its embedding cached);
+  * with --compare, IVF_FLAT with lancedb's default partitions (what Glance built before); with --hnsw, IVF_HNSW_SQ.
 
 Latency is per single query (one thread issuing queries, as one user does), after two warm-up queries.
+--json prints one object: the headline keys (query_embed_ms_p50, query_embed_autocast_ms_p50, and per size
+search_ms_p50, recall_at_10, end_to_end_ms_p50, ...) and `details`.
 
 Run from the repo root:
-    python bench/query_latency.py                   # 100k and 1M (HNSW at 100k only; ~8 minutes on 2 cores)
-    python bench/query_latency.py --sizes 100000    # one size
-    python bench/query_latency.py --quick           # 20k vectors, fewer queries, no HNSW (about 1 minute)
+    python bench/query_latency.py --json                     # 100k and 1M (~10 minutes on 2 cores)
+    python bench/query_latency.py --sizes 100000 --cache DIR # one size, generated once into DIR
+    python bench/query_latency.py --quick                    # 20k vectors, fewer queries (about 1 minute)
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ import shutil
 import sys
 import tempfile
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
@@ -49,13 +49,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never reach
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
-from bench.query_embed import bench_query_embed  # noqa: E402
+from bench.query_embed import bench_query_embed, cpu_name  # noqa: E402
 
 DIM = 768
 CLUSTERS = 1000
 NOISE = 1.0  # |noise| relative to the unit centre: cosine(member, centre) ~0.7, between members ~0.5
 CHUNK = 50_000
 K = 10
+FIRST_DAY = datetime(2015, 1, 1)  # photos are spread over ten years, so a one-year filter keeps ~10% of them
+POOL = 100  # what the engine asks the store for (search/engine.py POOL_BLOCK)
 QUERIES = ["dog", "sunset at the beach", "my passport", "birthday cake with candles", "snow on mountains",
            "a red car", "whiteboard notes", "cat sleeping on a sofa", "receipt", "kids playing football",
            "fireworks over the river", "a bowl of ramen", "old family photo", "the eiffel tower at night",
@@ -93,7 +95,8 @@ def images_rows(start: int, vectors: np.ndarray, dim: int) -> pa.Table:
     columns = {
         "id": ids, "root": ["/photos"] * n, "relpath": [f"{(start + i) % 97:02d}/img{start + i}.jpg" for i in range(n)],
         "size": [1_000_000] * n, "mtime_ns": [0] * n, "sha256": ["0" * 64] * n, "width": [4000] * n,
-        "height": [3000] * n, "taken_at": [datetime(2020, 1, 1)] * n, "camera": ["Bench"] * n,
+        "height": [3000] * n, "taken_at": [FIRST_DAY + timedelta(days=(start + i) % 3650) for i in range(n)],
+        "camera": ["Bench"] * n,
         "has_caption": [False] * n, "thumb": [None] * n, "indexed_at": [datetime(2024, 1, 1)] * n,
         "relpath_bytes": [None] * n,
     }
@@ -139,6 +142,28 @@ def build_table(db_path: Path, n: int, queries: np.ndarray, centres: np.ndarray,
     return st, table, [{f"{i:040x}" for i in row} for row in best_ids]
 
 
+def library(n: int, queries_count: int, text_dir: Path, vision_dir: Path, folder: Path):
+    """(store, images table, queries, exact top-K ids): n photos generated into `folder` once, then reused (the
+    queries and their ground truth saved beside them). The meta names these model folders on every call."""
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((CLUSTERS, DIM)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    queries = query_vectors(np.random.default_rng(1), centres, queries_count)
+    done = folder / f"bench-{queries_count}-queries.json"
+    if done.is_file():
+        import store
+
+        st = store.Store(folder)
+        truth = [set(ids) for ids in json.loads(done.read_text())]
+        print(f"  reusing the {n:,} generated photos in {folder}", flush=True)
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+        st, _, truth = build_table(folder, n, queries, centres, seed=2)
+        done.write_text(json.dumps([sorted(ids) for ids in truth]))
+    write_meta(st, text_dir, vision_dir)
+    return st, st.table("images"), queries, truth
+
+
 def recall(results: list[list[str]], truth: list[set[str]]) -> float:
     return float(np.mean([len(set(r) & t) / K for r, t in zip(results, truth)]))
 
@@ -171,33 +196,22 @@ def build_index(table, label: str, config) -> float:
 def bench_size(n: int, args, text_dir: Path, vision_dir: Path, work: Path) -> dict:
     from lancedb.index import HnswSq, IvfFlat
 
-    rng = np.random.default_rng(0)
-    centres = rng.standard_normal((CLUSTERS, DIM)).astype(np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    queries = query_vectors(np.random.default_rng(1), centres, args.queries)
-    db_path = work / f"db{n}"
     print(f"\n== {n:,} vectors ({DIM}-d, {CLUSTERS} clusters)", flush=True)
     start = time.perf_counter()
-    st, table, truth = build_table(db_path, n, queries, centres, seed=2)
-    write_meta(st, text_dir, vision_dir)
+    folder = (Path(args.cache) if args.cache else work) / f"db{n}"
+    st, table, queries, truth = library(n, args.queries, text_dir, vision_dir, folder)
     out = {"size": n, "write_s": time.perf_counter() - start, "rows": []}
-    print(f"  generated and written in {out['write_s']:.1f} s", flush=True)
+    print(f"  ready in {out['write_s']:.1f} s", flush=True)
     exact_queries = max(3, min(args.queries, int(args.queries * 100_000 / n)))
     out["rows"].append(measure("exact (brute force)", table, queries, truth, lambda q: q.bypass_vector_index(),
                                exact_queries))
-
-    out["ivf_default_build_s"] = build_index(table, "IVF_FLAT, lancedb default partitions (what the indexer builds)",
-                                             IvfFlat(distance_type="cosine"))
-    for nprobes in (20,):
-        out["rows"].append(measure(f"IVF_FLAT default, nprobes {nprobes}", table, queries, truth,
-                                   lambda q, p=nprobes: q.nprobes(p), args.queries))
-    out["end_to_end"] = end_to_end(db_path, text_dir, args)
-    partitions = int(math.sqrt(n))
-    out["ivf_sqrt_build_s"] = build_index(table, f"IVF_FLAT, {partitions} partitions (sqrt N)",
-                                          IvfFlat(distance_type="cosine", num_partitions=partitions))
-    for nprobes in (10, 20, 40):
-        out["rows"].append(measure(f"IVF_FLAT {partitions} parts, nprobes {nprobes}", table, queries, truth,
-                                   lambda q, p=nprobes: q.nprobes(p), args.queries))
+    out.update(glance_index(st, queries, truth, args.queries))
+    out["end_to_end"] = end_to_end(folder, args)
+    if args.compare:
+        out["ivf_flat_default_build_s"] = build_index(
+            table, "IVF_FLAT, lancedb default partitions (what Glance built before)", IvfFlat(distance_type="cosine"))
+        out["rows"].append(measure("IVF_FLAT default, nprobes 20", table, queries, truth, lambda q: q.nprobes(20),
+                                   args.queries))
     if args.hnsw and n <= args.hnsw_max_size:
         parts = max(1, n // 100_000)
         out["hnsw_build_s"] = build_index(table, f"IVF_HNSW_SQ, {parts} partition(s), m 16, ef_construction 100",
@@ -208,7 +222,57 @@ def bench_size(n: int, args, text_dir: Path, vision_dir: Path, work: Path) -> di
                 return q.refine_factor(refine) if refine else q
             label = f"IVF_HNSW_SQ ef {ef}" + (f", refine x{refine}" if refine else "")
             out["rows"].append(measure(label, table, queries, truth, configure, args.queries))
-    shutil.rmtree(db_path, ignore_errors=True)
+    if args.compare or args.hnsw:  # the folder keeps the index Glance builds, for the next run
+        out["rebuild_s"] = rebuild(st)
+    if not args.cache:
+        shutil.rmtree(folder, ignore_errors=True)
+    return out
+
+
+def rebuild(st) -> float:
+    """Drop whatever vector index the table has and build the one Glance builds (Store.ensure_vector_index), and
+    the filter indexes the indexer builds beside it (Store.ensure_filter_indexes, kept when there)."""
+    from store.vector_index import vector_index_of
+
+    images = st.table("images")
+    listed = vector_index_of(images)
+    if listed is not None:
+        images.drop_index(listed.name)
+    started = time.perf_counter()
+    with st.writing():
+        done = st.ensure_vector_index()
+        seconds = time.perf_counter() - started
+        st.ensure_filter_indexes()
+        st.publish()
+    print(f"  Glance's index: {done} in {seconds:.1f} s", flush=True)
+    return seconds
+
+
+def glance_index(st, queries, truth, repeats: int) -> dict:
+    """The index the indexer builds, searched as the engine searches it: Store.nearest for a pool of POOL
+    photos (recall@10 on its first 10), without and with a folder filter (~1%) and a date filter (one year, ~10%)."""
+    from store.reading import FolderScope, PhotoFilter
+    from store.vector_index import nprobes, partitions
+
+    out = {"index_build_s": rebuild(st)}
+    view = st.pinned()
+    out["index_type"], built = view.vector_index(), view.built_rows()
+    out["partitions"], out["nprobes"] = partitions(built), nprobes(built)
+    filters = {"": None, "_folder": PhotoFilter(folders=(FolderScope(None, "42"),)),
+               "_date": PhotoFilter(taken_from=datetime(2020, 1, 1), taken_before=datetime(2021, 1, 1))}
+    for suffix, where in filters.items():
+        def ask(i, where=where):
+            rows, mode = view.nearest("images", queries[i % len(queries)], where, POOL, ["id"])
+            assert mode == "index", mode
+            return rows.column("id").to_pylist()[:K]
+        times, outputs = timed(ask, repeats)
+        out[f"search{suffix}_ms_p50"] = percentile_ms(times, 50)
+        out[f"search{suffix}_ms_p95"] = percentile_ms(times, 95)
+        if not suffix:
+            out["recall_at_10"] = recall(outputs, truth[:repeats])
+    print(f"    {out['index_type']} ({out['partitions']} partitions, {out['nprobes']} probes), Store.nearest of "
+          f"{POOL}: p50 {out['search_ms_p50']:.1f} ms (folder filter {out['search_folder_ms_p50']:.1f}, date filter "
+          f"{out['search_date_ms_p50']:.1f})   recall@10 {out['recall_at_10']:.3f}", flush=True)
     return out
 
 
@@ -221,18 +285,20 @@ def write_meta(st, text_dir: Path, vision_dir: Path) -> None:
                    "last_indexed": datetime.now().isoformat(timespec="seconds"), "roots": ["/photos"]})
 
 
-def end_to_end(db_path: Path, text_dir: Path, args) -> dict:
-    """The real engine: Engine.search(text) = embed + count + indexed search of a 100-candidate pool."""
+def end_to_end(db_path: Path, args) -> dict:
+    """The real engine: Engine.search(text) = embed + count + indexed search of a 100-candidate pool + columns."""
     from search.engine import Engine
     from search.filters import Filters
 
     engine = Engine(db_path, precision="auto")
     start = time.perf_counter()
     engine.search("the very first query")
-    result = {"first_query_ms": (time.perf_counter() - start) * 1000}
+    result = {"first_query_ms": (time.perf_counter() - start) * 1000, "precision": engine.vectors.text.precision.path}
     print(f"    Engine.search(text), first query after opening (cold caches): {result['first_query_ms']:.0f} ms", flush=True)
     engine.warm_up()
-    for run, (label, filters) in enumerate((("no filter", None), ("folder filter (~1% of photos)", Filters(folder="42")))):
+    cases = (("no filter", None), ("folder filter (~1% of photos)", Filters(folder="42")),
+             ("date filter (one year, ~10%)", Filters(date_from="2020-01-01", date_to="2020-12-31")))
+    for run, (label, filters) in enumerate(cases):
         times, outputs = timed(lambda i, f=filters, r=run: engine.search(f"{QUERIES[i % len(QUERIES)]} {r}.{i}", filters=f,
                                                                          top=24), args.queries)
         result[label] = {"p50_ms": percentile_ms(times, 50), "p95_ms": percentile_ms(times, 95),
@@ -240,6 +306,10 @@ def end_to_end(db_path: Path, text_dir: Path, args) -> dict:
         print(f"    Engine.search(text), {label:<30} p50 {result[label]['p50_ms']:8.1f} ms   "
               f"p95 {result[label]['p95_ms']:8.1f} ms   ({outputs[-1].mode}; each query text is new, so it is embedded)",
               flush=True)
+    times, _ = timed(lambda i: engine.search("a query asked again"), args.queries)
+    result["repeated query"] = {"p50_ms": percentile_ms(times, 50), "p95_ms": percentile_ms(times, 95)}
+    print(f"    Engine.search(text), the same text again (its embedding cached)  p50 "
+          f"{result['repeated query']['p50_ms']:8.1f} ms", flush=True)
     return result
 
 
@@ -263,7 +333,7 @@ def bench_text_model(text_dir: Path, args) -> dict:
         print(f"  one short query on {threads} thread(s): p50 {row[f'{threads}_threads']['p50_ms']:.1f} ms   "
               f"p95 {row[f'{threads}_threads']['p95_ms']:.1f} ms", flush=True)
     torch.set_num_threads(all_threads)
-    del embedder  # the side-by-side run below loads its own copies
+    embedder = None  # noqa: F841 - freed: the side-by-side run below loads its own copies
     row.update(bench_query_embed(text_dir, max(args.queries, len(QUERIES))))
     return row
 
@@ -279,36 +349,63 @@ def write_models(work: Path) -> tuple[Path, Path]:
     return text_dir, vision_dir
 
 
+def summary(report: dict) -> dict:
+    """The headline figures: query embedding side by side, then per size (keys are the sizes) the index's search
+    p50 and recall@10 and the engine's end-to-end p50."""
+    text = report["text_model"]
+    out = {"cpu": cpu_name(), "query_embed_ms_p50": text["query_embed_ms_p50"],
+           "query_embed_path": text["auto_path"], "query_embed_autocast_ms_p50": text["query_embed_autocast_ms_p50"],
+           "query_embed_autocast_over_default": text["autocast_over_auto"],
+           "query_embed_cosine_to_fp32_min": text["auto_cosine_to_fp32_min"]}
+    for key, pick in (("search_ms_p50", lambda s: s["search_ms_p50"]), ("recall_at_10", lambda s: s["recall_at_10"]),
+                      ("search_folder_ms_p50", lambda s: s["search_folder_ms_p50"]),
+                      ("search_date_ms_p50", lambda s: s["search_date_ms_p50"]),
+                      ("end_to_end_ms_p50", lambda s: s["end_to_end"]["no filter"]["p50_ms"]),
+                      ("end_to_end_folder_ms_p50",
+                       lambda s: s["end_to_end"]["folder filter (~1% of photos)"]["p50_ms"]),
+                      ("index_build_s", lambda s: s["index_build_s"])):
+        out[key] = {str(size["size"]): pick(size) for size in report["sizes"]}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="100000,1000000", help="comma-separated table sizes (default: %(default)s)")
     parser.add_argument("--queries", type=int, default=50, help="queries per measurement (default: %(default)s)")
-    parser.add_argument("--no-hnsw", dest="hnsw", action="store_false", help="skip IVF_HNSW_SQ (its build is the slowest)")
+    parser.add_argument("--compare", action="store_true",
+                        help="also IVF_FLAT with lancedb's default partitions (the index Glance built before)")
+    parser.add_argument("--hnsw", action="store_true", help="also IVF_HNSW_SQ (its build is the slowest)")
     parser.add_argument("--hnsw-max-size", type=int, default=200_000,
-                        help="build IVF_HNSW_SQ only up to this many vectors (default: %(default)s; it takes ~50 s "
-                             "per 100k vectors on 2 cores, so 1M adds ~9 minutes)")
-    parser.add_argument("--quick", action="store_true", help="20k vectors, 20 queries, no HNSW: a smoke run")
-    parser.add_argument("--json", action="store_true", help="also print all figures as one JSON object")
+                        help="build IVF_HNSW_SQ only up to this many vectors (default: %(default)s; it takes ~50-120 s "
+                             "per 100k vectors on 2 cores)")
+    parser.add_argument("--cache", help="keep the generated photos in this folder and reuse them on later runs "
+                                        "(1M photos: ~6 GB with the index, ~70 s to write)")
+    parser.add_argument("--quick", action="store_true", help="20k vectors, 20 queries: a smoke run")
+    parser.add_argument("--json", action="store_true", help="also print the figures as one JSON object (`summary`: "
+                                                            "the headline keys)")
     parser.add_argument("--tmp", help="where to put the temporary databases (default: the system temp folder)")
     args = parser.parse_args()
     sizes = [20_000] if args.quick else [int(s) for s in args.sizes.split(",") if s.strip()]
     if args.quick:
         args.queries, args.hnsw = 20, False
-    if args.tmp and not Path(args.tmp).is_dir():
-        parser.error(f"--tmp {args.tmp} is not a folder (create it first)")
+    for folder in (args.tmp, args.cache):
+        if folder and not Path(folder).is_dir():
+            parser.error(f"{folder} is not a folder (create it first)")
     work = Path(tempfile.mkdtemp(prefix="glance-bench-", dir=args.tmp))
     started = time.perf_counter()
-    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start (other processes skew latency)")
+    print(f"{cpu_name()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start "
+          "(other processes skew latency)")
     try:
-        text_dir, vision_dir = write_models(work)
+        text_dir, vision_dir = write_models(Path(args.cache) if args.cache else work)
         report = {"text_model": bench_text_model(text_dir, args), "sizes": []}
         for n in sizes:
             report["sizes"].append(bench_size(n, args, text_dir, vision_dir, work))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    report["summary"] = summary(report)
     print(f"\ntotal {time.perf_counter() - started:.0f} s; load average {os.getloadavg()[0]:.2f} at the end", flush=True)
     if args.json:
-        print(json.dumps(report, indent=1))
+        print(json.dumps(report["summary"] | {"details": report}, indent=1))
 
 
 if __name__ == "__main__":

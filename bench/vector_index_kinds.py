@@ -62,7 +62,7 @@ def timed_queries(table, queries: np.ndarray, k: int, index_type: str | None) ->
     """Median ms of one query, and each query's top k ids: through the index, or exact (index_type None)."""
     def ask(q):
         query = table.search(q).distance_type("cosine")
-        query = query.bypass_vector_index() if index_type is None else tune(query, index_type, k)
+        query = query.bypass_vector_index() if index_type is None else tune(query, index_type, k, table.count_rows())
         return query.limit(k).select(["id"]).to_arrow()
 
     ask(queries[0])  # the first query opens the index files
@@ -81,7 +81,7 @@ def recall(answers: list[set], truth: list[set], k: int) -> float:
 
 def measure_kind(table, kind: str, dim: int, queries: np.ndarray, truth: list[set], k: int) -> dict:
     started = time.perf_counter()
-    table.create_index("vector", config=index_config(kind, dim), replace=True)
+    table.create_index("vector", config=index_config(kind, dim, table.count_rows()), replace=True)
     build_s = time.perf_counter() - started
     listed = vector_index_of(table)
     ms, answers = timed_queries(table, queries, k, listed.index_type)

@@ -25,11 +25,20 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 def cpu_has_bf16() -> bool:
     """True where the CPU multiplies bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
+    return _cpu_has(" avx512_bf16", " amx_bf16")
+
+
+def cpu_has_int8() -> bool:
+    """True where the CPU has int8 dot-product units (VNNI or AMX): without them int8 matmuls gain nothing."""
+    return _cpu_has(" avx512_vnni", " avx_vnni", " amx_int8")
+
+
+def _cpu_has(*flags: str) -> bool:
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        listed = Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
-    return any(flag in flags for flag in (" avx512_bf16", " amx_bf16"))
+    return any(flag in listed for flag in flags)
 
 
 def set_threads(threads: int | None) -> None:
@@ -46,18 +55,28 @@ class Precision:
     ~70% of the time. Held weights (text towers only): the linear layers' weights are cast to bf16 once at load
     and their inputs cast on the way in; everything between the matmuls stays fp32. A short query is a few
     tokens, so casting its activations costs little next to converting ~100M weights.
+
+    One int8 path (text towers only, `int8_weights`): the linear layers' weights quantized once at load, per output
+    channel, and each layer's input quantized as it comes (one scale per call); the matmul runs int8 x int8 and
+    returns fp32, and everything between the matmuls stays fp32 (`dtype`). A short query streams every weight once,
+    so a quarter of fp32's bytes is what makes it fast: see hold_linear_weights_int8.
     """
     dtype: torch.dtype
     cosine_to_fp32: float = 1.0
     bf16_weights: bool = False
+    int8_weights: bool = False
 
     @property
     def name(self) -> str:
+        if self.int8_weights:
+            return "int8"
         return "bf16" if self.dtype == torch.bfloat16 else "fp32"
 
     @property
     def path(self) -> str:
-        """fp32, bf16-weights or bf16-autocast: what an encoder reports as its precision."""
+        """fp32, int8-dynamic, bf16-weights or bf16-autocast: what an encoder reports as its precision."""
+        if self.int8_weights:
+            return "int8-dynamic"
         if self.dtype != torch.bfloat16:
             return "fp32"
         return "bf16-weights" if self.bf16_weights else "bf16-autocast"
@@ -66,36 +85,57 @@ class Precision:
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16 and not self.bf16_weights)
 
 
-def choose_precision(requested: str, probe, native_bf16: bool | None = None, hold_bf16=None) -> Precision:
-    """fp32, bf16, or (auto) bf16 only where the CPU has it and it stays within MIN_COSINE_TO_FP32 of fp32.
+def choose_precision(requested: str, probe, native_bf16: bool | None = None, hold_bf16=None, hold_int8=None,
+                     native_int8: bool | None = None) -> Precision:
+    """fp32, bf16, or (auto) the fastest path this CPU has that stays within MIN_COSINE_TO_FP32 of fp32.
 
     `probe(precision)` returns normalized embeddings of a fixed input computed at that precision.
-    `native_bf16` defaults to what this CPU reports.
-    `hold_bf16()`, where an encoder can hold its weights in bf16, casts them in place and returns a function that
-    puts the fp32 weights back. Held weights are tried first (they are the faster path) and kept only within
-    MIN_COSINE_TO_FP32; otherwise autocast, then (auto only) fp32.
+    `native_bf16` and `native_int8` default to what this CPU reports.
+    `hold_bf16()` and `hold_int8()`, where an encoder can hold its weights so, convert them in place and return a
+    function that puts the fp32 weights back. A held path is kept only within MIN_COSINE_TO_FP32. Auto tries them
+    in the order they ran one short query on one thread (bench/query_embed.py): int8, held bf16, bf16 autocast,
+    then fp32. `bf16` asks for the bf16 paths only (held, else autocast, whatever the cosine).
     """
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
     native_bf16 = cpu_has_bf16() if native_bf16 is None else native_bf16
-    if requested == "fp32" or (requested == "auto" and not native_bf16):
+    native_int8 = cpu_has_int8() if native_int8 is None else native_int8
+    try_int8 = requested == "auto" and native_int8 and hold_int8 is not None
+    if requested == "fp32" or (requested == "auto" and not native_bf16 and not try_int8):
         return Precision(torch.float32)
     with torch.inference_mode():
         reference = probe(Precision(torch.float32))
-        if hold_bf16 is not None:
-            restore = hold_bf16()
-            held = Precision(torch.bfloat16, 1.0, bf16_weights=True)
-            try:
-                held.cosine_to_fp32 = F.cosine_similarity(reference, probe(held)).min().item()
-            except RuntimeError:  # a tower whose code mixes dtypes on its own: the autocast path still serves it
-                held.cosine_to_fp32 = -1.0
-            if held.cosine_to_fp32 >= MIN_COSINE_TO_FP32:
+        if try_int8:
+            held = _try_held(hold_int8, Precision(torch.float32, int8_weights=True), probe, reference)
+            if held is not None:
                 return held
-            restore()
+        if requested == "auto" and not native_bf16:
+            return Precision(torch.float32)
+        if hold_bf16 is not None:
+            held = _try_held(hold_bf16, Precision(torch.bfloat16, bf16_weights=True), probe, reference)
+            if held is not None:
+                return held
         cosine = F.cosine_similarity(reference, probe(Precision(torch.bfloat16))).min().item()
     if requested == "auto" and cosine < MIN_COSINE_TO_FP32:
         return Precision(torch.float32, 1.0)
     return Precision(torch.bfloat16, cosine)
+
+
+def _try_held(hold, held: Precision, probe, reference: torch.Tensor) -> Precision | None:
+    """`held` with its probe cosine when the held weights stay within MIN_COSINE_TO_FP32; else None, the fp32
+    weights put back."""
+    try:
+        restore = hold()
+    except (RuntimeError, AttributeError, NotImplementedError):  # this torch build lacks the kernels: not here
+        return None
+    try:
+        held.cosine_to_fp32 = F.cosine_similarity(reference, probe(held)).min().item()
+    except (RuntimeError, TypeError):  # a tower whose code mixes dtypes on its own: another path serves it
+        held.cosine_to_fp32 = -1.0
+    if held.cosine_to_fp32 >= MIN_COSINE_TO_FP32:
+        return held
+    restore()
+    return None
 
 
 def hold_linear_weights_bf16(module: nn.Module, skip: tuple[str, ...] = ()):
@@ -106,38 +146,97 @@ def hold_linear_weights_bf16(module: nn.Module, skip: tuple[str, ...] = ()):
     tensors are referenced only by the returned `restore` function: once it is dropped, memory is the bf16 copy
     alone (half of those layers' fp32 size).
     """
+    return _hold_linears(module, skip, Bf16Linear)
+
+
+def hold_linear_weights_int8(module: nn.Module, skip: tuple[str, ...] = ()):
+    """Quantize the weights of `module`'s linear layers (not those under `skip`) to int8 in place (Int8Linear).
+
+    As with bf16, everything between the matmuls stays fp32, and the fp32 weights live on only in `restore`.
+    Raises RuntimeError (or AttributeError) where this torch has no oneDNN int8 kernels.
+    """
+    return _hold_linears(module, skip, Int8Linear)
+
+
+class Bf16Linear:
+    """x W^T + b with W and b held in bf16: the input is cast on the way in, the output back to its dtype."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        self.weight = weight.to(torch.bfloat16)
+        self.bias = bias.to(torch.bfloat16) if bias is not None else None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        # Back in the input's dtype: rotary embeddings, attention masks and SDPA then see one dtype, as in fp32.
+        return F.linear(x.to(torch.bfloat16), self.weight, self.bias).to(x.dtype)
+
+
+class Int8Linear:
+    """x W^T + b with W in int8, one scale per output channel, and x quantized to int8 as it comes (symmetric,
+    one scale per call): oneDNN's int8 matmul over a weight packed once at load, dequantized to fp32 inside it.
+
+    Why not weight-only int8 (bf16 activations x int8 weights, torch._weight_int8pack_mm): on this CPU its kernel
+    is a matrix-vector loop, 1.8x slower than bf16 on an 11-token query. Quantizing the activations costs one
+    max and one rounding per layer, and the matmul runs on the int8 units (VNNI/AMX).
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        weight = weight.float()
+        self.scales = weight.abs().amax(1).clamp(min=torch.finfo(torch.float32).tiny) / 127  # [out]
+        self.weight = torch.round(weight / self.scales[:, None]).to(torch.int8)  # [out, in]
+        self.zero_points = torch.zeros(len(self.scales), dtype=torch.long)  # symmetric
+        self.packed = torch.ops.onednn.qlinear_prepack(self.weight, None)  # oneDNN's layout, for any batch
+        self.bias = bias.float() if bias is not None else None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, x.shape[-1]).float()  # [M, in]
+        scale = max(rows.abs().max().item(), torch.finfo(torch.float32).tiny) / 127
+        quantized = torch.round(rows / scale).to(torch.int8)  # |values| <= 127: no clamp needed
+        out = torch.ops.onednn.qlinear_pointwise(quantized, scale, 0, self.packed, self.scales, self.zero_points,
+                                                  self.bias, 1.0, 0, torch.float32, "none", [], "")  # [M, out]
+        return out.view(*x.shape[:-1], -1).to(x.dtype)
+
+
+def _hold_linears(module: nn.Module, skip: tuple[str, ...], held_linear):
+    """Every nn.Linear under `module` (and open_clip's fused self-attention projection) runs as
+    `held_linear(weight, bias)`; the parameters hold its tensors. Returns what puts the fp32 weights back."""
+    def skipped(name: str) -> bool:
+        return any(name == s or name.startswith(s + ".") for s in skip)
+
     saved = []
     for name, layer in module.named_modules():
-        if not isinstance(layer, nn.Linear) or any(name == s or name.startswith(s + ".") for s in skip):
-            continue
-        params = [p for p in (layer.weight, layer.bias) if p is not None]
-        saved.append((layer, [(p, p.data) for p in params]))
-        for p in params:
-            p.data = p.data.to(torch.bfloat16)
-        layer.forward = _bf16_linear.__get__(layer)
-    for name, attn in module.named_modules():
-        # open_clip's fused self-attention (models/openclip.py) reads in_proj_weight itself and casts to its dtype.
-        if (isinstance(attn, nn.MultiheadAttention) and getattr(attn, "in_proj_weight", None) is not None
-                and getattr(attn, "fused_self_attention", False)
-                and not any(name == s or name.startswith(s + ".") for s in skip)):
-            params = [p for p in (attn.in_proj_weight, attn.in_proj_bias) if p is not None]
-            saved.append((None, [(p, p.data) for p in params]))
-            for p in params:
-                p.data = p.data.to(torch.bfloat16)
+        if isinstance(layer, nn.Linear) and not skipped(name):
+            held = held_linear(layer.weight.data, layer.bias.data if layer.bias is not None else None)
+            saved.append((layer, "forward", _put(layer.weight, held.weight, layer.bias, held.bias)))
+            layer.forward = held
+        elif (isinstance(layer, nn.MultiheadAttention) and getattr(layer, "fused_self_attention", False)
+              and getattr(layer, "in_proj_weight", None) is not None and not skipped(name)):
+            # open_clip's fused self-attention (models/openclip.py) projects through `held_in_proj` when it is set.
+            weight, bias = layer.in_proj_weight, layer.in_proj_bias
+            held = held_linear(weight.data, bias.data if bias is not None else None)
+            saved.append((layer, "held_in_proj", _put(weight, held.weight, bias, held.bias)))
+            layer.held_in_proj = held
 
     def restore() -> None:
-        for layer, params in saved:
-            for p, data in params:
+        for layer, attribute, params in saved:
+            for p, data, requires_grad in params:
                 p.data = data
-            if layer is not None:
-                del layer.forward
+                p.requires_grad_(requires_grad)
+            delattr(layer, attribute)
         saved.clear()
     return restore
 
 
-def _bf16_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    # Back in the input's dtype: rotary embeddings, attention masks and SDPA then see one dtype, as in fp32.
-    return F.linear(x.to(layer.weight.dtype), layer.weight, layer.bias).to(x.dtype)
+def _put(weight: nn.Parameter, held_weight: torch.Tensor, bias: nn.Parameter | None, held_bias: torch.Tensor | None):
+    """Point the parameters at the held tensors (no second copy); returns (param, fp32 data, requires_grad)."""
+    saved = []
+    for p, data in ((weight, held_weight), (bias, held_bias)):
+        if p is None:
+            continue
+        saved.append((p, p.data, p.requires_grad))
+        if not data.is_floating_point():
+            p.requires_grad_(False)  # an integer tensor cannot carry gradients
+        p.data = data
+    return saved
 
 
 def probe_images(size: tuple[int, int], count: int = 2) -> list[Image.Image]:
@@ -195,7 +294,8 @@ class TextEmbedder:
         _quiet_transformers()
         self.encoder = TextEncoder(self.folder, self.version, torch.float32)
         self.precision = choose_precision(precision, lambda p: self._embed(PROBE_TEXTS, None, p),
-                                          hold_bf16=lambda: hold_linear_weights_bf16(self.encoder.model))
+                                          hold_bf16=lambda: hold_linear_weights_bf16(self.encoder.model),
+                                          hold_int8=lambda: hold_linear_weights_int8(self.encoder.model))
 
     @property
     def dim(self) -> int:
@@ -242,4 +342,4 @@ def _quiet_transformers() -> None:
 
 
 __all__ = ["VisionEncoder", "TextEmbedder", "check_dim",
-           "PREPROCESS_VERSION", "MATRYOSHKA_DIMS", "cpu_has_bf16"]
+           "PREPROCESS_VERSION", "MATRYOSHKA_DIMS", "cpu_has_bf16", "cpu_has_int8"]

@@ -31,7 +31,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from . import hftext
-from .encoders import Precision, choose_precision, hold_linear_weights_bf16, probe_images
+from .encoders import Precision, choose_precision, hold_linear_weights_bf16, hold_linear_weights_int8, probe_images
 from .errors import CheckpointMismatch, UnsupportedDim
 from .factory import OPEN_CLIP, TEXT, VISION, ModelSpec
 from .preprocess import Preprocess
@@ -140,7 +140,7 @@ def use_fused_self_attention(model: nn.Module) -> None:
         if (isinstance(block, ResidualAttentionBlock) and isinstance(attn, nn.MultiheadAttention) and attn.batch_first
                 and attn._qkv_same_embed_dim and attn.in_proj_bias is not None and not hasattr(block, "ln_1_kv")):
             block.attention = _fused_self_attention.__get__(block)
-            attn.fused_self_attention = True  # its in_proj may be held in bf16 (encoders.hold_linear_weights_bf16)
+            attn.fused_self_attention = True  # its in_proj may be held in bf16 or int8 (encoders._hold_linears)
 
 
 def _fused_self_attention(block: nn.Module, q_x: torch.Tensor, k_x: torch.Tensor | None = None,
@@ -150,8 +150,8 @@ def _fused_self_attention(block: nn.Module, q_x: torch.Tensor, k_x: torch.Tensor
         return type(block).attention(block, q_x, k_x, v_x, attn_mask)
     attn = block.attn
     n, length, width = q_x.shape
-    weight = attn.in_proj_weight
-    qkv = F.linear(q_x.to(weight.dtype), weight, attn.in_proj_bias).to(q_x.dtype)  # [N, L, 3D], contiguous input
+    held = getattr(attn, "held_in_proj", None)
+    qkv = held(q_x) if held is not None else F.linear(q_x, attn.in_proj_weight, attn.in_proj_bias)  # [N, L, 3D]
     q, k, v = qkv.view(n, length, 3, attn.num_heads, width // attn.num_heads).permute(2, 0, 3, 1, 4)
     mask = attn_mask.to(q.dtype) if attn_mask is not None else None  # additive, like nn.MultiheadAttention's
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [N, heads, L, head_dim]
@@ -282,7 +282,8 @@ class OpenClipText:
         self.model = module if module is not None else build_model(self.config)
         # The vision tower (`visual`) may share this module; it keeps fp32 weights under autocast.
         self.precision = choose_precision(precision, lambda p: self._embed(PROBE_TEXTS, p),
-                                          hold_bf16=lambda: hold_text_weights_bf16(self.model))
+                                          hold_bf16=lambda: hold_text_weights(self.model, hold_linear_weights_bf16),
+                                          hold_int8=lambda: hold_text_weights(self.model, hold_linear_weights_int8))
 
     @property
     def dim(self) -> int:
@@ -310,13 +311,14 @@ class OpenClipText:
         return self.embed(texts, dim)
 
 
-def hold_text_weights_bf16(model: nn.Module):
-    """The text tower's linear layers in bf16 (encoders.hold_linear_weights_bf16); returns what puts fp32 back.
+def hold_text_weights(model: nn.Module, hold_linears):
+    """The text tower's linear layers held by `hold_linears` (encoders.hold_linear_weights_bf16 or _int8); returns
+    what puts fp32 back.
 
     open_clip casts token embeddings to the dtype of the first MLP's weight (Transformer.get_cast_dtype): pinned
     to fp32 here, so the residual stream stays fp32 and meets the fp32 text_projection.
     """
-    restore_linears = hold_linear_weights_bf16(model, skip=("visual",))
+    restore_linears = hold_linears(model, skip=("visual",))
     transformer = getattr(model, "transformer", None)
     pinned = transformer is not None and hasattr(transformer, "get_cast_dtype")
     if pinned:

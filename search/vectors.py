@@ -115,11 +115,14 @@ class QueryVectors:
             return self._caption_encoder
 
     def _cached(self, space: str, terms: list[Term]) -> list[np.ndarray]:
+        """Embeddings by (space, normalized text). One QueryVectors serves one index's models (another model or
+        tuning means a new engine, search/live.py), so the space and the text are the whole key."""
+        texts = [normalized(t.text) for t in terms]
         with self._cache_lock:
-            known = {t.text: self._term_cache[space, t.text] for t in terms if (space, t.text) in self._term_cache}
+            known = {text: self._term_cache[space, text] for text in texts if (space, text) in self._term_cache}
             for text in known:
                 self._term_cache.move_to_end((space, text))  # least recently used goes first
-        missing = list(dict.fromkeys(t.text for t in terms if t.text not in known))
+        missing = list(dict.fromkeys(text for text in texts if text not in known))
         if missing:
             fresh = self._embedders[space](missing)
             known.update(zip(missing, fresh))
@@ -127,7 +130,7 @@ class QueryVectors:
                 self._term_cache.update(((space, text), vector) for text, vector in zip(missing, fresh))
                 while len(self._term_cache) > TERM_CACHE:
                     self._term_cache.popitem(last=False)
-        return [known[t.text] for t in terms]
+        return [known[text] for text in texts]
 
     def image(self, image) -> np.ndarray:
         """A query image (path, bytes or PIL image; checked by search/uploads.py) as a vector."""
@@ -161,6 +164,13 @@ class QueryVectors:
             embedded = vision.embed_images(images, dim=self.dim).numpy()
             stored = np.asarray([s["vector"] for s in samples], dtype=np.float32)
         modelmatch.verify("vision", self.vision_choice, self.recorded.vision, embedded, stored, self.store.path)
+
+
+def normalized(text: str) -> str:
+    """A term as the tokenizers see it: runs of whitespace are one space (every family's tokenizer splits on
+    whitespace, so `dog  on` and `dog on` embed alike). Case is kept: a cased tokenizer (xlm-roberta) tells them
+    apart."""
+    return " ".join(text.split())
 
 
 @contextlib.contextmanager

@@ -31,6 +31,7 @@ from .sql import sql_in, sql_string  # noqa: F401 - store/indexing.py reaches th
 LANCE_ERROR = re.compile(r"^lance error: ")
 OS_ERROR_CODE = re.compile(r"\(os error (\d+)\)")
 LANCE_REASON = re.compile(r"LanceError\(\w+\): (.*?)(?:, /\S+:\d+:\d+)?$", re.S)  # the reason, not the Rust source
+FILTER_COLUMNS = ("relpath", "taken_at")  # what search/filters.py filters photos on (store/reading.py photo_where)
 
 
 class StoreError(GlanceError):
@@ -220,7 +221,7 @@ class Store(IndexingQueries, ReadingQueries, VectorIndexQueries, ExtrasQueries):
     def ensure_indexes(self) -> list[str]:
         """Build or refresh the cosine vector index (store/vector_index.py) and the captions FTS index, fold new
         rows into them, and compact small fragments. Returns what was done, for the log."""
-        done = [what for what in (self.ensure_vector_index(),) if what]
+        done = [what for what in (self.ensure_vector_index(), self.ensure_filter_indexes()) if what]
         captions = self.table(CAPTIONS)
         if captions.count_rows() and not any(ix.columns == ["text"] for ix in captions.list_indices()):
             from lancedb.index import FTS
@@ -229,6 +230,20 @@ class Store(IndexingQueries, ReadingQueries, VectorIndexQueries, ExtrasQueries):
             done.append("built full-text index on captions")
         self.compact()
         return done
+
+    def ensure_filter_indexes(self) -> str | None:
+        """B-tree indexes on the columns the search filters read (folder: relpath prefix, dates: taken_at), so a
+        prefilter looks rows up instead of scanning every one: at 1M photos a folder filter took 78 ms and a date
+        filter 53 ms per search without them, 17 and 22 ms with them (27 ms unfiltered), and both build in under a
+        second (bench/scale.py). New rows are folded in by compact() like the vector index's."""
+        from lancedb.index import BTree
+
+        images = self.table(IMAGES)
+        indexed = {tuple(ix.columns) for ix in images.list_indices()}
+        missing = [column for column in FILTER_COLUMNS if (column,) not in indexed]
+        for column in missing:
+            images.create_index(column, config=BTree())
+        return f"built filter indexes on {', '.join(missing)}" if missing else None
 
     def compact(self) -> None:
         """Merge the small fragments that batch commits leave (each commit slows a little as they pile up),

@@ -171,7 +171,7 @@ class ReadingQueries:
         if index is None or (table.count_rows() <= EXACT_MAX_ROWS and not self._index_chosen(table_name)):
             query, mode = query.bypass_vector_index(), "exact"
         else:
-            query, mode = tune(query, index, limit), "index"
+            query, mode = tune(query, index, limit, self.built_rows()), "index"
         rows = query.limit(limit).select([*columns, "_distance"]).to_arrow()
         scores = pa.array(1.0 - rows.column("_distance").to_numpy(zero_copy_only=False), pa.float32())
         return rows.drop_columns(["_distance"]).append_column("score", scores), mode

@@ -10,7 +10,7 @@ Schema history (SCHEMA_VERSION):
 
 Meta keys that change no column, so no schema version:
   vector_index  the kind of vector index on images.vector that `glance index --vector-index` asked for: auto
-                (absent: IVF_FLAT from VECTOR_INDEX_MIN_ROWS photos), flat (IVF_FLAT), sq (IVF_SQ) or pq (IVF_PQ),
+                (absent: IVF_SQ from VECTOR_INDEX_MIN_ROWS photos), flat (IVF_FLAT), sq (IVF_SQ) or pq (IVF_PQ),
                 the explicit kinds built from VECTOR_INDEX_TRAIN_ROWS photos (store/vector_index.py). Later runs
                 keep it; another value rebuilds the index from the stored vectors. An older Glance ignores it: at
                 worst it rebuilds the index as IVF_FLAT when the table doubles, and the next run here puts it back.

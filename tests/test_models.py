@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 import models
-from models.encoders import MIN_COSINE_TO_FP32, Precision, choose_precision, cpu_has_bf16
+from models.encoders import MIN_COSINE_TO_FP32, Precision, choose_precision, cpu_has_bf16, cpu_has_int8
 from models.synthetic import write_pair, write_text, write_vision
 from models.text import TextEncoder, with_prefix
 from models.vision import NomicVisionModel, official_keys
@@ -297,9 +297,9 @@ def test_fp32_text_is_the_plain_fp32_model(tiny_model_dirs):
     assert torch.equal(text.embed(TEXTS), plain.embed(TEXTS))  # bit for bit: no cast, no autocast
 
 
-@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16 (AVX512-BF16/AMX): auto stays fp32")
-def test_auto_text_holds_bf16_weights_within_the_cosine_bound(tiny_model_dirs, tiny_encoders):
-    text = models.TextEmbedder(str(tiny_model_dirs[1]), precision="auto")
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16 (AVX512-BF16/AMX)")
+def test_bf16_text_holds_bf16_weights_within_the_cosine_bound(tiny_model_dirs, tiny_encoders):
+    text = models.TextEmbedder(str(tiny_model_dirs[1]), precision="bf16")
     assert text.precision.path == "bf16-weights" and text.precision.cosine_to_fp32 >= MIN_COSINE_TO_FP32
     module = text.encoder.model
     linears = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
@@ -311,7 +311,7 @@ def test_auto_text_holds_bf16_weights_within_the_cosine_bound(tiny_model_dirs, t
     assert cosine.min() >= MIN_COSINE_TO_FP32 and text.embed_queries(TEXTS).dtype == torch.float32
 
 
-@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16 (AVX512-BF16/AMX): auto stays fp32")
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16 (AVX512-BF16/AMX)")
 def test_lora_loads_into_held_bf16_weights(tiny_model_dirs):
     from models.lora import adapters_enabled, add_lora, load_lora, lora_state
 
@@ -321,7 +321,7 @@ def test_lora_loads_into_held_bf16_weights(tiny_model_dirs):
     for name, parameter in exact.encoder.model.named_parameters():
         if "lora_B" in name:  # as if trained: fresh adapters are zero and change nothing
             parameter.data = torch.randn(parameter.shape, generator=gen) * 0.05
-    held = models.TextEmbedder(str(tiny_model_dirs[1]), precision="auto")
+    held = models.TextEmbedder(str(tiny_model_dirs[1]), precision="bf16")
     assert held.precision.path == "bf16-weights"
     load_lora(held, lora_state(exact))
     tuned = (held.embed_queries(TEXTS) * exact.embed_queries(TEXTS)).sum(-1)
@@ -332,6 +332,79 @@ def test_lora_loads_into_held_bf16_weights(tiny_model_dirs):
         base_exact = exact.embed_queries(TEXTS)
     assert (base_held * base_exact).sum(-1).min() >= MIN_COSINE_TO_FP32
     assert not torch.allclose(base_held, held.embed_queries(TEXTS), atol=1e-3)  # the adapters do act
+
+
+def test_int8_is_tried_first_and_dropped_when_it_drifts():
+    state = {"int8": False, "bf16": False}
+
+    def holder(kind):
+        def hold():
+            state[kind] = True
+
+            def restore():
+                state[kind] = False
+            return restore
+        return hold
+
+    def probe_drifting_in_int8(precision):
+        assert precision.int8_weights == state["int8"] and precision.bf16_weights == state["bf16"]
+        return torch.eye(4).roll(1, 0) if precision.int8_weights else torch.eye(4)
+
+    hold = {"hold_bf16": holder("bf16"), "hold_int8": holder("int8")}
+    chosen = choose_precision("auto", lambda p: torch.eye(4), native_bf16=True, native_int8=True, **hold)
+    assert chosen.path == "int8-dynamic" and chosen.name == "int8" and state == {"int8": True, "bf16": False}
+    state["int8"] = False
+    chosen = choose_precision("auto", probe_drifting_in_int8, native_bf16=True, native_int8=True, **hold)
+    assert chosen.path == "bf16-weights" and state == {"int8": False, "bf16": True}  # int8 put back, bf16 kept
+    state["bf16"] = False
+    chosen = choose_precision("auto", probe_drifting_in_int8, native_bf16=False, native_int8=True, **hold)
+    assert chosen.path == "fp32" and state == {"int8": False, "bf16": False}
+    chosen = choose_precision("auto", lambda p: torch.eye(4), native_bf16=False, native_int8=True, **hold)
+    assert chosen.path == "int8-dynamic"  # int8 needs no bf16 units
+    state["int8"] = False
+    for requested, native_int8 in (("bf16", True), ("fp32", True), ("auto", False)):
+        chosen = choose_precision(requested, lambda p: torch.eye(4), native_bf16=True, native_int8=native_int8, **hold)
+        assert not chosen.int8_weights and not state["int8"], (requested, native_int8)
+        state["bf16"] = False
+
+
+def test_int8_that_cannot_be_held_falls_back():
+    def no_kernels():
+        raise RuntimeError("no oneDNN int8 kernels in this build")
+
+    chosen = choose_precision("auto", lambda p: torch.eye(4), native_bf16=True, native_int8=True, hold_int8=no_kernels)
+    assert chosen.path == "bf16-autocast"
+
+
+@pytest.mark.skipif(not cpu_has_int8(), reason="this CPU has no int8 dot-product units (VNNI/AMX): auto skips int8")
+def test_auto_text_holds_int8_weights_within_the_cosine_bound(tiny_model_dirs, tiny_encoders):
+    text = models.TextEmbedder(str(tiny_model_dirs[1]), precision="auto")
+    assert text.precision.path == "int8-dynamic" and text.precision.cosine_to_fp32 >= MIN_COSINE_TO_FP32
+    module = text.encoder.model
+    linears = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(m.weight.dtype == torch.int8 for m in linears)
+    assert module.embeddings.word_embeddings.weight.dtype == torch.float32  # embeddings and LayerNorms stay fp32
+    exact = tiny_encoders[1]
+    many = TEXTS + [f"photo number {i} of the trip" for i in range(20)]  # beyond the probe's two texts
+    cosine = (text.embed_queries(many) * exact.embed_queries(many)).sum(-1)
+    assert cosine.min() >= MIN_COSINE_TO_FP32 and text.embed_queries(TEXTS).dtype == torch.float32
+    assert not torch.equal(text.embed_queries(TEXTS), exact.embed_queries(TEXTS))  # really another path
+
+
+@pytest.mark.skipif(not cpu_has_int8(), reason="this CPU has no int8 dot-product units (VNNI/AMX): auto skips int8")
+def test_lora_loads_into_held_int8_weights(tiny_model_dirs):
+    from models.lora import add_lora, load_lora, lora_state
+
+    exact = models.TextEmbedder(str(tiny_model_dirs[1]), precision="fp32")
+    add_lora(exact)
+    gen = torch.Generator().manual_seed(1)
+    for name, parameter in exact.encoder.model.named_parameters():
+        if "lora_B" in name:
+            parameter.data = torch.randn(parameter.shape, generator=gen) * 0.05
+    held = models.TextEmbedder(str(tiny_model_dirs[1]), precision="auto")
+    assert held.precision.path == "int8-dynamic"
+    load_lora(held, lora_state(exact))
+    assert (held.embed_queries(TEXTS) * exact.embed_queries(TEXTS)).sum(-1).min() >= MIN_COSINE_TO_FP32
 
 
 def test_model_specs_that_are_neither_folder_nor_repo_id_are_refused():

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from safetensors.torch import load_file, save_file
 
-from models.encoders import MIN_COSINE_TO_FP32, cpu_has_bf16, probe_images
+from models.encoders import MIN_COSINE_TO_FP32, cpu_has_bf16, cpu_has_int8, probe_images
 from models.errors import CheckpointMismatch, UnsupportedDim
 from models.openclip import OpenClipConfig, OpenClipText, OpenClipVision, load_open_clip_pair
 from models.preprocess import Preprocess
@@ -161,9 +161,9 @@ def test_bf16_stays_close_to_fp32(clip_folder):
     assert F.cosine_similarity(vision.embed_images(fixture_images()), exact).min().item() >= 0.99
 
 
-@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16 (AVX512-BF16/AMX): auto stays fp32")
-def test_auto_text_holds_bf16_weights_and_the_shared_vision_tower_keeps_fp32(clip_folder):
-    vision, text = load_open_clip_pair(clip_folder, precision="auto")
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16 (AVX512-BF16/AMX)")
+def test_bf16_text_holds_bf16_weights_and_the_shared_vision_tower_keeps_fp32(clip_folder):
+    vision, text = load_open_clip_pair(clip_folder, precision="bf16")
     assert text.precision.path == "bf16-weights" and vision.precision.path == "bf16-autocast"
     assert {p.dtype for p in vision.model.visual.parameters()} == {torch.float32}
     blocks = text.model.transformer.resblocks
@@ -173,6 +173,18 @@ def test_auto_text_holds_bf16_weights_and_the_shared_vision_tower_keeps_fp32(cli
     assert F.cosine_similarity(text.embed(TEXTS), exact_text.embed(TEXTS)).min().item() >= MIN_COSINE_TO_FP32
     images = fixture_images()
     assert F.cosine_similarity(vision.embed_images(images), exact_vision.embed_images(images)).min().item() >= 0.99
+
+
+@pytest.mark.skipif(not cpu_has_int8() or not cpu_has_bf16(), reason="this CPU lacks int8 or bf16 units")
+def test_auto_text_holds_int8_weights_and_the_shared_vision_tower_keeps_fp32(clip_folder):
+    vision, text = load_open_clip_pair(clip_folder, precision="auto")
+    assert text.precision.path == "int8-dynamic" and vision.precision.path == "bf16-autocast"
+    assert {p.dtype for p in vision.model.visual.parameters()} == {torch.float32}
+    blocks = text.model.transformer.resblocks
+    assert blocks[0].mlp.c_fc.weight.dtype == blocks[0].attn.in_proj_weight.dtype == torch.int8
+    assert text.model.text_projection.dtype == text.model.token_embedding.weight.dtype == torch.float32
+    _, exact_text = load_open_clip_pair(clip_folder, precision="fp32")
+    assert F.cosine_similarity(text.embed(TEXTS), exact_text.embed(TEXTS)).min().item() >= MIN_COSINE_TO_FP32
 
 
 class _Unpickled(Exception):

@@ -108,6 +108,25 @@ def test_queries_run_on_one_thread_and_leave_torch_as_it_was(engine, library, mo
         torch.set_num_threads(before)
 
 
+def test_a_term_is_embedded_once_keyed_on_its_normalized_text(library, monkeypatch):
+    engine = Engine(library.db, precision="fp32")  # its own term cache
+    embedded = []
+    original = engine.vectors.text.embed_queries
+
+    def spy(texts, *args, **kwargs):
+        embedded.extend(texts)
+        return original(texts, *args, **kwargs)
+    monkeypatch.setattr(engine.vectors.text, "embed_queries", spy)
+    first = engine.search("a  red\tapple")
+    again = engine.search("a red apple")  # the same words: the cached vector, the same ranking
+    assert embedded == ["a red apple"] and [h.id for h in again.hits] == [h.id for h in first.hits]
+    assert [h.score for h in again.hits] == [h.score for h in first.hits]
+    engine.search("A red apple +green")  # case is kept (a cased tokenizer tells it apart); new terms only
+    assert embedded == ["a red apple", "A red apple", "green"]
+    engine.search("green +a red apple", offset=24)  # paging and reordering embed nothing
+    assert embedded == ["a red apple", "A red apple", "green"]
+
+
 def test_text_and_image_together(engine, library, tiny_encoders):
     _, text = tiny_encoders
     dog = unit(text.embed_queries(["a dog"]).numpy()[0])

@@ -182,3 +182,61 @@ def test_eval_prints_the_index_rows(clustered, tmp_path):
     pq = next(line for line in lines if line.startswith("ivf_pq")).split()
     assert exact[2] == str(4 * DIM_) and pq[1] == str(DIM_ // 8)  # bytes/photo
     assert 0.9 <= float(pq[4]) <= 1  # recall@1 through the index, the first of the four figures
+
+
+# ----- growth ---------------------------------------------------------------------------------------------------
+def add_photos(db, vectors: np.ndarray, first: int) -> None:
+    import pyarrow as pa
+
+    store = Store(db)
+    dim = vectors.shape[1]
+    with store.writing():
+        store.upsert_photos(pa.Table.from_pylist(
+            [{"id": f"p{first + i}", "root": "/library", "relpath": f"{first + i}.jpg", "has_caption": False,
+              "vector": v.tolist()} for i, v in enumerate(vectors)], schema=st.images_schema(dim)))
+        store.publish()
+
+
+def test_growth_folds_new_photos_into_the_index_and_searches_go_on_while_it_is_rebuilt(clustered, tmp_path,
+                                                                                        monkeypatch):
+    import threading
+
+    from store.vector_index import nprobes, partitions
+
+    monkeypatch.setattr(st.schema, "VECTOR_INDEX_MIN_ROWS", 200)
+    monkeypatch.setattr(st.reading, "EXACT_MAX_ROWS", 0)  # auto's index answers on a table this small
+    photos, captions = clustered
+    db = write_index(tmp_path / "index", photos[:200], captions[:100]).path
+    assert set_kind(db, "auto") and listed_type(db) == "IvfSq"  # auto: IVF_SQ, sqrt(rows) partitions
+    assert Store(db).built_rows() == 200 and partitions(200) == 14 and nprobes(200) == 22
+
+    add_photos(db, photos[200:PHOTOS], 200)  # grown by half: folded in, not retrained
+    assert not set_kind(db, "auto")
+    images = Store(db).table(IMAGES)
+    assert images.index_stats(vector_index_of(images).name).num_unindexed_rows == 0
+    assert Store(db).built_rows() == 200
+    reader = Store(db)
+    for row in (3, 250, PHOTOS - 1):  # old and new photos alike are found through the index
+        hits, mode = reader.nearest(IMAGES, photos[row], None, 3, ["id"])
+        assert mode == "index" and hits["id"][0].as_py() == f"p{row}"
+
+    rng = np.random.default_rng(8)
+    grown = unit_rows(photos[np.arange(PHOTOS) % 40] + 0.3 * rng.normal(size=(PHOTOS, DIM_)))
+    add_photos(db, grown, PHOTOS)  # doubled: the next run retrains the partitions
+    answers, stop = [], threading.Event()
+
+    def search_meanwhile():
+        while not stop.is_set():
+            hits, _ = reader.nearest(IMAGES, photos[7], None, 1, ["id"])
+            answers.append(hits["id"][0].as_py())
+
+    searching = threading.Thread(target=search_meanwhile)
+    searching.start()
+    try:
+        done = set_kind(db, "auto")
+    finally:
+        stop.set()
+        searching.join()
+    assert done and done[0].startswith("built vector index (IVF_SQ") and Store(db).built_rows() == 2 * PHOTOS
+    assert answers and set(answers) == {"p7"}  # every search during the rebuild answered, and right
+    assert Store(db).nearest(IMAGES, grown[5], None, 1, ["id"])[0]["id"][0].as_py() == f"p{PHOTOS + 5}"
