@@ -41,6 +41,11 @@ def _cpu_has(*flags: str) -> bool:
     return any(flag in listed for flag in flags)
 
 
+def cpu_has_amx() -> bool:
+    """True on CPUs with AMX tiles (Intel Sapphire Rapids and later): bf16 matmuls run on them, ~2x AVX512-BF16."""
+    return _cpu_has(" amx_bf16")
+
+
 def set_threads(threads: int | None) -> None:
     if threads:
         torch.set_num_threads(threads)
@@ -52,9 +57,11 @@ class Precision:
 
     Two bf16 paths. Autocast over fp32 weights: LayerNorms and the residual stream stay fp32, and every call
     converts each weight to bf16 again; for a batch of images that is noise, for one short text query it was
-    ~70% of the time. Held weights (text towers only): the linear layers' weights are cast to bf16 once at load
-    and their inputs cast on the way in; everything between the matmuls stays fp32. A short query is a few
-    tokens, so casting its activations costs little next to converting ~100M weights.
+    ~70% of the time. Held weights: cast to bf16 once at load. Text towers hold their linear layers' weights
+    and cast inputs on the way in, so everything between the matmuls stays fp32 (a short query is a few tokens:
+    casting its activations costs little next to converting ~100M weights). The Nomic vision tower holds all of
+    it, activations included: a batch of images is ~200k tokens, and under autocast the fp32 casts, LayerNorms
+    and elementwise ops around the matmuls took as long as the matmuls (bench/index_throughput.py).
 
     One int8 path (text towers only, `int8_weights`): the linear layers' weights quantized once at load, per output
     channel, and each layer's input quantized as it comes (one scale per call); the matmul runs int8 x int8 and
@@ -136,6 +143,22 @@ def _try_held(hold, held: Precision, probe, reference: torch.Tensor) -> Precisio
         return held
     restore()
     return None
+
+
+def hold_weights_bf16(module: nn.Module):
+    """Cast every floating-point parameter and buffer of `module` to bf16 in place: the whole tower, its
+    activations too, runs in bf16 (its forward casts the input to its weights' dtype). Returns what puts the
+    fp32 tensors back; once that is dropped, memory is the bf16 copy alone."""
+    tensors = [t for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
+    saved = [(t, t.data) for t in tensors]
+    for t in tensors:
+        t.data = t.data.to(torch.bfloat16)
+
+    def restore() -> None:
+        for t, data in saved:
+            t.data = data
+        saved.clear()
+    return restore
 
 
 def hold_linear_weights_bf16(module: nn.Module, skip: tuple[str, ...] = ()):
@@ -265,7 +288,8 @@ class VisionEncoder:
         self.model = NomicVisionModel(self.config).eval()
         load_strict(self.model, self.folder / "model.safetensors", torch.float32, key_map=official_keys)
         probe = self.preprocess(probe_images(self.preprocess.input_size))
-        self.precision = choose_precision(precision, lambda p: self._embed(probe, p))
+        self.precision = choose_precision(precision, lambda p: self._embed(probe, p),
+                                          hold_bf16=lambda: hold_weights_bf16(self.model))
 
     @property
     def dim(self) -> int:

@@ -311,7 +311,30 @@ def test_bf16_text_holds_bf16_weights_within_the_cosine_bound(tiny_model_dirs, t
     assert cosine.min() >= MIN_COSINE_TO_FP32 and text.embed_queries(TEXTS).dtype == torch.float32
 
 
-@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16 (AVX512-BF16/AMX)")
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16 (AVX512-BF16/AMX): auto stays fp32")
+def test_auto_vision_holds_the_whole_tower_in_bf16_within_the_cosine_bound(tiny_model_dirs, tiny_encoders):
+    vision = models.VisionEncoder(str(tiny_model_dirs[0]), precision="auto")
+    assert vision.precision.path == "bf16-weights" and vision.precision.cosine_to_fp32 >= MIN_COSINE_TO_FP32
+    assert {p.dtype for p in vision.model.parameters()} == {torch.bfloat16}  # LayerNorms and embeddings too
+    assert vision.model.rope_cos.dtype == torch.bfloat16
+    images = [Image.open(p) for p in sorted((FIXTURE / "images").iterdir())]
+    held, exact = vision.embed_images(images), tiny_encoders[0].embed_images(images)
+    assert held.dtype == torch.float32 and (held * exact).sum(-1).min() >= MIN_COSINE_TO_FP32
+
+
+def test_held_vision_weights_are_put_back_exactly(tiny_model_dirs, tiny_encoders):
+    from models.encoders import hold_weights_bf16
+
+    vision = models.VisionEncoder(str(tiny_model_dirs[0]), precision="fp32")
+    before = {k: v.clone() for k, v in vision.model.state_dict().items()}
+    restore = hold_weights_bf16(vision.model)
+    assert {p.dtype for p in vision.model.parameters()} == {torch.bfloat16}
+    restore()
+    after = vision.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) and after[k].dtype == torch.float32 for k in before)
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16 (AVX512-BF16/AMX): auto stays fp32")
 def test_lora_loads_into_held_bf16_weights(tiny_model_dirs):
     from models.lora import adapters_enabled, add_lora, load_lora, lora_state
 
