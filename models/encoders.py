@@ -192,7 +192,6 @@ class TextEmbedder:
     def __init__(self, model: ModelSpec | str = hub.DEFAULT_TEXT, precision: str = "auto"):
         model = model if isinstance(model, ModelSpec) else resolve(model, TEXT)
         self.spec, self.folder, self.version = model.spec, model.folder, model.version
-        _quiet_transformers()
         self.encoder = TextEncoder(self.folder, self.version, torch.float32)
         self.precision = choose_precision(precision, lambda p: self._embed(PROBE_TEXTS, None, p),
                                           hold_bf16=lambda: hold_linear_weights_bf16(self.encoder.model))
@@ -232,13 +231,6 @@ def check_dim(dim: int | None, full: int, version: str) -> int:
     if dim not in allowed:
         raise UnsupportedDim(f"--dim {dim} is not available for this {version} model; choose one of {', '.join(map(str, allowed))}")
     return dim
-
-
-def _quiet_transformers() -> None:
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
 
 
 __all__ = ["VisionEncoder", "TextEmbedder", "check_dim",
