@@ -98,6 +98,35 @@ def choose_precision(requested: str, probe, native_bf16: bool | None = None, hol
     return Precision(torch.bfloat16, cosine)
 
 
+def cached_precision(weights: Path, requested: str, probe, hold_bf16=None) -> Precision:
+    """choose_precision, its outcome kept per weights file, torch and CPU (models/precision_cache.py): a second
+    load replays it (casting held weights) instead of probing."""
+    from .precision_cache import cached_choice, machine_key, weights_key
+
+    def choose() -> Precision:
+        return choose_precision(requested, probe, hold_bf16=hold_bf16)
+
+    if requested == "fp32":  # nothing to probe
+        return choose()
+    key = {**weights_key(weights), **machine_key(), "requested": requested, "held": hold_bf16 is not None,
+           "candidates": ["bf16-weights", "bf16-autocast", "fp32"], "min_cosine": MIN_COSINE_TO_FP32}
+
+    def replay(entry: dict) -> Precision:
+        path, cosine = entry["path"], float(entry["cosine_to_fp32"])
+        if path == "fp32":
+            return Precision(torch.float32, cosine)
+        if path == "bf16-weights":
+            if hold_bf16 is None:
+                raise ValueError(path)
+            hold_bf16()  # the fp32 copies are dropped with the returned restore function
+            return Precision(torch.bfloat16, cosine, bf16_weights=True)
+        if path == "bf16-autocast":
+            return Precision(torch.bfloat16, cosine)
+        raise ValueError(path)
+
+    return cached_choice(key, choose, replay)
+
+
 def hold_linear_weights_bf16(module: nn.Module, skip: tuple[str, ...] = ()):
     """Cast the weights of `module`'s linear layers (not those under the `skip` prefixes) to bf16 in place.
 
@@ -166,7 +195,8 @@ class VisionEncoder:
         self.model = NomicVisionModel(self.config).eval()
         load_strict(self.model, self.folder / "model.safetensors", torch.float32, key_map=official_keys)
         probe = self.preprocess(probe_images(self.preprocess.input_size))
-        self.precision = choose_precision(precision, lambda p: self._embed(probe, p))
+        self.precision = cached_precision(self.folder / "model.safetensors", precision,
+                                          lambda p: self._embed(probe, p))
 
     @property
     def dim(self) -> int:
@@ -193,7 +223,8 @@ class TextEmbedder:
         model = model if isinstance(model, ModelSpec) else resolve(model, TEXT)
         self.spec, self.folder, self.version = model.spec, model.folder, model.version
         self.encoder = TextEncoder(self.folder, self.version, torch.float32)
-        self.precision = choose_precision(precision, lambda p: self._embed(PROBE_TEXTS, None, p),
+        self.precision = cached_precision(self.folder / "model.safetensors", precision,
+                                          lambda p: self._embed(PROBE_TEXTS, None, p),
                                           hold_bf16=lambda: hold_linear_weights_bf16(self.encoder.model))
 
     @property

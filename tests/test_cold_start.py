@@ -55,3 +55,27 @@ def test_glance_search_imports_no_transformers_or_gradio(library, tmp_path):
                           text=True, timeout=300)
     assert "LOADED [] 0" in done.stdout, done.stdout + done.stderr
     assert "\t" in done.stdout  # it printed hits: score<TAB>path
+
+
+def test_precision_choice_is_cached_replayed_and_a_corrupt_cache_is_ignored(tmp_path, monkeypatch):
+    import models
+    from models.precision_cache import cache_file
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    first = models.TextEmbedder(str(TEXT_DIR), precision="auto")
+    stored = json.loads(cache_file().read_text())
+    (entry,) = stored.values()
+    assert entry["path"] == first.precision.path and entry["key"]["weights"] == str(TEXT_DIR / "model.safetensors")
+    again = models.TextEmbedder(str(TEXT_DIR), precision="auto")
+    assert again.precision == first.precision
+    assert torch.allclose(again.embed(TEXTS), first.embed(TEXTS), atol=1e-6)  # held weights replayed as chosen
+    # The entry is what a load follows: a stored "fp32" answer is taken without probing.
+    entry["path"], entry["cosine_to_fp32"] = "fp32", 1.0
+    cache_file().write_text(json.dumps(stored))
+    replayed = models.TextEmbedder(str(TEXT_DIR), precision="auto")
+    assert replayed.precision.path == "fp32" and {p.dtype for p in replayed.encoder.model.parameters()} == {
+        torch.float32}
+    cache_file().write_text("{not json")
+    probed = models.TextEmbedder(str(TEXT_DIR), precision="auto")
+    assert probed.precision == first.precision
+    assert json.loads(cache_file().read_text())  # rewritten whole
