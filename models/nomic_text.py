@@ -158,7 +158,10 @@ def official_key(native: str) -> str:
 
 
 def load_official(model: NomicTextModel, path: Path, dtype: torch.dtype) -> None:
-    """The official safetensors (never a pickle) into `model`; every key must be accounted for."""
+    """The official safetensors (never a pickle) into `model`; every key must be accounted for.
+
+    The file's tensors are assigned, not copied, so a model built on the meta device (`build`) never pays for
+    random initialisation nor a second copy of its weights."""
     state = load_file(str(path))
     expected = model.state_dict()
     wanted = {official_key(k) for k in expected}
@@ -175,7 +178,15 @@ def load_official(model: NomicTextModel, path: Path, dtype: torch.dtype) -> None
         if tensor.shape != target.shape:
             raise CheckpointMismatch(f"{path} does not match the text model (wrong shape: {official_key(key)})")
         native[key] = tensor.to(dtype)
-    model.load_state_dict(native, strict=True)
+    model.load_state_dict(native, strict=True, assign=True)
+
+
+def build(config: NomicTextConfig, path: Path, dtype: torch.dtype) -> NomicTextModel:
+    """The model with the weights of `path`, built without initialising parameters that are overwritten."""
+    with torch.device("meta"):
+        model = NomicTextModel(config)
+    load_official(model, path, dtype)
+    return model.eval()
 
 
 def load_tokenizer(folder: Path, max_tokens: int):
@@ -200,4 +211,4 @@ def tokenize(tokenizer, texts: list[str]) -> dict[str, torch.Tensor]:
             "attention_mask": torch.tensor([e.attention_mask for e in encodings], dtype=torch.long)}
 
 
-__all__ = ["NomicTextConfig", "NomicTextModel", "load_official", "load_tokenizer", "tokenize"]
+__all__ = ["NomicTextConfig", "NomicTextModel", "build", "load_official", "load_tokenizer", "tokenize"]

@@ -53,11 +53,10 @@ class TextEncoder:
     -> L2."""
 
     def __init__(self, folder: Path, version: str, dtype: torch.dtype, max_tokens: int | None = None):
-        from .nomic_text import NomicTextConfig, NomicTextModel, load_official, load_tokenizer
+        from .nomic_text import NomicTextConfig, build, load_tokenizer
 
         config = NomicTextConfig.from_official(json.loads((folder / "config.json").read_text()))
-        self.model = NomicTextModel(config).eval()
-        load_official(self.model, folder / "model.safetensors", dtype)
+        self.model = build(config, folder / "model.safetensors", dtype)
         self.version = version
         self.hidden = config.hidden
         self.max_tokens = max_tokens or config.max_trained_positions
