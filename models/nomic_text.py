@@ -73,8 +73,11 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 class Embeddings(nn.Module):
     def __init__(self, cfg: NomicTextConfig):
         super().__init__()
-        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden)
-        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden)
+        # Given weights, not initialised ones: on the meta device nn.Embedding's normal_ init imports ~900
+        # modules (seconds); the checkpoint overwrites them anyway.
+        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden, _weight=torch.empty(cfg.vocab_size, cfg.hidden))
+        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden,
+                                                  _weight=torch.empty(cfg.type_vocab_size, cfg.hidden))
         self.LayerNorm = nn.LayerNorm(cfg.hidden, eps=cfg.ln_eps)  # noqa: N815 - the checkpoint's name
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
