@@ -117,10 +117,7 @@ def run(args) -> int:
 def open_engine(args):
     from .engine import Engine  # after argument checks: loading torch takes seconds
 
-    # One process, one query: casting ~110M weights to bf16 (~1 s) costs more than the few ms it saves, and fp32
-    # is the exact path. A server keeps "auto" (app.py).
-    precision = "fp32" if args.precision == "auto" else args.precision
-    return Engine(args.db, args.vision_model, args.text_model, precision=precision)
+    return Engine(args.db, args.vision_model, args.text_model, precision=args.precision)
 
 
 def photo_request(args) -> dict:
