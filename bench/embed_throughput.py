@@ -121,13 +121,13 @@ def naive_image_path(folder: Path, fp32_model: torch.nn.Module):
     return embed
 
 
-def naive_text_path(tokenizer, fp32_model: torch.nn.Module):
+def naive_text_path(encoder):
     @torch.no_grad()
     def embed(texts: list[str]) -> torch.Tensor:
         out = []
         for text in texts:
-            tokens = tokenizer([with_prefix(text)], padding=True, truncation=True, return_tensors="pt")
-            hidden = fp32_model(**tokens).last_hidden_state
+            tokens = encoder.tokenize([with_prefix(text)])
+            hidden = encoder.model(tokens["input_ids"], tokens["attention_mask"])
             mask = tokens["attention_mask"].unsqueeze(-1).float()
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)  # mean pooling, as on the card
             pooled = F.layer_norm(pooled, (pooled.shape[-1],))
@@ -155,7 +155,7 @@ def measure(args) -> dict:
         vision_fast, text_fast = load_pair(str(vision_dir), str(text_dir), precision="auto", threads=args.threads)
         # (a) runs the very same fp32 modules as (b): only the recipe around them differs
         naive_images_fn = naive_image_path(vision_dir, vision32.model)
-        naive_text_fn = naive_text_path(text32.encoder.tokenizer, text32.encoder.model)
+        naive_text_fn = naive_text_path(text32.encoder)
         # name -> (embed images, embed queries, images it runs on, warm-up sizes: one batch, or one item)
         paths = {
             "a": (naive_images_fn, naive_text_fn, naive_images, 1, 1),

@@ -161,6 +161,36 @@ def hold_weights_bf16(module: nn.Module):
     return restore
 
 
+def cached_precision(weights: Path, requested: str, probe, hold_bf16=None, hold_int8=None) -> Precision:
+    """choose_precision, its outcome kept per weights file, torch and CPU (models/precision_cache.py): a second
+    load replays it (holding the weights as chosen) instead of probing."""
+    from .precision_cache import cached_choice, machine_key, weights_key
+
+    def choose() -> Precision:
+        return choose_precision(requested, probe, hold_bf16=hold_bf16, hold_int8=hold_int8)
+
+    if requested == "fp32":  # nothing to probe
+        return choose()
+    key = {**weights_key(weights), **machine_key(), "requested": requested,
+           "held": [hold_bf16 is not None, hold_int8 is not None],
+           "candidates": ["int8-dynamic", "bf16-weights", "bf16-autocast", "fp32"], "min_cosine": MIN_COSINE_TO_FP32}
+
+    def replay(entry: dict) -> Precision:
+        path, cosine = entry["path"], float(entry["cosine_to_fp32"])
+        held = {"int8-dynamic": (hold_int8, Precision(torch.float32, cosine, int8_weights=True)),
+                "bf16-weights": (hold_bf16, Precision(torch.bfloat16, cosine, bf16_weights=True)),
+                "bf16-autocast": (None, Precision(torch.bfloat16, cosine)),
+                "fp32": (None, Precision(torch.float32, cosine))}
+        hold, precision = held[path]
+        if path in ("int8-dynamic", "bf16-weights"):
+            if hold is None:
+                raise ValueError(path)
+            hold()  # the fp32 copies are dropped with the returned restore function
+        return precision
+
+    return cached_choice(key, choose, replay)
+
+
 def hold_linear_weights_bf16(module: nn.Module, skip: tuple[str, ...] = ()):
     """Cast the weights of `module`'s linear layers (not those under the `skip` prefixes) to bf16 in place.
 
@@ -288,7 +318,8 @@ class VisionEncoder:
         self.model = NomicVisionModel(self.config).eval()
         load_strict(self.model, self.folder / "model.safetensors", torch.float32, key_map=official_keys)
         probe = self.preprocess(probe_images(self.preprocess.input_size))
-        self.precision = choose_precision(precision, lambda p: self._embed(probe, p),
+        self.precision = cached_precision(self.folder / "model.safetensors", precision,
+                                          lambda p: self._embed(probe, p),
                                           hold_bf16=lambda: hold_weights_bf16(self.model))
 
     @property
@@ -315,9 +346,9 @@ class TextEmbedder:
     def __init__(self, model: ModelSpec | str = hub.DEFAULT_TEXT, precision: str = "auto"):
         model = model if isinstance(model, ModelSpec) else resolve(model, TEXT)
         self.spec, self.folder, self.version = model.spec, model.folder, model.version
-        _quiet_transformers()
         self.encoder = TextEncoder(self.folder, self.version, torch.float32)
-        self.precision = choose_precision(precision, lambda p: self._embed(PROBE_TEXTS, None, p),
+        self.precision = cached_precision(self.folder / "model.safetensors", precision,
+                                          lambda p: self._embed(PROBE_TEXTS, None, p),
                                           hold_bf16=lambda: hold_linear_weights_bf16(self.encoder.model),
                                           hold_int8=lambda: hold_linear_weights_int8(self.encoder.model))
 
@@ -356,13 +387,6 @@ def check_dim(dim: int | None, full: int, version: str) -> int:
     if dim not in allowed:
         raise UnsupportedDim(f"--dim {dim} is not available for this {version} model; choose one of {', '.join(map(str, allowed))}")
     return dim
-
-
-def _quiet_transformers() -> None:
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
 
 
 __all__ = ["VisionEncoder", "TextEmbedder", "check_dim",

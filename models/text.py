@@ -1,7 +1,7 @@
-"""Nomic Embed Text v1 / v1.5 on transformers' native NomicBertModel (no remote code).
+"""Nomic Embed Text v1 / v1.5: the text encoder (native model in models/nomic_text.py, no remote code).
 
-The official config.json uses GPT-2-style keys that the native class ignores, so we translate them,
-and load the original-key safetensors through transformers' own renaming map.
+`native_config` translates the official GPT-2-style config for transformers' NomicBertModel, which
+models/synthetic.py uses to write random-weight checkpoints in the official layout.
 """
 from __future__ import annotations
 
@@ -49,27 +49,23 @@ def native_config(official: dict):
 
 
 class TextEncoder:
-    """Tokenize -> NomicBert -> mean pool -> (v1.5: LN without affine) -> Matryoshka slice -> L2."""
+    """Tokenize -> NomicBERT (models/nomic_text.py) -> mean pool -> (v1.5: LN without affine) -> Matryoshka slice
+    -> L2."""
 
     def __init__(self, folder: Path, version: str, dtype: torch.dtype, max_tokens: int | None = None):
-        from transformers import AutoTokenizer, NomicBertModel
+        from .nomic_text import NomicTextConfig, build, load_tokenizer
 
-        official = json.loads((folder / "config.json").read_text())
-        config = native_config(official)
-        config._attn_implementation = "sdpa"
-        self.model, info = NomicBertModel.from_pretrained(
-            str(folder), config=config, dtype=dtype, output_loading_info=True, use_safetensors=True)
-        problems = {k: v for k, v in info.items() if v and k != "error_msgs"}
-        if problems:
-            raise CheckpointMismatch(f"{folder}/model.safetensors does not match the text model: {problems}")
-        self.model.eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(str(folder), padding_side="right")
+        config = NomicTextConfig.from_official(json.loads((folder / "config.json").read_text()))
+        self.model = build(config, folder / "model.safetensors", dtype)
         self.version = version
-        self.hidden = config.hidden_size
-        self.max_tokens = max_tokens or config.max_position_embeddings
+        self.hidden = config.hidden
+        self.max_tokens = max_tokens or config.max_trained_positions
+        self.tokenizer = load_tokenizer(folder, self.max_tokens)
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        return self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt")
+        from .nomic_text import tokenize
+
+        return tokenize(self.tokenizer, texts)
 
     @torch.inference_mode()
     def embed(self, texts: list[str], dim: int | None = None, batch_size: int = 32) -> torch.Tensor:
@@ -87,7 +83,7 @@ class TextEncoder:
 
     def _embed_batch(self, texts: list[str], dim: int) -> torch.Tensor:
         tokens = self.tokenize(texts)
-        hidden = self.model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).last_hidden_state
+        hidden = self.model(tokens["input_ids"], tokens["attention_mask"])  # [B, S, D]
         mask = tokens["attention_mask"].unsqueeze(-1).float()  # [B, S, 1]
         pooled = (hidden.float() * mask).sum(1) / mask.sum(1).clamp(min=1)  # [B, D]
         if self.version == "v1.5":

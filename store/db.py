@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import importlib.util
 import json
 import os
 import re
 import shutil
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -100,6 +102,30 @@ def default_db_path() -> Path:
     return data_home / "glance" / "index"
 
 
+REST_CLIENT = "lance_namespace_urllib3_client"
+
+
+def _defer_rest_client() -> None:
+    """lancedb imports lance_namespace, which imports the models of the REST namespace client; that package's
+    __init__ also builds every REST API class (~1 s) that a local index never uses. So the package is
+    registered without running its __init__ (its submodules import as usual), and the first attribute asked of
+    it runs the real __init__: only a REST namespace pays for it."""
+    if REST_CLIENT in sys.modules:
+        return
+    spec = importlib.util.find_spec(REST_CLIENT)
+    if spec is None or spec.loader is None or spec.submodule_search_locations is None:
+        return
+    package = importlib.util.module_from_spec(spec)
+
+    def load_all(name: str):
+        del package.__getattr__
+        spec.loader.exec_module(package)
+        return getattr(package, name)
+
+    package.__getattr__ = load_all
+    sys.modules[REST_CLIENT] = package
+
+
 class Store(IndexingQueries, ReadingQueries, VectorIndexQueries, ExtrasQueries):
     """An index directory. Tables are opened lazily; a missing index is not an error until it is used.
 
@@ -119,6 +145,7 @@ class Store(IndexingQueries, ReadingQueries, VectorIndexQueries, ExtrasQueries):
         """The LanceDB connection, made on first use: connecting creates the folder, so a reader that only
         asks whether an index exists (a mistyped --db) must not leave an empty folder behind."""
         if self._db is None:
+            _defer_rest_client()
             import lancedb  # ~1 s to import: only commands that touch the index pay for it
 
             # A reader re-checks for new versions at most this often, so a running UI sees fresh indexing.

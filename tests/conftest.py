@@ -12,6 +12,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # runtime folder, where a real `glance search` would find them.
 os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="glance-test-run-")
 
+# The precision probe's outcomes (models/precision_cache.py) go to a file of this run, not the user's cache.
+os.environ["GLANCE_PRECISION_CACHE"] = os.path.join(tempfile.mkdtemp(prefix="glance-test-cache-"), "precision.json")
+
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent

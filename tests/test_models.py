@@ -113,7 +113,7 @@ def test_v1_text_is_plain_l2_without_layer_norm(tmp_path):
     assert text.version == "v1"
     tokens = text.encoder.tokenize(["search_query: hello"])
     with torch.inference_mode():
-        hidden = text.encoder.model(**tokens).last_hidden_state
+        hidden = text.encoder.model(tokens["input_ids"], tokens["attention_mask"])
     mean = hidden.mean(dim=1)  # one sequence, no padding
     assert torch.allclose(text.embed(["search_query: hello"]), torch.nn.functional.normalize(mean, dim=-1), atol=1e-5)
     with pytest.raises(models.UnsupportedDim, match="Matryoshka"):
