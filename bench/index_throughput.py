@@ -156,6 +156,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, help="decoding threads (default: the indexer's own choice)")
     parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                        help="where the vision model runs (decoding stays on the CPU)")
     parser.add_argument("--cache", type=Path, default=CACHE, help="where the generated JPEGs are kept")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -167,10 +169,10 @@ def main() -> None:
         # in another process, so that building the random models does not count in this one's peak RSS
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
             vision_dir, text_dir = pool.submit(write_checkpoints, tmp).result()
-        vision = VisionEncoder(str(vision_dir), args.precision)
+        vision = VisionEncoder(str(vision_dir), args.precision, args.device)
         config = json.loads((vision_dir / "config.json").read_text())
         batch = args.batch_size or auto_batch_size(Preprocess.from_folder(vision_dir), config["n_embd"],
-                                                   config["n_head"])
+                                                   config["n_head"], device=vision.device)
         workers = args.workers or default_workers()
         started = time.perf_counter()
         import lancedb  # noqa: F401 - what the indexer's first table access would import inside the timed run
@@ -181,6 +183,7 @@ def main() -> None:
         summary = index(IndexOptions([str(folder)], db=tmp / "db", vision_model=str(vision_dir),
                                      text_model=str(text_dir), encoders=(vision, None), batch_size=batch,
                                      workers=workers, threads=args.threads, precision=args.precision,
+                                     device=args.device,
                                      progress=sys.stderr.isatty()))
         seconds = time.perf_counter() - start
         assert summary.added == args.images and not summary.problems, summary.as_dict()
@@ -192,7 +195,8 @@ def main() -> None:
     gflop, peak = model_gflop_per_image(vision), matmul_bf16_gflops()
     result = {
         "images": args.images, "megapixels": SIZE[0] * SIZE[1] / 1e6, "batch_size": batch, "workers": workers,
-        "torch_threads": torch.get_num_threads(), "precision": vision.precision.path, "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(), "precision": vision.precision.path, "device": str(vision.device),
+        "cpus": os.cpu_count(),
         "cpu": cpu_name(), "cpu_amx": cpu_has_amx(),
         "model_only_ips": round(forward, 2), "end_to_end_ips": round(end_to_end, 2),
         "end_to_end_ratio": round(end_to_end / forward, 3), "end_to_end_seconds": round(seconds, 1),

@@ -34,6 +34,7 @@ from PIL import Image
 import store as st
 from core.errors import UsageError
 from models import load, preprocess_of, vision_shape
+from models.device import available_memory, resolve_device
 from models.encoders import set_threads
 from models.preprocess import Preprocess
 from store import Store
@@ -47,6 +48,7 @@ from .report import Summary
 from .scan import Problem, scan
 
 MAX_BATCH = 32  # CPU throughput is flat beyond this; smaller batches lose less work to a kill
+MAX_GPU_BATCH = 256  # a GPU keeps gaining up to a few hundred images per call
 COMPACT_EVERY = 100  # batches; a compaction takes well under a second, 100 batches take minutes
 TEXT_BATCH = 64
 REUSE_COLUMNS = ["id", "sha256", "width", "height", "taken_at", "camera", "thumb", "vector"]
@@ -68,6 +70,7 @@ class IndexOptions:
     workers: int | None = None  # decoding threads; default: one per core (they take turns with the model)
     threads: int | None = None  # torch threads; default: all cores
     precision: str = "auto"
+    device: str = "auto"  # auto | cpu | cuda, for the vision model (models/device.py); decoding stays on the CPU
     progress: bool = False  # tqdm bar on stderr
     prune: bool = False  # a folder found empty or unreadable loses its photos (else: refused, a drive not mounted?)
     on_problem: Callable[[Problem], None] | None = None  # called as each problem is found
@@ -116,21 +119,14 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 2)
 
 
-def auto_batch_size(preprocess: Preprocess, hidden: int, heads: int, patch: int = 16) -> int:
-    """Images per forward pass so that activations stay within a quarter of the available memory."""
+def auto_batch_size(preprocess: Preprocess, hidden: int, heads: int, patch: int = 16, device=None) -> int:
+    """Images per forward pass so that activations stay within a quarter of the host's available memory, or
+    half of a GPU's free memory (nothing else of ours lives there)."""
     tokens = (preprocess.input_size[0] // patch) * (preprocess.input_size[1] // patch) + 1
     per_image = 4 * tokens * (8 * hidden + heads * tokens) * 2  # one block's fp32 activations, 2x headroom
-    return int(max(1, min(MAX_BATCH, available_memory() // 4 // per_image)))
-
-
-def available_memory() -> int:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 4 << 30
+    on_gpu = device is not None and device.type == "cuda"
+    share, most = (2, MAX_GPU_BATCH) if on_gpu else (4, MAX_BATCH)
+    return int(max(1, min(most, available_memory(device) // share // per_image)))
 
 
 class ShaSet:
@@ -164,6 +160,7 @@ class Indexer:
         if self.max_pixels < 1:
             raise UsageError("--max-megapixels must be positive")
         self._refuse_db_inside(self.o.paths)
+        resolve_device(self.o.device)  # --device cuda without a GPU is refused now, not after the scan
         entries = load_caption_files(list(self.o.captions))
         _quiet_pillow()
         self.store = Store(self.db_path)
@@ -247,8 +244,8 @@ class Indexer:
         except RuntimeError:
             return {}
 
-    def _auto_batch(self, choice: ModelChoice) -> int:
-        return auto_batch_size(self.preprocess, *vision_shape(choice.vision_model))
+    def _auto_batch(self, choice: ModelChoice, device=None) -> int:
+        return auto_batch_size(self.preprocess, *vision_shape(choice.vision_model), device=device)
 
     # ----- captions files ------------------------------------------------------------------------------------
     def _resolve_entries(self, entries: list[Entry], roots: list[str]):
@@ -434,7 +431,9 @@ class Indexer:
         """Loaded on first use: a re-run over an unchanged library never pays for the model."""
         if self._vision is None:
             set_threads(self.o.threads)
-            self._vision = load(self.choice.vision_model, self.o.precision)
+            self._vision = load(self.choice.vision_model, self.o.precision, self.o.device)
+            if not self.o.batch_size:  # sized again for where the model landed (a GPU's memory, not the host's)
+                self.batch_size = self._auto_batch(self.choice, self._vision.device)
         return self._vision
 
     @property

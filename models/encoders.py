@@ -11,6 +11,7 @@ from PIL import Image
 from torch import nn
 
 from . import hub
+from .device import half_dtype, resolve_device
 from .dims import MATRYOSHKA_DIMS, supported_dims
 from .errors import UnsupportedDim
 from .factory import TEXT, VISION, ModelSpec, resolve
@@ -72,24 +73,43 @@ class Precision:
     cosine_to_fp32: float = 1.0
     bf16_weights: bool = False
     int8_weights: bool = False
+    device_type: str = "cpu"  # "cuda": a GPU runs fp32 or its 16-bit type under autocast (choose_gpu_precision)
 
     @property
     def name(self) -> str:
         if self.int8_weights:
             return "int8"
-        return "bf16" if self.dtype == torch.bfloat16 else "fp32"
+        return HALF_NAMES.get(self.dtype, "fp32")
 
     @property
     def path(self) -> str:
-        """fp32, int8-dynamic, bf16-weights or bf16-autocast: what an encoder reports as its precision."""
+        """fp32, int8-dynamic, bf16-weights, bf16-autocast or fp16-autocast: what an encoder reports."""
         if self.int8_weights:
             return "int8-dynamic"
-        if self.dtype != torch.bfloat16:
+        if self.dtype not in HALF_NAMES:
             return "fp32"
-        return "bf16-weights" if self.bf16_weights else "bf16-autocast"
+        return "bf16-weights" if self.bf16_weights else f"{self.name}-autocast"
 
     def autocast(self):
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16 and not self.bf16_weights)
+        return torch.autocast(self.device_type, dtype=self.dtype if self.dtype in HALF_NAMES else torch.bfloat16,
+                              enabled=self.dtype in HALF_NAMES and not self.bf16_weights)
+
+
+HALF_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def choose_gpu_precision(requested: str, probe, device: torch.device) -> Precision:
+    """On a GPU: fp32, or the card's 16-bit type under autocast (bf16 from Ampere on, else fp16; `bf16` asks for
+    it either way). auto keeps it only within MIN_COSINE_TO_FP32 of fp32 on the probe, as on the CPU."""
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+    exact = Precision(torch.float32, device_type=device.type)
+    if requested == "fp32":
+        return exact
+    half = Precision(half_dtype(device), device_type=device.type)
+    with torch.inference_mode():
+        half.cosine_to_fp32 = F.cosine_similarity(probe(exact), probe(half)).min().item()
+    return exact if requested == "auto" and half.cosine_to_fp32 < MIN_COSINE_TO_FP32 else half
 
 
 def choose_precision(requested: str, probe, native_bf16: bool | None = None, hold_bf16=None, hold_int8=None,
@@ -310,17 +330,22 @@ PROBE_TEXTS = ["search_query: a dog running on the beach at sunset", "search_que
 
 
 class VisionEncoder:
-    def __init__(self, model: ModelSpec | str = hub.DEFAULT_VISION, precision: str = "auto"):
+    def __init__(self, model: ModelSpec | str = hub.DEFAULT_VISION, precision: str = "auto", device: str = "cpu"):
         model = model if isinstance(model, ModelSpec) else resolve(model, VISION)
         self.spec, self.folder, self.version = model.spec, model.folder, model.version
         self.config = VisionConfig.from_official(json.loads((self.folder / "config.json").read_text()))
         self.preprocess = Preprocess.from_folder(self.folder)
+        self.device = resolve_device(device)
         self.model = NomicVisionModel(self.config).eval()
         load_strict(self.model, self.folder / "model.safetensors", torch.float32, key_map=official_keys)
-        probe = self.preprocess(probe_images(self.preprocess.input_size))
-        self.precision = cached_precision(self.folder / "model.safetensors", precision,
-                                          lambda p: self._embed(probe, p),
-                                          hold_bf16=lambda: hold_weights_bf16(self.model))
+        self.model.to(self.device)
+        probe = self.preprocess(probe_images(self.preprocess.input_size)).to(self.device)
+        if self.device.type == "cuda":
+            self.precision = choose_gpu_precision(precision, lambda p: self._embed(probe, p), self.device)
+        else:
+            self.precision = cached_precision(self.folder / "model.safetensors", precision,
+                                              lambda p: self._embed(probe, p),
+                                              hold_bf16=lambda: hold_weights_bf16(self.model))
 
     @property
     def dim(self) -> int:
@@ -328,8 +353,10 @@ class VisionEncoder:
 
     @torch.inference_mode()
     def embed_pixels(self, pixels: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-        """Normalized pixels [B, 3, H, W] -> L2-normalized float32 [B, dim]."""
-        return truncate(self._embed(pixels, self.precision), dim)
+        """Normalized pixels [B, 3, H, W] (on the CPU, where decoding made them) -> L2-normalized float32 [B, dim]
+        on the CPU."""
+        vectors = self._embed(pixels.to(self.device, non_blocking=True), self.precision)
+        return truncate(vectors.to("cpu", torch.float32), dim)
 
     def _embed(self, pixels: torch.Tensor, precision: Precision) -> torch.Tensor:
         with torch.inference_mode(), precision.autocast():

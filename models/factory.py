@@ -175,15 +175,18 @@ def _open_clip_config(model: ModelSpec) -> dict:
     return {"model_cfg": config["model_cfg"], "preprocess_cfg": config.get("preprocess_cfg") or {}}
 
 
-def load(model: ModelSpec, precision: str = "auto"):
-    """The encoder for a resolved model: a VisionEncoder or a TextEmbedder (or their open_clip peers)."""
+def load(model: ModelSpec, precision: str = "auto", device: str = "cpu"):
+    """The encoder for a resolved model: a VisionEncoder or a TextEmbedder (or their open_clip peers).
+    `device` (models/device.py) places vision towers; text towers embed a few words at a time and stay on the CPU."""
     if model.family == OPEN_CLIP:
         from .openclip import OpenClipText, OpenClipVision
 
-        return OpenClipVision(model, precision) if model.kind == VISION else OpenClipText(model, precision)
+        if model.kind == VISION:
+            return OpenClipVision(model, precision, device=device)
+        return OpenClipText(model, precision)
     from .encoders import TextEmbedder, VisionEncoder  # torch: only once a model is really needed
 
-    return VisionEncoder(model, precision) if model.kind == VISION else TextEmbedder(model, precision)
+    return VisionEncoder(model, precision, device) if model.kind == VISION else TextEmbedder(model, precision)
 
 
 def load_pair(vision: ModelSpec | str | None = None, text: ModelSpec | str | None = None, precision: str = "auto",

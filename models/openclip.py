@@ -31,7 +31,9 @@ from safetensors.torch import load_file
 from torch import nn
 
 from . import hftext
-from .encoders import Precision, choose_precision, hold_linear_weights_bf16, hold_linear_weights_int8, probe_images
+from .device import resolve_device
+from .encoders import (Precision, choose_gpu_precision, choose_precision, hold_linear_weights_bf16,
+                       hold_linear_weights_int8, probe_images)
 from .errors import CheckpointMismatch, UnsupportedDim
 from .factory import OPEN_CLIP, TEXT, VISION, ModelSpec
 from .preprocess import Preprocess
@@ -240,14 +242,20 @@ def _resolve(model: ModelSpec | Path | str, kind: str) -> ModelSpec:
 class OpenClipVision:
     """The image tower: PIL images or normalized pixels -> L2-normalized float32 [B, dim]."""
 
-    def __init__(self, model: ModelSpec | Path | str, precision: str = "auto", module: nn.Module | None = None):
+    def __init__(self, model: ModelSpec | Path | str, precision: str = "auto", module: nn.Module | None = None,
+                 device: str = "cpu"):
         model = _resolve(model, VISION)
         self.spec, self.folder, self.version = model.spec, model.folder, model.version
         self.config = OpenClipConfig.read(self.folder)
         self.preprocess = Preprocess.from_open_clip(self.config.preprocess_cfg)
-        self.model = module if module is not None else build_model(self.config)
-        probe = self.preprocess(probe_images(self.preprocess.input_size))
-        self.precision = choose_precision(precision, lambda p: self._embed(probe, p))
+        self.device = resolve_device(device)
+        # a module shared with the text tower (load_pair) stays on the CPU with it
+        self.model = (module if module is not None else build_model(self.config)).to(self.device)
+        probe = self.preprocess(probe_images(self.preprocess.input_size)).to(self.device)
+        if self.device.type == "cuda":
+            self.precision = choose_gpu_precision(precision, lambda p: self._embed(probe, p), self.device)
+        else:
+            self.precision = choose_precision(precision, lambda p: self._embed(probe, p))
 
     @property
     def dim(self) -> int:
@@ -256,7 +264,7 @@ class OpenClipVision:
     def embed_pixels(self, pixels: torch.Tensor, dim: int | None = None) -> torch.Tensor:
         """Normalized pixels [B, 3, H, W] -> L2-normalized float32 [B, dim]."""
         check_dim(dim, self.dim)
-        return self._embed(pixels, self.precision)
+        return self._embed(pixels.to(self.device, non_blocking=True), self.precision).cpu()
 
     def _embed(self, pixels: torch.Tensor, precision: Precision) -> torch.Tensor:
         with torch.inference_mode(), precision.autocast():

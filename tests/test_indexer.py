@@ -388,9 +388,9 @@ def test_batches_are_sized_to_available_memory(monkeypatch, tiny_model_dirs):
     from models.preprocess import Preprocess
 
     pre = Preprocess.from_folder(tiny_model_dirs[0])
-    monkeypatch.setattr(pipeline, "available_memory", lambda: 64 << 30)
+    monkeypatch.setattr(pipeline, "available_memory", lambda device=None: 64 << 30)
     assert pipeline.auto_batch_size(pre, 768, 12) == pipeline.MAX_BATCH
-    monkeypatch.setattr(pipeline, "available_memory", lambda: 200 << 20)  # a starved machine: smaller batches
+    monkeypatch.setattr(pipeline, "available_memory", lambda device=None: 200 << 20)  # a starved machine: smaller batches
     assert 1 <= pipeline.auto_batch_size(pre, 768, 12) < 8
 
 
