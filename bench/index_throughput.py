@@ -46,6 +46,7 @@ from PIL import Image  # noqa: E402
 from indexer.decode import decode, read_file  # noqa: E402
 from indexer.pipeline import IndexOptions, auto_batch_size, default_workers, index  # noqa: E402
 from models import VisionEncoder  # noqa: E402
+from models.device import cpu_name  # noqa: E402
 from models.encoders import cpu_has_amx, set_threads  # noqa: E402
 from models.preprocess import Preprocess  # noqa: E402
 from models.synthetic import write_text, write_vision  # noqa: E402
@@ -138,15 +139,6 @@ def model_gflop_per_image(vision: VisionEncoder) -> float:
         model(pixels)
     return counter.get_total_flops() / 1e9
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def main() -> None:

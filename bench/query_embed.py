@@ -97,16 +97,6 @@ def bench_query_embed(text_dir: Path, queries: int = 60) -> dict:
     return row
 
 
-def cpu_name() -> str:
-    """The CPU's model name (Linux), for outputs whose figures depend on it."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -115,6 +105,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
+    from models.device import cpu_name
     from models.encoders import cpu_has_bf16, cpu_has_int8
     from models.synthetic import write_text
 

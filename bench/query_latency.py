@@ -49,7 +49,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never reach
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
-from bench.query_embed import bench_query_embed, cpu_name  # noqa: E402
+from bench.query_embed import bench_query_embed  # noqa: E402
+from models.device import cpu_name  # noqa: E402
 
 DIM = 768
 CLUSTERS = 1000

@@ -8,7 +8,6 @@ images schema, bench/query_latency.py's filler metadata) recorded with those mod
 from __future__ import annotations
 
 import os
-import platform
 from pathlib import Path
 
 import numpy as np
@@ -47,11 +46,7 @@ def build_index(db: Path, rows: int, seed: int = 0) -> Path:
 
 
 def cpu_name() -> str:
-    """The CPU model as /proc/cpuinfo names it, with the core count: figures depend on it."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} CPUs)"
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} CPUs)"
+    """The CPU model with the core count: figures depend on both."""
+    from models.device import cpu_name as model_name
+
+    return f"{model_name()} ({os.cpu_count()} CPUs)"

@@ -62,6 +62,17 @@ def available_memory(device: torch.device | None = None) -> int:
     return 4 << 30
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux), for figures and cached choices that depend on it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
 def describe(device: torch.device) -> str:
     if device.type == "cuda":
         import torch

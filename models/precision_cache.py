@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import tempfile
 from pathlib import Path
 
@@ -38,12 +37,12 @@ def machine_key() -> dict:
     """The CPU (model name and the flags that decide bf16/int8) and torch's version."""
     import torch
 
-    name, flags = platform.processor(), set()
+    from .device import cpu_name
+
+    name, flags = cpu_name(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
+            if line.startswith("flags"):
                 flags = set(line.split(":", 1)[1].split())
                 break
     except OSError:
