@@ -34,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.query_embed import cpu_name  # noqa: E402
+from models.device import cpu_name  # noqa: E402
 from bench.query_latency import QUERIES, glance_index, library, write_models  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
