@@ -104,7 +104,9 @@ def test_the_page_refuses_a_dropped_eps_in_one_line(server, uploads, fake_gs):
         for name, mime in (("q.eps", "image/x-eps"), ("holiday.jpg", "image/jpeg")):
             page = fresh_page()
             drop_file(page, slot, uploads / name, mime)
-            page.wait_for_function("document.querySelector('#status')?.innerText.includes('⚠️')", timeout=WAIT_MS)
+            # Gradio's "processing" overlay can linger in the status box a moment after the message arrives
+            page.wait_for_function("(t => t.includes('⚠️') && !t.includes('processing'))"
+                                   "(document.querySelector('#status')?.innerText ?? '')", timeout=WAIT_MS)
             status = page.inner_text("#status").strip()
             assert REFUSAL in status and "\n" not in status, status
             page.close()

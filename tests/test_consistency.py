@@ -128,6 +128,7 @@ def test_readers_never_see_a_caption_without_its_photo(growing, tiny_model_dirs)
     stats = final.stats()
     assert stats["photos"] == TOTAL and stats["captions"] == TOTAL and stats["photos_with_captions"] == TOTAL
     check_view(final.pinned())
+    time.sleep(FRESH_S)  # the long-lived engine sees the last commit within this bound, not at once
     hits = engine.caption_search("kite over the sea", top=TOTAL)
     assert len(hits) == TOTAL and all(h.path and Path(h.path).parent == root for h in hits)
 
