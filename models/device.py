@@ -72,10 +72,3 @@ def cpu_name() -> str:
         pass
     return "unknown CPU"
 
-
-def describe(device: torch.device) -> str:
-    if device.type == "cuda":
-        import torch
-
-        return f"cuda:{device.index} ({torch.cuda.get_device_name(device)})"
-    return "cpu"
