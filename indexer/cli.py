@@ -102,6 +102,11 @@ def add_index_parser(verbs) -> None:
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for the model (default: all cores)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                    help="auto: bf16 where the CPU has it and it stays within cosine 0.999 of fp32")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="decode and embed on Ray: alone, a local Ray instance; `auto` or ray://HOST:PORT joins a "
+                        "cluster (the index is still written by this process; see README, Beyond one machine)")
+    p.add_argument("--ray-workers", type=int, metavar="N",
+                   help="embedding actors on the Ray cluster, one model each (default: one per GPU, else most CPUs)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where the vision model runs: auto picks a CUDA GPU where torch sees one (fp16/bf16 there "
                         "within cosine 0.999 of fp32, batches sized to its memory); photos are decoded on the CPU")
@@ -137,6 +142,7 @@ def run_index(args) -> int:
     from .report import problem_line, write_errors
 
     for value, flag in ((args.batch_size, "--batch-size"), (args.workers, "--workers"), (args.threads, "--threads"),
+                        (args.ray_workers, "--ray-workers"),
                         (args.dim, "--dim")):
         if value is not None and value < 1:
             raise UsageError(f"{flag} must be at least 1")
@@ -153,7 +159,7 @@ def run_index(args) -> int:
         reindex=args.reindex, prune=args.prune,
         max_megapixels=args.max_megapixels,
         batch_size=args.batch_size, workers=args.workers, threads=args.threads, precision=args.precision,
-        device=args.device,
+        device=args.device, ray=args.ray, ray_workers=args.ray_workers,
         progress=sys.stderr.isatty() and not args.quiet, on_problem=show))
     if args.errors:
         write_errors(args.errors, summary.problems)

@@ -75,6 +75,8 @@ class IndexOptions:
     prune: bool = False  # a folder found empty or unreadable loses its photos (else: refused, a drive not mounted?)
     on_problem: Callable[[Problem], None] | None = None  # called as each problem is found
     encoders: tuple | None = None  # preloaded (VisionEncoder, TextEmbedder); either may be None (loaded if needed)
+    ray: str | None = None  # decode and embed on a Ray cluster: "local", "auto" or an address (indexer/ray_index.py)
+    ray_workers: int | None = None  # embedding actors on the cluster (default: one per GPU, else most CPUs)
 
 
 @dataclass
@@ -99,6 +101,7 @@ class Prepared:
     file: FileBytes
     decoded: Decoded | None  # None: the content is already indexed somewhere, reuse its vector
     sidecar_texts: list[str]
+    vector: np.ndarray | None = None  # embedded elsewhere already (a Ray actor: indexer/ray_index.py)
 
 
 def index(options: IndexOptions) -> Summary:
@@ -269,6 +272,10 @@ class Indexer:
 
     # ----- files to read -------------------------------------------------------------------------------------
     def _process(self, todo: pa.Table) -> None:
+        if self.o.ray is not None:
+            from .ray_index import process_on_ray
+
+            return process_on_ray(self, todo)
         items = _iter_todo(todo)
         bar = self._bar(todo.num_rows)
         workers = self.o.workers or default_workers()
@@ -302,30 +309,17 @@ class Indexer:
                 bar.close()
 
     def _prepare(self, todo: Todo) -> Prepared | Problem:
-        """Worker thread: read and hash; decode only if this content is not in the index yet."""
+        """Worker thread: waits while the model runs (Indexer._model_running), then prepares one file."""
         self._model_idle.wait()
-        try:
-            file = read_file(todo.path)
-            decoded = None if file.sha256 in self.known else decode(todo.path, file.data, self.preprocess, self.max_pixels)
-        except BadFile as exc:
-            return Problem(display_path(todo.path), str(exc))
-        file.data = None
-        texts = []
-        for sidecar in todo.sidecars:
-            try:
-                text = read_sidecar(os.path.join(todo.root, sidecar))
-            except OSError:
-                continue  # reported once, by the caption reconciliation at the end of the run
-            if text and text not in texts:
-                texts.append(text)
-        return Prepared(todo, file, decoded, texts)
+        return prepare(todo, self.known, self.preprocess, self.max_pixels)
 
     def _commit(self, batch: list[Prepared]) -> None:
         """Embed what is new, reuse what is known, and write the batch (captions first, image rows last)."""
         sources, copied_captions = self._reuse_sources([p for p in batch if p.decoded is None])
         batch = [p for p in batch if p.decoded is not None or p.file.sha256 in sources or self._decode_now(p)]
-        decoded = [p for p in batch if p.decoded is not None]
+        decoded = [p for p in batch if p.decoded is not None and p.vector is None]
         vectors = dict(zip(map(id, decoded), self._embed_images([p.decoded.pixels for p in decoded])))
+        vectors.update((id(p), p.vector) for p in batch if p.vector is not None)
         caption_rows, caption_vectors, image_rows, image_vectors = [], [], [], []
         for p in batch:
             if p.decoded is not None:
@@ -512,6 +506,26 @@ class Indexer:
             self._scan_bar.close()
 
 
+def prepare(todo: Todo, known: ShaSet, preprocess: Preprocess, max_pixels: int) -> Prepared | Problem:
+    """Read and hash one file; decode it only if its content is not in the index yet (`known`). Runs in a
+    decoding thread, or in a Ray task (indexer/ray_index.py)."""
+    try:
+        file = read_file(todo.path)
+        decoded = None if file.sha256 in known else decode(todo.path, file.data, preprocess, max_pixels)
+    except BadFile as exc:
+        return Problem(display_path(todo.path), str(exc))
+    file.data = None
+    texts = []
+    for sidecar in todo.sidecars:
+        try:
+            text = read_sidecar(os.path.join(todo.root, sidecar))
+        except OSError:
+            continue  # reported once, by the caption reconciliation at the end of the run
+        if text and text not in texts:
+            texts.append(text)
+    return Prepared(todo, file, decoded, texts)
+
+
 def _caption(iid: str, source: str, text: str) -> dict:
     from .rows import caption
 
@@ -520,9 +534,13 @@ def _caption(iid: str, source: str, text: str) -> dict:
 
 def _iter_todo(todo: pa.Table) -> Iterator[Todo]:
     for batch in todo.to_batches(max_chunksize=2048):
-        for row in batch.to_pylist():
-            yield Todo(row["id"], row["root"], st.os_relpath(row["relpath"], row["relpath_bytes"]), row["size"],
-                       row["mtime_ns"], row["old_id"], row["old_sha"], [os.fsdecode(b) for b in row["sidecars"]])
+        yield from map(todo_of, batch.to_pylist())
+
+
+def todo_of(row: dict) -> Todo:
+    """A row of the plan's todo table (indexer/plan.py) as the file to process."""
+    return Todo(row["id"], row["root"], st.os_relpath(row["relpath"], row["relpath_bytes"]), row["size"],
+                row["mtime_ns"], row["old_id"], row["old_sha"], [os.fsdecode(b) for b in row["sidecars"]])
 
 
 def _place(candidates: list[str], roots: list[str]) -> tuple[str, str] | None:
