@@ -100,7 +100,8 @@ def test_incremental_rerun_on_ray_matches_local(tmp_path, cluster, model_flags):
     local = index(library, dbs["local"], model_flags)
     on_ray = index(library, dbs["ray"], model_flags, *ray_flags, cluster=cluster)
     assert counts(on_ray) == counts(local)
-    assert (local["added"], local["updated"], local["moved"], local["removed"]) == (1, 1, 1, 2)  # a move removes its old path
+    # the move also removes its old path
+    assert (local["added"], local["updated"], local["moved"], local["removed"]) == (1, 1, 1, 2)
     assert_same_rows(dump(dbs["ray"]), dump(dbs["local"]))
     unchanged = index(library, dbs["ray"], model_flags, *ray_flags, cluster=cluster)
     assert unchanged["unchanged"] == 12 and unchanged["added"] == unchanged["updated"] == 0
