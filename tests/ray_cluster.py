@@ -41,7 +41,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(temp_dir: Path) -> RayCluster:
+def start(temp_dir: Path, cpus: int = CPUS) -> RayCluster:
     port = free_port()
     token = temp_dir / "auth_token"  # not ~/.ray/auth_token: the tests leave the user's home alone
     token.write_text(secrets.token_hex(32))
@@ -50,7 +50,7 @@ def start(temp_dir: Path) -> RayCluster:
     env = {**os.environ, **joining}
     process = subprocess.Popen(
         [str(RAY), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
-         f"--num-cpus={CPUS}", "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",
+         f"--num-cpus={cpus}", "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",
          f"--temp-dir={temp_dir}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     address = f"127.0.0.1:{port}"
