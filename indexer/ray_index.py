@@ -35,6 +35,11 @@ from .pipeline import Prepared, ShaSet, prepare, todo_of
 from .scan import Problem
 
 LOCAL = "local"  # `--ray` alone: start a Ray instance on this machine for the run
+# The driver's environment that the workers need to read the same photos and models: object-storage credentials
+# and endpoint, and where the Hub cache lives. They travel in the job's runtime_env, which the cluster keeps for
+# the job's workers; they are never printed or written to the index.
+WORKER_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
+              "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "HF_HOME", "HF_HUB_OFFLINE", "HF_HUB_CACHE")
 FILES_PER_TASK = 8  # a decoding task is short, so a retried one repeats little
 # The driver commits the cluster's rows in batches this big, not the model's: each commit has a fixed cost
 # (three LanceDB versions), and at 256 photos one writer keeps up with ~1,400 photos/s on 2 cores against ~300
@@ -99,7 +104,8 @@ def connect(address: str, workers: int | None) -> bool:
 
     if ray.is_initialized():
         return False
-    quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
+    quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR,
+             "runtime_env": {"env_vars": {k: os.environ[k] for k in WORKER_ENV if k in os.environ}}}
     # Ray starts its daemons by fork+exec; lancedb warns about forks, but nothing of lancedb runs in them.
     warnings.filterwarnings("ignore", message="lancedb fork support", category=RuntimeWarning)
     # Ray Data logs every actor as "has constructor arguments in the object store" at error level (it keeps
