@@ -237,7 +237,7 @@ class storage_errors:
 ACCESS = re.compile(r"ACCESS_DENIED|INVALID_ACCESS_KEY_ID|InvalidAccessKeyId|SignatureDoesNotMatch|"
                     r"SIGNATURE_DOES_NOT_MATCH|AccessDenied|status: 403|Forbidden|Unauthorized|status: 401")
 UNREACHABLE = re.compile(r"NETWORK_CONNECTION|Could not connect|Couldn't connect|ConnectError|Connection refused|"
-                         r"tcp connect error|dns error|Could not resolve|timed out|Timeout", re.IGNORECASE)
+                         r"tcp connect error|dns error|Could not resolve|timed out|\bTimeout\b", re.IGNORECASE)
 NO_BUCKET = re.compile(r"NoSuchBucket|NO_SUCH_BUCKET|bucket does not exist")
 
 
@@ -251,14 +251,14 @@ def storage_error_message(exc: BaseException | str, uri: str, storage_options: d
     text = str(exc)
     where = display(uri)
     endpoint = endpoint_of(storage_options)
-    if UNREACHABLE.search(text):
-        return (f"cannot reach the object store for {where} (endpoint {endpoint or 'the default'}): check "
-                f"AWS_ENDPOINT_URL (or --storage-option aws_endpoint=...) and the network")
-    if NO_BUCKET.search(text):
+    if NO_BUCKET.search(text):  # the store's own answers first: a refusal's text may mention retries and timeouts
         return f"no such bucket for {where}: create it, or check the name and the endpoint"
     if ACCESS.search(text):
         return (f"access denied to {where}: check the credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
                 f"or --storage-option) and their permissions")
+    if UNREACHABLE.search(text):
+        return (f"cannot reach the object store for {where} (endpoint {endpoint or 'the default'}): check "
+                f"AWS_ENDPOINT_URL (or --storage-option aws_endpoint=...) and the network")
     return f"object storage error at {where}: {_redact(' '.join(text.split()), storage_options)[:200]}"
 
 
