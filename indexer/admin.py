@@ -7,14 +7,16 @@ from pathlib import Path
 import pyarrow.compute as pc
 
 import store as st
+from core import location
 from store import Store
 
 from .plan import inside
 
 
-def remove(paths: list[str], db: str | Path | None = None) -> dict:
-    """Take every photo at or under each PATH out of the index (with its captions). PATH may no longer exist."""
-    store = Store(db)
+def remove(paths: list[str], db: str | Path | None = None, storage_options: dict | None = None) -> dict:
+    """Take every photo at or under each PATH out of the index (with its captions). PATH may no longer exist;
+    it may be an object-storage URI (`s3://bucket/prefix/photo.jpg`), as the index records bucket roots."""
+    store = Store(db, storage_options=storage_options)
     if not store.exists():
         raise st.StoreError(st.no_index_message(store.path))
     removed, captions_removed, per_path = 0, 0, {}
@@ -30,7 +32,8 @@ def remove(paths: list[str], db: str | Path | None = None) -> dict:
                     ids += store.rows_in_root(root, ["id"])["id"].to_pylist()
                     kept_roots = [r for r in kept_roots if r != root]
                 elif inside(target, root):
-                    rel = st.display_name(os.path.relpath(target, root).replace(os.sep, "/"))
+                    rel = st.display_name(target[len(root) + 1:] if location.is_uri(root) else
+                                          os.path.relpath(target, root).replace(os.sep, "/"))
                     rows = store.rows_in_root(root, ["id", "relpath"])
                     mask = pc.or_(pc.equal(rows["relpath"], rel), pc.starts_with(rows["relpath"], rel + "/"))
                     ids += rows.filter(mask)["id"].to_pylist()
@@ -42,11 +45,13 @@ def remove(paths: list[str], db: str | Path | None = None) -> dict:
         if removed:
             store.ensure_indexes()
         store.publish()
-    return {"removed": removed, "captions_removed": captions_removed, "per_path": per_path, "db": str(store.path)}
+    return {"removed": removed, "captions_removed": captions_removed, "per_path": per_path, "db": store.shown()}
 
 
 def _absolute(given: str) -> str:
     """The path as the index knows it: symlinks resolved where it still exists, else as written."""
+    if location.is_uri(given):
+        return location.normalize(given)
     path = os.path.abspath(os.path.expanduser(given))
     if os.path.exists(path):
         return os.path.realpath(path)

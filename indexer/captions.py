@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from core import location
 from core.errors import UsageError
 
 from .decode import clean_caption
@@ -33,8 +34,15 @@ class Entry:
         return f"{self.file}:{self.line}"
 
 
-def read_sidecar(path: str) -> str | None:
-    """The whole sidecar is one caption (UTF-8, BOM and surrounding whitespace removed)."""
+def read_sidecar(path: str, storage_options: dict | None = None) -> str | None:
+    """The whole sidecar is one caption (UTF-8, BOM and surrounding whitespace removed). `path` may be an
+    object-storage URI (credentials as for indexer.decode.read_file); any failure is an OSError."""
+    if location.is_uri(path):
+        try:
+            data = location.read_bytes(path, storage_options, limit=SIDECAR_MAX_BYTES)
+        except location.StorageError as exc:
+            raise OSError(str(exc)) from None
+        return clean_caption(data.decode("utf-8-sig", "replace"))
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     with os.fdopen(fd, "rb") as f:
         data = f.read(SIDECAR_MAX_BYTES)
@@ -107,9 +115,23 @@ def _parse_txt(text: str, name: str) -> list[Entry]:
 
 
 def candidate_paths(entry_path: str, caption_file: str, roots: list[str]) -> list[str]:
-    """Where a captions-file path may point: absolute as is; relative to the captions file, then to each root."""
+    """Where a captions-file path may point: absolute as is; relative to the captions file, then to each root.
+    A URI (an object in a bucket root) is its own one candidate; below a bucket root a relative path is joined
+    as a key."""
+    if location.is_uri(entry_path):
+        return [location.normalize(entry_path)]
     path = os.path.expanduser(entry_path)
     if os.path.isabs(path):
         return [os.path.normpath(path)]
     bases = [os.path.dirname(os.path.abspath(caption_file)), *roots]
-    return [os.path.normpath(os.path.join(base, path)) for base in bases]
+    found = [_key_below(base, path) if location.is_uri(base) else os.path.normpath(os.path.join(base, path))
+             for base in bases]
+    return [candidate for candidate in found if candidate]
+
+
+def _key_below(root: str, relpath: str) -> str | None:
+    """root/relpath as a normalized URI; None where relpath climbs out with `..` (no such object)."""
+    try:
+        return location.normalize(location.join(root, relpath))
+    except UsageError:
+        return None

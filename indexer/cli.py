@@ -10,6 +10,7 @@ import json
 import os
 import sys
 
+from core import location
 from core.errors import CommandParser, UsageError, exit_on_user_error
 from core.images import LIBRARY_MAX_MEGAPIXELS
 from store import VECTOR_INDEX_KINDS, VECTOR_INDEX_MIN_ROWS, VECTOR_INDEX_TRAIN_ROWS, default_db_path
@@ -44,6 +45,10 @@ captions (each is embedded as "search_query: <caption>" and linked to its photo)
     follow their path: after a photo moves, give the updated captions file again.
 
 index location: --db DIR, else $GLANCE_DB, else $XDG_DATA_HOME/glance/index (now: {default_db_path()}).
+object storage: PATH and --db may be URIs (s3://bucket/prefix; gs://, az:// through pyarrow). Credentials and
+endpoint come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION and AWS_ENDPOINT_URL, or
+--storage-option KEY=VALUE (LanceDB's keys: aws_endpoint, aws_region, ...). In a bucket, an object's size and
+last-modified time stand in for size and mtime.
 A cosine vector index is built once the index holds {VECTOR_INDEX_MIN_ROWS} photos (exact search is fast
 enough below that), and a full-text index on captions. --vector-index picks its kind; bytes per photo at dim d:
   auto  IVF_FLAT from {VECTOR_INDEX_MIN_ROWS} photos (4 x d bytes: the float32 vectors themselves)
@@ -69,7 +74,8 @@ def add_index_parser(verbs) -> None:
     p = verbs.add_parser("index", help="index photo folders (incremental, crash-safe)",
                          description="Index photo folders into a Glance index (incremental, crash-safe).",
                          epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("paths", nargs="+", metavar="PATH", help="photo folders to index (recursively)")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="photo folders or object-storage prefixes (s3://bucket/prefix) to index (recursively)")
     add_db_flag(p)
     p.add_argument("--captions", action="append", default=[], metavar="FILE",
                    help="captions file: .csv, .jsonl or .txt (repeatable; see below)")
@@ -132,7 +138,8 @@ def add_remove_parser(verbs) -> None:
 
 
 def add_db_flag(p) -> None:
-    p.add_argument("--db", metavar="DIR", help="index folder (default: $GLANCE_DB or ~/.local/share/glance/index)")
+    p.add_argument("--db", metavar="DIR", help=location.DB_HELP)
+    location.add_storage_flag(p)
 
 
 def run_index(args) -> int:
@@ -154,7 +161,8 @@ def run_index(args) -> int:
             tqdm.write(f"glance: {problem_line(problem)}", file=sys.stderr)
 
     summary = index(IndexOptions(
-        paths=args.paths, db=args.db, captions=args.captions, vision_model=args.vision_model,
+        paths=args.paths, db=args.db, storage_options=location.configure_from(args), captions=args.captions,
+        vision_model=args.vision_model,
         text_model=args.text_model, caption_model=args.caption_model, dim=args.dim, vector_index=args.vector_index,
         reindex=args.reindex, prune=args.prune,
         max_megapixels=args.max_megapixels,
@@ -170,7 +178,7 @@ def run_index(args) -> int:
 def run_stats(args) -> int:
     from store import Store
 
-    store = Store(args.db)
+    store = Store(args.db, storage_options=location.configure_from(args))
     with store.lance_errors():
         result = store.stats()
     print(json.dumps(result, default=str) if args.json else stats_text(result))
@@ -207,7 +215,7 @@ def vector_index_text(s: dict) -> str:
 def run_remove(args) -> int:
     from .admin import remove
 
-    result = remove(args.paths, args.db)
+    result = remove(args.paths, args.db, location.configure_from(args))
     if args.json:
         print(json.dumps(result))
     else:
@@ -219,6 +227,8 @@ def run_remove(args) -> int:
 def _refuse_inside(path: str, folders: list[str], flag: str) -> None:
     target = os.path.realpath(os.path.expanduser(path))
     for folder in folders:
+        if location.is_uri(folder):
+            continue  # --errors is a local file; it cannot be inside a bucket
         real = os.path.realpath(os.path.expanduser(folder))
         if target.startswith(real.rstrip("/") + "/"):
             raise UsageError(f"{flag} {path} is inside the photo folder {folder}; the indexer never writes there")

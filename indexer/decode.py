@@ -2,6 +2,11 @@
 
 Everything here runs in decoding worker threads (hashing and Pillow's decoders release the GIL), and every
 failure becomes `BadFile` with a reason a person can act on. Files are opened read-only, never written.
+
+A path may also be an object-storage URI (`s3://bucket/key`, what Todo.path gives for a bucket root). Its
+credentials come from the environment plus the optional `storage_options` dict (LanceDB's keys; picklable, for
+code in other processes such as Ray tasks) or core.location.configure(); see core/location.py. An object is read
+whole in one GET, so it is hashed and decoded from the same bytes whatever its size.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from datetime import datetime
 
 from PIL import Image
 
+from core import location
 from core.images import LIBRARY_MAX_MEGAPIXELS, ImageRefused, describe_error, open_for_model, upright
 from models.preprocess import Preprocess, to_rgb
 from store import display_name as display_path  # noqa: F401 - one rule for showing odd names
@@ -61,8 +67,10 @@ class Decoded:
     decoded_size: tuple[int, int] = (0, 0)  # what was actually decoded (smaller than the file for draft JPEGs)
 
 
-def read_file(path: str) -> FileBytes:
+def read_file(path: str, storage_options: dict | None = None) -> FileBytes:
     """Open read-only (never following into a FIFO or device), hash the content, keep it if small enough."""
+    if location.is_uri(path):
+        return _read_object(path, storage_options)
     fd = _open_read_only(path)
     try:
         info = os.fstat(fd)
@@ -78,6 +86,25 @@ def read_file(path: str) -> FileBytes:
     finally:
         os.close(fd)
     return FileBytes(info.st_size, info.st_mtime_ns, digest.hexdigest(), data)
+
+
+def _read_object(uri: str, storage_options: dict | None) -> FileBytes:
+    """An object's bytes, hash, size and last-modified time (the listing's mtime: the next run compares them)."""
+    try:
+        found = location.stat(uri, storage_options)
+        if found is None:
+            raise BadFile("file disappeared while indexing")
+        size, mtime_ns = found
+        if size == 0:
+            raise BadFile("empty file (0 bytes)")
+        if size > location.READ_MAX:
+            raise BadFile(f"too large to read from object storage ({size / 1e9:.1f} GB)")
+        data = bytearray(location.read_bytes(uri, storage_options))
+    except FileNotFoundError:
+        raise BadFile("file disappeared while indexing") from None
+    except location.StorageError as exc:
+        raise BadFile(f"read error: {exc}") from None
+    return FileBytes(size, mtime_ns, hashlib.sha256(data).hexdigest(), data)
 
 
 def _open_read_only(path: str) -> int:
@@ -128,8 +155,12 @@ def file_kind(mode: int) -> str:
     return "not a file"
 
 
-def decode(path: str, content: bytes | None, preprocess: Preprocess, max_pixels: int) -> Decoded:
-    """Pixels for the model, a thumbnail and metadata; any decoder failure becomes BadFile."""
+def decode(path: str, content: bytes | None, preprocess: Preprocess, max_pixels: int,
+           storage_options: dict | None = None) -> Decoded:
+    """Pixels for the model, a thumbnail and metadata; any decoder failure becomes BadFile. Without `content`, a
+    URI is read first (a local file is decoded from disk)."""
+    if content is None and location.is_uri(path):
+        content = read_file(path, storage_options).data
     try:
         image = open_for_model(content if content is not None else path, preprocess.input_size,
                                max_pixels=max_pixels, limit_hint="--max-megapixels")

@@ -32,6 +32,7 @@ import pyarrow as pa
 from PIL import Image
 
 import store as st
+from core import location
 from core.errors import UsageError
 from models import load, preprocess_of, vision_shape
 from models.device import available_memory, resolve_device
@@ -56,8 +57,11 @@ REUSE_COLUMNS = ["id", "sha256", "width", "height", "taken_at", "camera", "thumb
 
 @dataclass
 class IndexOptions:
-    paths: list[str]
-    db: str | Path | None = None  # default: $GLANCE_DB or ~/.local/share/glance/index
+    paths: list[str]  # folders, or object-storage prefixes (s3://bucket/prefix; core/location.py)
+    db: str | Path | None = None  # a folder or a URI; default: $GLANCE_DB or ~/.local/share/glance/index
+    # LanceDB storage options (aws_endpoint, aws_region, ...) on top of the environment, for the index and the photo
+    # roots alike; a plain dict of strings, so it can travel to other processes
+    storage_options: dict[str, str] = field(default_factory=dict)
     captions: list[str] = field(default_factory=list)  # --captions files (CSV, JSONL, TXT)
     vision_model: str | None = None  # default: what the index was built with, else Nomic v1.5
     text_model: str | None = None
@@ -92,6 +96,7 @@ class Todo:
 
     @property
     def path(self) -> str:
+        """The file's path, or its URI for a bucket root (s3://bucket/prefix/relpath)."""
         return os.path.join(self.root, self.relpath)
 
 
@@ -147,10 +152,11 @@ class ShaSet:
 class Indexer:
     def __init__(self, options: IndexOptions):
         self.o = options
-        self.db_path = Path(options.db).expanduser() if options.db else st.default_db_path()
+        self.db_path = st.db_location(options.db)  # a Path, or a normalized URI
+        self.storage = dict(options.storage_options or {})
         self.store: Store | None = None  # connected after the checks: connecting creates the folder
         self.max_pixels = int(options.max_megapixels * 1_000_000)
-        self.summary = Summary(db=str(self.db_path))
+        self.summary = Summary(db=location.display(str(self.db_path)))
         self.file_captions: dict[tuple[str, str], list[str]] = {}
         self._vision, self._text = options.encoders or (None, None)
         self.commits = 0
@@ -166,13 +172,13 @@ class Indexer:
         resolve_device(self.o.device)  # --device cuda without a GPU is refused now, not after the scan
         entries = load_caption_files(list(self.o.captions))
         _quiet_pillow()
-        self.store = Store(self.db_path)
+        self.store = Store(self.db_path, storage_options=self.storage)
         with self.store.writing(), self.store.lance_errors():
             choice, roots, known = self._prepare_index()
             self.choice = choice
             self.preprocess = preprocess_of(choice.vision_model)
             self.batch_size = self.o.batch_size or self._auto_batch(choice)
-            found = scan(roots.scopes, self._scan_progress())
+            found = scan(roots.scopes, self._scan_progress(), self.storage)
             self._close_bar()
             for problem in found.problems:
                 self._problem(problem)
@@ -186,7 +192,7 @@ class Indexer:
             self.summary.removed = self._remove(plan.vanished)
             added, removed, problems = reconcile.captions(
                 self.store, roots, found.files, self.file_captions if entries else None, free_texts,
-                self._embed_texts)
+                self._embed_texts, self.storage)
             for problem in problems:
                 self._problem(problem)
             self.summary.captions_added += added
@@ -203,12 +209,17 @@ class Indexer:
         return self.summary
 
     def _refuse_db_inside(self, paths: list[str]) -> None:
-        db = os.path.realpath(self.db_path)
+        """Local folders compare with symlinks resolved; URIs compare as normalized names (a bucket has no links)."""
+        remote = isinstance(self.db_path, str)
+        db = self.db_path if remote else os.path.realpath(self.db_path)
         for given in paths:
-            folder = os.path.realpath(os.path.expanduser(given))
+            if location.is_uri(given) != remote:
+                continue  # one on disk, one in a bucket: never inside each other
+            folder = location.normalize(given) if remote else os.path.realpath(os.path.expanduser(given))
             if inside(db, folder):
-                raise UsageError(f"the index {self.db_path} is inside the photo folder {given}; the indexer "
-                                 f"never writes into a photo library: choose another --db")
+                raise UsageError(f"the index {location.display(str(self.db_path))} is inside the photo folder "
+                                 f"{location.display(given)}; the indexer never writes into a photo library: choose "
+                                 f"another --db")
 
     def _prepare_index(self) -> tuple[ModelChoice, Roots, list[str]]:
         """Models checked, roots planned, tables and meta written: all before the first row."""
@@ -229,7 +240,7 @@ class Indexer:
             self.store.drop_all()  # an empty index from other models: its tables have the wrong vector size
             meta = {}
         known = list(meta.get(st.ROOTS) or [])
-        roots = plan_roots(self.o.paths, known)
+        roots = plan_roots(self.o.paths, known, self.storage)
         _check_preloaded((self._vision, self._text), choice)
         self.store.create_tables(choice.dim)
         self.store.write_meta({**choice.meta(), st.SCHEMA_VERSION_KEY: st.SCHEMA_VERSION,
@@ -311,7 +322,7 @@ class Indexer:
     def _prepare(self, todo: Todo) -> Prepared | Problem:
         """Worker thread: waits while the model runs (Indexer._model_running), then prepares one file."""
         self._model_idle.wait()
-        return prepare(todo, self.known, self.preprocess, self.max_pixels)
+        return prepare(todo, self.known, self.preprocess, self.max_pixels, self.storage)
 
     def _commit(self, batch: list[Prepared]) -> None:
         """Embed what is new, reuse what is known, and write the batch (captions first, image rows last)."""
@@ -411,8 +422,8 @@ class Indexer:
     def _decode_now(self, p: Prepared) -> bool:
         """The content's row vanished since the hash lookup (overwritten earlier in this run): decode after all."""
         try:
-            file = read_file(p.todo.path)
-            p.decoded = decode(p.todo.path, file.data, self.preprocess, self.max_pixels)
+            file = read_file(p.todo.path, self.storage)
+            p.decoded = decode(p.todo.path, file.data, self.preprocess, self.max_pixels, self.storage)
             p.file = FileBytes(file.size, file.mtime_ns, file.sha256, None)
             return True
         except BadFile as exc:
@@ -506,19 +517,22 @@ class Indexer:
             self._scan_bar.close()
 
 
-def prepare(todo: Todo, known: ShaSet, preprocess: Preprocess, max_pixels: int) -> Prepared | Problem:
+def prepare(todo: Todo, known: ShaSet, preprocess: Preprocess, max_pixels: int,
+            storage_options: dict | None = None) -> Prepared | Problem:
     """Read and hash one file; decode it only if its content is not in the index yet (`known`). Runs in a
-    decoding thread, or in a Ray task (indexer/ray_index.py)."""
+    decoding thread, or in a Ray task (indexer/ray_index.py); `storage_options` (core/location.py) reach a
+    bucket from either."""
     try:
-        file = read_file(todo.path)
-        decoded = None if file.sha256 in known else decode(todo.path, file.data, preprocess, max_pixels)
+        file = read_file(todo.path, storage_options)
+        decoded = None if file.sha256 in known else decode(todo.path, file.data, preprocess, max_pixels,
+                                                           storage_options)
     except BadFile as exc:
         return Problem(display_path(todo.path), str(exc))
     file.data = None
     texts = []
     for sidecar in todo.sidecars:
         try:
-            text = read_sidecar(os.path.join(todo.root, sidecar))
+            text = read_sidecar(os.path.join(todo.root, sidecar), storage_options)
         except OSError:
             continue  # reported once, by the caption reconciliation at the end of the run
         if text and text not in texts:
@@ -547,6 +561,12 @@ def _place(candidates: list[str], roots: list[str]) -> tuple[str, str] | None:
     """(root, relpath) for the first candidate inside a root, preferring ones that exist on disk."""
     options = []
     for path in candidates:
+        if location.is_uri(path):  # a key below a bucket root: no links to resolve; whether it exists, the
+            for root in sorted(roots, key=len):  # captions reconciliation finds out (the photo must be indexed)
+                if path != root and inside(path, root):
+                    options.append((False, root, path[len(root) + 1:]))
+                    break
+            continue
         real_dir = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
         for variant in dict.fromkeys((path, real_dir)):
             for root in sorted(roots, key=len):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core import location
 from core.errors import UsageError
 from store import Store, display_name
 
@@ -43,16 +44,13 @@ def inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
-def plan_roots(paths: list[str], known_roots: list[str]) -> Roots:
+def plan_roots(paths: list[str], known_roots: list[str], storage_options: dict | None = None) -> Roots:
     """Each folder joins the outermost known root that holds it, so rows never get two ids; a folder holding
-    known roots becomes the new root of their rows (found again through their content hash: nothing re-embedded)."""
+    known roots becomes the new root of their rows (found again through their content hash: nothing re-embedded).
+    A folder may be an object-storage prefix (`s3://bucket/prefix`): its root is the normalized URI."""
     folders = []
     for given in paths:
-        real = os.path.realpath(os.path.expanduser(given))
-        if not os.path.exists(real):
-            raise UsageError(f"no such folder: {given}")
-        if not os.path.isdir(real):
-            raise UsageError(f"not a folder: {given} (give the folder that holds it)")
+        real = folder_of(given, storage_options)
         folders.append(real)
     folders = sorted(f for f in set(folders) if not any(f != g and inside(f, g) for g in folders))
     scopes, added = [], []
@@ -60,7 +58,7 @@ def plan_roots(paths: list[str], known_roots: list[str]) -> Roots:
         holders = [r for r in known_roots if inside(folder, r)]
         if holders:
             root = min(holders, key=len)
-            scopes.append(Scope(root, os.path.relpath(folder, root).replace(os.sep, "/") if folder != root else ""))
+            scopes.append(Scope(root, _relative(folder, root) if folder != root else ""))
         elif not is_utf8(folder):  # the root column is text; names below a root may be anything
             raise UsageError(f"folder path is not valid UTF-8: {display_name(folder)} (index a folder above it)")
         else:
@@ -69,6 +67,31 @@ def plan_roots(paths: list[str], known_roots: list[str]) -> Roots:
     absorbed = [r for r in known_roots if r not in added and any(inside(r, f) and r != s.root
                                                                   for s in scopes for f in [s.folder])]
     return Roots(scopes, added, absorbed)
+
+
+def folder_of(given: str, storage_options: dict | None = None) -> str:
+    """A PATH argument as the index records it: symlinks resolved, or the normalized URI. Checks that it is a
+    folder; a bucket that refuses us or cannot be reached stops the run here, before anything is written."""
+    if location.is_uri(given):
+        uri = location.normalize(given)
+        found = location.kind(uri, storage_options)
+        if found is None:
+            raise UsageError(f"no such folder: {location.display(given)} (nothing stored under that prefix)")
+        if found == "file":
+            raise UsageError(f"not a folder: {location.display(given)} (give the prefix that holds it)")
+        return uri
+    real = os.path.realpath(os.path.expanduser(given))
+    if not os.path.exists(real):
+        raise UsageError(f"no such folder: {given}")
+    if not os.path.isdir(real):
+        raise UsageError(f"not a folder: {given} (give the folder that holds it)")
+    return real
+
+
+def _relative(folder: str, root: str) -> str:
+    if location.is_uri(root):
+        return folder[len(root.rstrip("/")) + 1:]
+    return os.path.relpath(folder, root).replace(os.sep, "/")
 
 
 def in_scopes(relpaths: pa.ChunkedArray, scopes: list[Scope]) -> pa.ChunkedArray:

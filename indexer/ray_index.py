@@ -177,7 +177,8 @@ def _dataset(indexer, todo: pa.Table, plan: RayPlan):
     # the actors only embed, and decoding runs beside them (a GPU actor never waits on a JPEG).
     decoding = ray.data.from_arrow(blocks).map_batches(
         prepare_files, batch_size=FILES_PER_TASK, batch_format="pyarrow", zero_copy_batch=True, num_cpus=0.5,
-        fn_kwargs={"known": indexer.known, "preprocess": indexer.preprocess, "max_pixels": indexer.max_pixels})
+        fn_kwargs={"known": indexer.known, "preprocess": indexer.preprocess, "max_pixels": indexer.max_pixels,
+                   "storage_options": indexer.storage})
     return decoding.map_batches(
         Embedder, batch_size=indexer.batch_size, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=plan.workers), num_cpus=plan.threads, num_gpus=plan.gpus,
@@ -187,10 +188,11 @@ def _dataset(indexer, todo: pa.Table, plan: RayPlan):
 
 
 # ----- on the workers ----------------------------------------------------------------------------------------
-def prepare_files(batch: pa.Table, known: ShaSet, preprocess, max_pixels: int) -> pa.Table:
+def prepare_files(batch: pa.Table, known: ShaSet, preprocess, max_pixels: int, storage_options: dict) -> pa.Table:
     """Ray task: read, hash and decode a few files, as the local pipeline's decoding threads do."""
-    return pa.Table.from_pylist([_prepared_row(row, prepare(todo_of(row), known, preprocess, max_pixels))
-                                 for row in batch.to_pylist()], schema=PREPARED_SCHEMA)
+    return pa.Table.from_pylist([_prepared_row(row, prepare(todo_of(row), known, preprocess, max_pixels,
+                                                            storage_options)) for row in batch.to_pylist()],
+                                schema=PREPARED_SCHEMA)
 
 
 def _prepared_row(row: dict, result: Prepared | Problem) -> dict:

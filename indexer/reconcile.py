@@ -23,11 +23,13 @@ from .scan import Problem
 
 
 def captions(store: st.Store, roots: Roots, files: pa.Table, file_captions: dict | None, free_texts: list[str],
-             embed: Callable[[list[str]], np.ndarray]) -> tuple[int, int, list[Problem]]:
+             embed: Callable[[list[str]], np.ndarray], storage_options: dict | None = None
+             ) -> tuple[int, int, list[Problem]]:
     """Sidecar captions of the photos in the folders walked (`files`: the scan), and (when --captions was given)
-    all file captions. Returns (captions added, captions removed, problems)."""
+    all file captions. Returns (captions added, captions removed, problems). `storage_options`: for sidecars in
+    bucket roots (core/location.py)."""
     problems: list[Problem] = []
-    desired, existing = _sidecar_state(store, roots, files, problems)
+    desired, existing = _sidecar_state(store, roots, files, problems, storage_options)
     if file_captions is not None:
         file_desired, file_existing = _file_state(store, file_captions, free_texts, problems)
         desired.update(file_desired)
@@ -42,7 +44,8 @@ def captions(store: st.Store, roots: Roots, files: pa.Table, file_captions: dict
     return added, removed, problems
 
 
-def _sidecar_state(store, roots: Roots, files: pa.Table, problems: list[Problem]) -> tuple[dict, set]:
+def _sidecar_state(store, roots: Roots, files: pa.Table, problems: list[Problem],
+                   storage_options: dict | None = None) -> tuple[dict, set]:
     scope_ids = []
     for root in sorted({s.root for s in roots.scopes}):
         rows = store.rows_in_root(root, ["id", "relpath"])
@@ -56,7 +59,7 @@ def _sidecar_state(store, roots: Roots, files: pa.Table, problems: list[Problem]
         for sidecar in row["sidecars"]:  # a photo that failed or was skipped has no row: no captions for it
             path = os.path.join(row["root"], os.fsdecode(sidecar))
             try:
-                text = read_sidecar(path)
+                text = read_sidecar(path, storage_options)
             except OSError as exc:
                 problems.append(Problem(display_path(path), f"cannot read caption sidecar: {exc.strerror or exc}",
                                         "caption"))

@@ -17,6 +17,7 @@ from typing import Callable
 
 import pyarrow as pa
 
+from core import location
 from store import display_name, image_id, name_bytes
 
 from .decode import display_path, file_kind
@@ -52,7 +53,7 @@ class Problem:
 @dataclass(frozen=True)
 class Scope:
     """One folder to walk, inside the index root that its rows belong to."""
-    root: str  # absolute, symlinks resolved: the `root` column
+    root: str  # absolute, symlinks resolved, or a normalized URI (core/location.py): the `root` column
     prefix: str  # the folder relative to root, POSIX, "" for the root itself
 
     @property
@@ -113,12 +114,46 @@ def sidecar_names(image_name: str) -> list[str]:
     return [base + suffix for base in (image_name, stem) for suffix in SIDECAR_SUFFIXES]
 
 
-def scan(scopes: list[Scope], progress: Callable[[int], None] | None = None) -> Scan:
+def scan(scopes: list[Scope], progress: Callable[[int], None] | None = None,
+         storage_options: dict | None = None) -> Scan:
     files, result = Columns(FILES_SCHEMA), Scan(FILES_SCHEMA.empty_table())
     for scope in scopes:
-        result.found[scope] = _walk(scope, files, result, progress)
+        if location.is_uri(scope.root):
+            result.found[scope] = _list_objects(scope, files, result, progress, storage_options)
+        else:
+            result.found[scope] = _walk(scope, files, result, progress)
     result.files = files.table()
     return result
+
+
+def _list_objects(scope: Scope, files: Columns, result: Scan, progress, storage_options: dict | None) -> int:
+    """A bucket prefix in one recursive listing. The same rules as on disk (hidden and system folders skipped,
+    sidecars beside their photo); the object's last-modified time stands in for mtime, so an object rewritten
+    with the same size within the same second of its last write is not seen as changed."""
+    try:
+        objects = location.list_files(scope.folder, storage_options)
+    except location.StorageError as exc:
+        result.problems.append(Problem(display_name(scope.folder), f"cannot list folder: {exc}", "folder"))
+        result.unlisted[scope] = str(exc)
+        return 0
+    rel = scope.prefix + "/" if scope.prefix else ""
+    kept = [(name, size, mtime) for name, size, mtime in objects
+            if not any(part.startswith(".") or part in SKIPPED_FOLDERS for part in name.split("/"))]
+    names = {name for name, _, _ in kept}
+    count = 0
+    for name, size, mtime_ns in kept:
+        if not is_image_name(name):
+            continue
+        folder, _, base = name.rpartition("/")
+        beside = folder + "/" if folder else ""
+        sidecars = [os.fsencode(rel + beside + s) for s in sidecar_names(base) if beside + s in names]
+        relpath = rel + name
+        files.add(image_id(scope.root, relpath), scope.root, display_name(relpath), name_bytes(relpath),
+                  size, mtime_ns, sidecars)
+        count += 1
+        if progress:
+            progress(1)
+    return count
 
 
 def _walk(scope: Scope, files: Columns, result: Scan, progress) -> int:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
+from core import location
 from core.errors import CommandParser, UsageError, exit_on_user_error
 
 from .filters import date_range
@@ -59,7 +59,8 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image", metavar="PATH", help="a query image file (combined with the text when both are given)")
     p.add_argument("--like", metavar="PHOTO", help="an indexed photo (its path, or its id from --json): photos like "
                                                   "it (it is left out)")
-    p.add_argument("--db", metavar="DIR", help="index folder (default: $GLANCE_DB or ~/.local/share/glance/index)")
+    p.add_argument("--db", metavar="DIR", help=location.DB_HELP)
+    location.add_storage_flag(p)
     p.add_argument("--top", type=int, default=10, metavar="N", help="how many results (default: %(default)s)")
     p.add_argument("--offset", type=int, default=0, metavar="N", help="skip the first N results (paging)")
     p.add_argument("--folder", metavar="F", help="only photos in this folder (relative to an indexed root, or absolute)")
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(args) -> int:
     check_query_given(args)
+    location.configure_from(args)  # --storage-option for an index in object storage, for every Store this process opens
     if args.stats:
         from store import Store
 
@@ -131,11 +133,11 @@ def ask_server(args, request: dict) -> dict | None:
     (search/loopback.py); None: search in process. Its user errors are ours."""
     if args.image or args.like or args.vision_model or args.text_model or args.precision != "auto":
         return None
-    from store import default_db_path
+    from store import db_location
 
     from .loopback import ask
 
-    answer = ask(Path(args.db).expanduser() if args.db else default_db_path(), request)
+    answer = ask(db_location(args.db), request)
     if answer is not None and "error" in answer:
         raise UsageError(answer["error"])
     return answer
@@ -243,7 +245,8 @@ def add_eval_parser(verbs) -> None:
     p = verbs.add_parser("eval", help="search quality on your own captioned photos (recall, MRR)",
                          description=EVAL_DESCRIPTION, epilog=EVAL_EPILOG,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--db", metavar="DIR", help="index folder (default: $GLANCE_DB or ~/.local/share/glance/index)")
+    p.add_argument("--db", metavar="DIR", help=location.DB_HELP)
+    location.add_storage_flag(p)
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the bootstrap resamples "
                                                                     "(default: %(default)s)")
@@ -255,6 +258,7 @@ def add_eval_parser(verbs) -> None:
 
 
 def run_eval(args) -> int:
+    location.configure_from(args)
     from datetime import datetime, timezone
 
     from . import compare, eval_report, evaluate  # numpy and LanceDB: only once the flags are known to be good
@@ -304,7 +308,8 @@ def add_tune_parser(verbs) -> None:
     p = verbs.add_parser("tune", help="adapt text search to your captioned photos (adapter or LoRA)",
                          description=TUNE_DESCRIPTION, epilog=TUNE_EPILOG,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--db", metavar="DIR", help="index folder (default: $GLANCE_DB or ~/.local/share/glance/index)")
+    p.add_argument("--db", metavar="DIR", help=location.DB_HELP)
+    location.add_storage_flag(p)
     p.add_argument("--method", choices=("adapter", "lora"), default="adapter",
                    help="a linear query adapter (default) or LoRA on the text tower")
     p.add_argument("--off", action="store_true", help="switch the active tuning off (search uses the base model)")
@@ -319,6 +324,7 @@ def add_tune_parser(verbs) -> None:
 
 
 def run_tune(args) -> int:
+    location.configure_from(args)
     if args.epochs < 1:
         raise UsageError("--epochs must be at least 1")
     if args.learning_rate is not None and not 0 < args.learning_rate < 1:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from core import location
 from store import MODEL_KEYS, Store
 
 REPORT = "eval"  # <index>/extras/eval.json
@@ -44,6 +45,8 @@ def save(db: str | Path | None, report: dict) -> str | None:
         store.write_report(REPORT, report)
     except OSError as exc:
         return f"{exc.filename or store.path}: {exc.strerror or exc}"
+    except location.StorageError as exc:  # an index in a bucket that refuses the write
+        return str(exc)
     return None
 
 

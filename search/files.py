@@ -1,11 +1,14 @@
 """Access to indexed photos: their rows, details and thumbnails, and their original files, strictly inside an
-indexed root after resolving symlinks (the only way a caller may reach an original)."""
+indexed root after resolving symlinks (the only way a caller may reach an original). A photo in an
+object-storage root has no original to serve: its thumbnail (in the index) is all a page gets, so a bucket of
+originals is never fetched for a visitor."""
 from __future__ import annotations
 
 import os
 from datetime import datetime
 from pathlib import Path
 
+from core import location
 from store import Store, display_name, image_id, os_relpath
 
 from .results import NotServable, PhotoDetails
@@ -35,6 +38,8 @@ def looks_like_path(photo: str | Path) -> bool:
 
 def photo_id_for(store: Store, photo: str | Path) -> str:
     """An indexed photo's id, from its id or from its path (absolute, or relative to the working directory)."""
+    if location.is_uri(str(photo)):
+        return row_for_uri(store, str(photo))["id"]
     if looks_like_path(photo):
         return row_for_path(store, Path(photo))["id"]
     return photo_row(store, str(photo), ["id"])["id"]
@@ -52,6 +57,17 @@ def row_for_path(store: Store, path: Path) -> dict:
                 if row is not None:
                     return row
     raise NotServable(f"{path} is not an indexed photo", 404)
+
+
+def row_for_uri(store: Store, uri: str) -> dict:
+    """The indexed photo at an object-storage URI (names compare as they are: a bucket has no links)."""
+    target = location.normalize(uri)
+    for root in store.photo_roots():
+        if target.startswith(root + "/"):
+            row = store.photo_row(image_id(root, target[len(root) + 1:]), ["id", "root", "relpath", "relpath_bytes"])
+            if row is not None:
+                return row
+    raise NotServable(f"{location.display(uri)} is not an indexed photo", 404)
 
 
 def details(store: Store, photo_id: str) -> PhotoDetails:
@@ -76,7 +92,10 @@ def original(store: Store, photo: str | Path) -> Path:
     an unknown id, a path that is not an indexed photo, or a missing file is a 404. Both raise NotServable.
     """
     columns = ["root", "relpath", "relpath_bytes"]
-    row = row_for_path(store, Path(photo)) if looks_like_path(photo) else photo_row(store, str(photo), columns)
+    if location.is_uri(str(photo)):
+        row = row_for_uri(store, str(photo))
+    else:
+        row = row_for_path(store, Path(photo)) if looks_like_path(photo) else photo_row(store, str(photo), columns)
     return original_of_row(store, row)
 
 
@@ -90,6 +109,8 @@ def _inside_root(store: Store, root: str, relpath: str) -> Path:
     shown = display_path(root, display_name(relpath))
     if root not in store.photo_roots():
         raise NotServable(f"{root} is not an indexed folder", 403)
+    if location.is_uri(root):
+        raise NotServable(f"{shown} is in object storage: only its thumbnail is served, never the original", 403)
     try:
         real_root = Path(root).resolve(strict=True)
         target = (real_root / relpath).resolve(strict=True)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path, PurePosixPath
 
+from core import location
 from core.errors import UsageError
 from store import FolderScope, PhotoFilter
 
@@ -56,6 +57,8 @@ def resolve(filters: Filters | None, roots: list[str] | tuple[str, ...] = (),
 
 
 def _folders(folder: str, roots) -> tuple[FolderScope, ...] | None:
+    if location.is_uri(folder.strip()):
+        return _uri_folders(location.normalize(folder.strip()), roots)
     if folder.startswith(("/", "~")):
         return _absolute_folders(Path(folder).expanduser(), roots)
     relative = _relative_folder(folder)
@@ -82,6 +85,20 @@ def _absolute_folders(folder: Path, roots) -> tuple[FolderScope, ...]:
     if not options:
         listed = ", ".join(roots) or "none recorded"
         raise UsageError(f"folder {folder} is not inside an indexed folder (indexed: {listed})")
+    return tuple(options)
+
+
+def _uri_folders(folder: str, roots) -> tuple[FolderScope, ...]:
+    """A folder given as a URI (a bucket root or a prefix below one): compared as names, like the roots."""
+    options = []
+    for root in roots:
+        if folder == root or root.startswith(folder + "/"):
+            options.append(FolderScope(root, ""))
+        elif folder.startswith(root + "/"):
+            options.append(FolderScope(root, folder[len(root) + 1:]))
+    if not options:
+        listed = ", ".join(roots) or "none recorded"
+        raise UsageError(f"folder {location.display(folder)} is not inside an indexed folder (indexed: {listed})")
     return tuple(options)
 
 

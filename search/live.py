@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from core.errors import UsageError
-from store import ENCODER_KEYS, Store, build_command, default_db_path, no_index_message
+from store import ENCODER_KEYS, Store, build_command, db_location, no_index_message
 
 STARTUP_WAIT_S = 180  # a request that arrives while the models load waits this long at most
 STOP_WAIT_S = 120  # a server asked to stop while a model loads lets the load finish (seconds, once cached)
@@ -35,7 +35,7 @@ class Library:
 
     def __init__(self, db: str | Path | None, vision_model: str | None = None, text_model: str | None = None,
                  precision: str = "auto", batching: bool = True):
-        self.db = Path(db).expanduser() if db else default_db_path()
+        self.db = db_location(db)  # a Path, or a normalized object-storage URI
         self.batching = batching  # concurrent requests share forward passes (search/batching.py)
         self.overrides = {"vision_model": vision_model, "text_model": text_model, "precision": precision,
                           "batching": batching}

@@ -30,6 +30,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from core import location
+
 REQUEST_KEYS = ("query", "folder", "date_from", "date_to", "has_caption", "top", "offset", "cutoff", "tuning")
 MAX_REQUEST_BYTES = 64 * 1024
 ASK_TIMEOUT_S = 30.0  # a loaded server may be slow; an answer is still faster than loading the models here
@@ -66,9 +68,14 @@ def runtime_folder() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "glance" / "run"
 
 
+def index_key(db: Path | str) -> str:
+    """The index's one spelling: a local folder resolved, an object-storage URI as normalized (core/location.py)."""
+    return location.normalize(str(db)) if location.is_uri(str(db)) else str(Path(db).resolve())
+
+
 def discovery_file(db: Path) -> Path:
     """One file per index: several servers on several indexes do not meet."""
-    key = hashlib.sha256(str(Path(db).resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    key = hashlib.sha256(index_key(db).encode("utf-8", "surrogateescape")).hexdigest()[:16]
     return runtime_folder() / f"serve-{key}.json"
 
 
@@ -80,7 +87,7 @@ def read_discovery(db: Path) -> dict | None:
         found = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(found, dict) or found.get("db") != str(Path(db).resolve()):
+    if not isinstance(found, dict) or found.get("db") != index_key(db):
         return None
     return found
 
@@ -125,7 +132,7 @@ class LoopbackServer:
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._http.daemon_threads = True
         threading.Thread(target=self._http.serve_forever, name="glance-loopback", daemon=True).start()
-        record = {"port": self._http.server_address[1], "db": str(Path(self.library.db).resolve()),
+        record = {"port": self._http.server_address[1], "db": index_key(self.library.db),
                   "token": self.token, "pid": os.getpid()}
         try:
             self.file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from core import location
 from core.errors import UsageError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -43,7 +44,8 @@ exit status: 0 after Ctrl-C; 2 for bad arguments or an index/model that cannot b
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--db", metavar="DIR", help="index folder (default: $GLANCE_DB or ~/.local/share/glance/index)")
+    parser.add_argument("--db", metavar="DIR", help=location.DB_HELP)
+    location.add_storage_flag(parser)
     parser.add_argument("--host", default=DEFAULT_HOST,
                         help="address to bind (default: %(default)s, this machine only)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default: %(default)s)")
@@ -61,6 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def check(args: argparse.Namespace) -> argparse.Namespace:
     """The arguments made ready for app.main: `auth` becomes (user, password) or None. Raises UsageError."""
     args.auth = parse_auth(args.auth or os.environ.get(AUTH_ENV))
+    location.configure_from(args)  # --storage-option: every Store the server opens uses them
     if not 1 <= args.port <= 65535:
         raise UsageError(f"--port must be from 1 to 65535, not {args.port}")
     return args

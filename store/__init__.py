@@ -1,7 +1,8 @@
 """The Glance index (LanceDB): its schema (store/schema.py) and the Store class (store/db.py), which owns every
 query string the project sends to LanceDB."""
 # ruff: noqa: F401, I001 - the package's public names, grouped by module
-from .db import (Store, StoreError, build_command, check_preprocessing, default_db_path, delete_in, lance_errors, newer_glance_message,
+from .db import (Store, StoreError, build_command, check_preprocessing, db_location, default_db_path,
+                 delete_in, lance_errors, newer_glance_message,
                  no_index_message, upsert)
 from .reading import FolderScope, PhotoFilter, photo_where
 from .schema import (CAPTION_DIM, CAPTION_MODEL, CAPTION_VECTOR, CAPTIONS, CONTENT_SOURCES, DIM,

@@ -11,17 +11,17 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import sys
 from datetime import timedelta
 from pathlib import Path
 
 import pyarrow as pa
 
+from core import location
 from core.errors import GlanceError
 
 from . import schema
-from .extras import EXTRAS_DIR, ExtrasQueries
+from .extras import ExtrasQueries
 from .indexing import IndexingQueries
 from .reading import ReadingQueries
 from .vector_index import VectorIndexQueries
@@ -41,18 +41,21 @@ class StoreError(GlanceError):
 
 
 @contextlib.contextmanager
-def lance_errors(path: Path):
-    """LanceDB's errors about the files of the index at `path` (damaged, full disk, read-only) as one StoreError
-    that names the folder and the way out: the one place they are translated, for the writer and the readers."""
+def lance_errors(path: Path | str, storage_options: dict | None = None):
+    """LanceDB's errors about the files of the index at `path` (damaged, full disk, read-only; on object storage
+    also denied credentials, an unreachable endpoint, a missing bucket) as one StoreError that names the index and
+    the way out: the one place they are translated, for the writer and the readers."""
     try:
         yield
     except (RuntimeError, OSError, ValueError) as exc:
+        if location.is_uri(str(path)) and location.looks_like_storage_error(str(exc)):
+            raise StoreError(location.storage_error_message(exc, str(path), storage_options)) from None
         if not LANCE_ERROR.match(str(exc)):
             raise
-        raise StoreError(lance_error_message(Path(path), str(exc))) from None
+        raise StoreError(lance_error_message(path, str(exc))) from None
 
 
-def lance_error_message(path: Path, text: str) -> str:
+def lance_error_message(path: Path | str, text: str) -> str:
     code = OS_ERROR_CODE.search(text)
     number = int(code.group(1)) if code else None
     if number in (errno.ENOSPC, errno.EDQUOT):
@@ -68,12 +71,13 @@ def lance_error_message(path: Path, text: str) -> str:
 
 def build_command(path: Path) -> str:
     """The command that builds an index at `path`."""
-    return "glance index ~/Pictures" + ("" if Path(path) == default_db_path() else f" --db {path}")
+    shown = location.display(str(path))
+    return "glance index ~/Pictures" + ("" if str(path) == str(default_db_path()) else f" --db {shown}")
 
 
 def no_index_message(path: Path) -> str:
     """The one "no index here" message, with the command that builds one."""
-    return f"no Glance index at {path}: build one with `{build_command(path)}`"
+    return f"no Glance index at {location.display(str(path))}: build one with `{build_command(path)}`"
 
 
 def newer_glance_message(path: Path, recorded: str, known: str) -> str:
@@ -94,12 +98,22 @@ def check_preprocessing(meta: dict, code_version: int, path: Path) -> None:
                      f"`glance index --reindex PATH --db {path}`")
 
 
-def default_db_path() -> Path:
-    """$GLANCE_DB, else $XDG_DATA_HOME/glance/index (~/.local/share/glance/index)."""
+def default_db_path() -> Path | str:
+    """$GLANCE_DB (a folder, or an object-storage URI), else $XDG_DATA_HOME/glance/index
+    (~/.local/share/glance/index)."""
     if os.environ.get("GLANCE_DB"):
-        return Path(os.environ["GLANCE_DB"]).expanduser()
+        return db_location(os.environ["GLANCE_DB"])
     data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
     return data_home / "glance" / "index"
+
+
+def db_location(given: str | Path | None) -> Path | str:
+    """An index location as the Store keeps it: a normalized URI (str) for object storage, else an absolute Path."""
+    if not given:
+        return default_db_path()
+    if location.is_uri(str(given)):
+        return location.normalize(str(given))
+    return Path(given).expanduser().absolute()
 
 
 REST_CLIENT = "lance_namespace_urllib3_client"
@@ -127,14 +141,19 @@ def _defer_rest_client() -> None:
 
 
 class Store(IndexingQueries, ReadingQueries, VectorIndexQueries, ExtrasQueries):
-    """An index directory. Tables are opened lazily; a missing index is not an error until it is used.
+    """An index directory, or a prefix in object storage. Tables are opened lazily; a missing index is not an
+    error until it is used. `path` is a Path for a local index and the normalized URI (str) for one in a bucket
+    (`remote`); `storage_options` are passed to LanceDB on top of the environment (core/location.py).
 
     This class owns every query string sent to LanceDB: the writer's in store/indexing.py, the readers' in
     store/reading.py, the vector index's in store/vector_index.py, the shared ones here. Nobody else writes SQL.
     """
 
-    def __init__(self, path: str | Path | None = None, consistency: timedelta | None = timedelta(seconds=1)):
-        self.path = (Path(path).expanduser() if path else default_db_path()).absolute()
+    def __init__(self, path: str | Path | None = None, consistency: timedelta | None = timedelta(seconds=1),
+                 storage_options: dict | None = None):
+        self.path = db_location(path)
+        self.remote = isinstance(self.path, str)
+        self.storage_options = dict(storage_options or {})
         self._consistency = consistency
         self._db = None
         self._version_checked = False
@@ -149,14 +168,18 @@ class Store(IndexingQueries, ReadingQueries, VectorIndexQueries, ExtrasQueries):
             import lancedb  # ~1 s to import: only commands that touch the index pay for it
 
             # A reader re-checks for new versions at most this often, so a running UI sees fresh indexing.
-            self._db = lancedb.connect(str(self.path), read_consistency_interval=self._consistency)
+            extra = {"storage_options": location.lance_options(self.storage_options)} if self.remote else {}
+            self._db = lancedb.connect(str(self.path), read_consistency_interval=self._consistency, **extra)
         return self._db
 
     def exists(self) -> bool:
         return IMAGES in self.table_names()
 
     def table_names(self) -> list[str]:
-        return list(self.db.list_tables().tables) if self.path.exists() else []
+        if not self.remote:
+            return list(self.db.list_tables().tables) if self.path.exists() else []
+        with self.lance_errors():  # a bucket cannot be asked whether it exists without the same request
+            return list(self.db.list_tables().tables)
 
     def table(self, name: str):
         if name not in self.table_names():
@@ -167,7 +190,11 @@ class Store(IndexingQueries, ReadingQueries, VectorIndexQueries, ExtrasQueries):
         return self.db.open_table(name)
 
     def lance_errors(self):
-        return lance_errors(self.path)
+        return lance_errors(self.path, self.storage_options)
+
+    def shown(self) -> str:
+        """The index's location for people (no secrets: core/location.display)."""
+        return location.display(str(self.path))
 
     @contextlib.contextmanager
     def writing(self):
@@ -175,9 +202,9 @@ class Store(IndexingQueries, ReadingQueries, VectorIndexQueries, ExtrasQueries):
         if self._writing:
             yield
             return
-        from .lock import writer_lock
+        from .lock import remote_writer_lock, writer_lock
 
-        with writer_lock(self.path):
+        with (remote_writer_lock(self.path, self.storage_options) if self.remote else writer_lock(self.path)):
             self._writing = True
             try:
                 yield
@@ -243,7 +270,7 @@ class Store(IndexingQueries, ReadingQueries, VectorIndexQueries, ExtrasQueries):
         for name in (IMAGES, CAPTIONS, META):
             if name in self.table_names():
                 self.db.drop_table(name)
-        shutil.rmtree(self.path / EXTRAS_DIR, ignore_errors=True)  # tunings and reports of the old models
+        self.drop_extras()  # tunings and reports of the old models
 
     def ensure_indexes(self) -> list[str]:
         """Build or refresh the cosine vector index (store/vector_index.py) and the captions FTS index, fold new

@@ -2,17 +2,22 @@
 (`glance eval`, JSON). They live in `<index>/extras/`; LanceDB ignores folders that are not tables.
 
 Each file is written whole and then renamed into place, so a reader sees the old file or the new one, never half
-of one. Which tuning is active is a meta key (TUNING), so readers follow it the way they follow the models.
+of one. For an index in object storage the same files are objects under `<index>/extras/`, each written in one PUT,
+which is just as atomic (core/location.py).
+Which tuning is active is a meta key (TUNING), so readers follow it the way they follow the models.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from core import location
 
 from .schema import TUNING
 
@@ -24,13 +29,24 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
 class ExtrasQueries:
     """Mixed into store.Store; `self` is the Store."""
 
-    def extra_path(self, name: str) -> Path:
+    def extra_path(self, name: str) -> Path | str:
         if not SAFE_NAME.match(name) or ".." in name:
             raise ValueError(f"not a file name for the index's extras: {name!r}")
+        if self.remote:
+            return location.join(self.path, f"{EXTRAS_DIR}/{name}")
         return self.path / EXTRAS_DIR / name
 
-    def write_extra(self, name: str, data: bytes) -> Path:
+    def drop_extras(self) -> None:
+        if self.remote:
+            location.delete_tree(location.join(self.path, EXTRAS_DIR), self.storage_options)
+        else:
+            shutil.rmtree(self.path / EXTRAS_DIR, ignore_errors=True)
+
+    def write_extra(self, name: str, data: bytes) -> Path | str:
         target = self.extra_path(name)
+        if self.remote:
+            location.write_bytes(target, data, self.storage_options)
+            return target
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{name}.", suffix=".part")
         try:
@@ -46,6 +62,8 @@ class ExtrasQueries:
 
     def read_extra(self, name: str) -> bytes | None:
         try:
+            if self.remote:
+                return location.read_bytes(self.extra_path(name), self.storage_options)
             return self.extra_path(name).read_bytes()
         except FileNotFoundError:
             return None

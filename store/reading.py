@@ -15,6 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core import location
+
 from . import schema
 from .schema import CAPTIONS, IMAGES
 from .sql import sql_in as _sql_in
@@ -228,6 +230,11 @@ class ReadingQueries:
             str(i.index_type).upper() == "FTS" and "text" in i.columns for i in self.captions.list_indices())
 
     # ----- what the index holds ------------------------------------------------------------------------
+    def size_bytes(self) -> int:
+        if self.remote:
+            return location.tree_size(self.path, self.storage_options)
+        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+
     def stats(self) -> dict:
         """What the index holds, with one set of keys for `glance stats`, `glance search --stats` and /stats."""
         view = self.pinned()
@@ -240,8 +247,8 @@ class ReadingQueries:
         free = pc.or_(pc.is_null(captions["image_id"]), pc.equal(captions["image_id"], ""))
         texts = int(pc.sum(free).as_py() or 0) if captions.num_rows else 0
         return {
-            "db": str(self.path),
-            "size_bytes": sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file()),
+            "db": self.shown(),
+            "size_bytes": self.size_bytes(),
             "schema_version": meta.get(schema.SCHEMA_VERSION_KEY),
             **{key: meta.get(key) for key in schema.ENCODER_KEYS},
             "photos": rows.num_rows,

@@ -65,3 +65,15 @@ def app(tmp_path_factory, app_library):
 
     with app_server.logged_in_server(tmp_path_factory, app_library) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """A real S3 server (moto) on 127.0.0.1 with authentication on; see tests/s3_server.py."""
+    from tests import s3_server
+
+    server = s3_server.start(tmp_path_factory.mktemp("moto") / "moto.log")
+    try:
+        yield server
+    finally:
+        server.stop()
