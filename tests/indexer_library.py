@@ -215,13 +215,13 @@ def snapshot(root: Path) -> dict:
     return state
 
 
-def dump(db: Path) -> dict:
+def dump(db: Path | str, storage_options: dict | None = None) -> dict:
     """Every row of every table (indexed_at and last_indexed aside), sorted by key, from an index whose last run
     finished: its published version pair (checked, then left out: versions count commits, not data) is the
     tables' current one."""
     import store as st
 
-    store = st.Store(db)
+    store = st.Store(db, storage_options=storage_options)
     meta = {k: v for k, v in store.meta().items() if k != st.LAST_INDEXED}
     assert meta.pop(st.SNAPSHOT) == {name: store.table(name).version for name in (st.IMAGES, st.CAPTIONS)}
     images = store.table(st.IMAGES).to_arrow().drop_columns(["indexed_at"]).to_pylist()

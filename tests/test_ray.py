@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import ray_cluster
+from tests import ray_cluster, search_library
 from tests.indexer_library import assert_same_rows, dump, make_library, pattern
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,18 +35,18 @@ def model_flags(tiny_model_dirs) -> list[str]:
     return ["--vision-model", str(vision), "--text-model", str(text), "--precision", "fp32"]
 
 
-def driver_env(cluster=None) -> dict:
+def driver_env(cluster=None, extra: dict | None = None) -> dict:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0",
-            **(cluster.env if cluster else {})}
+            **(cluster.env if cluster else {}), **(extra or {})}
 
 
-def glance(*args, cluster=None, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "glance", *map(str, args)], cwd=REPO, env=driver_env(cluster),
-                          capture_output=True, text=True, timeout=timeout)
+def glance(*args, cluster=None, env=None, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "glance", *map(str, args)], cwd=REPO,
+                          env=driver_env(cluster, env), capture_output=True, text=True, timeout=timeout)
 
 
-def index(library: Path, db: Path, model_flags, *extra, cluster=None) -> dict:
-    result = glance("index", library, "--db", db, *model_flags, "--json", *extra, cluster=cluster)
+def index(library: Path | str, db: Path | str, model_flags, *extra, cluster=None, env=None) -> dict:
+    result = glance("index", library, "--db", db, *model_flags, "--json", *extra, cluster=cluster, env=env)
     assert result.returncode in (0, 1), result.stderr
     assert "Traceback" not in result.stderr
     return json.loads(result.stdout)
@@ -79,6 +79,26 @@ def test_ray_alone_starts_a_local_instance(every_kind, model_flags, tmp_path):
     on_ray = index(every_kind.root, tmp_path / "ray", model_flags, "--ray", "--ray-workers", 1)
     assert counts(on_ray) == counts(local)
     assert_same_rows(dump(tmp_path / "ray"), dump(tmp_path / "local"))
+
+
+def test_a_bucket_indexed_on_ray_into_a_bucket_gives_the_rows_of_a_run_without_ray(s3, cluster, model_flags,
+                                                                                   tmp_path):
+    """Photos in one bucket of a local S3 server, the index in another; the Ray workers read the bucket with the
+    driver's credentials (the job's runtime_env), never from files of their own."""
+    root = tmp_path / "photos"
+    search_library.paint_files(root)
+    photos = s3.bucket("photos")
+    s3.upload_tree(root, photos, "lib")
+    uri, index_bucket = f"s3://{photos}/lib", s3.bucket("index")
+    plain, on_ray = f"s3://{index_bucket}/plain", f"s3://{index_bucket}/ray"
+    without = index(uri, plain, model_flags, env=s3.env)
+    with_ray = index(uri, on_ray, model_flags, "--ray", cluster.address, "--ray-workers", 2, cluster=cluster,
+                     env=s3.env)
+    assert with_ray["added"] == len(search_library.LIBRARY) and with_ray["failed"] == 0
+    assert counts(with_ray) == counts(without)
+    assert_same_rows(dump(on_ray, s3.storage_options), dump(plain, s3.storage_options))
+    again = index(uri, on_ray, model_flags, "--ray", cluster.address, cluster=cluster, env=s3.env)
+    assert again["unchanged"] == len(search_library.LIBRARY) and again["added"] == 0
 
 
 def test_incremental_rerun_on_ray_matches_local(tmp_path, cluster, model_flags):
