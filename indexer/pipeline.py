@@ -22,10 +22,11 @@ import time
 import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+import contextlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -287,37 +288,49 @@ class Indexer:
             from .ray_index import process_on_ray
 
             return process_on_ray(self, todo)
-        items = _iter_todo(todo)
         bar = self._bar(todo.num_rows)
-        workers = self.o.workers or default_workers()
+        try:
+            with ThreadPoolExecutor(self.o.workers or default_workers(), thread_name_prefix="glance-decode") as pool, \
+                    contextlib.closing(self._decoded(pool, _iter_todo(todo))) as results:
+                self.commit_in_batches(results, bar, self.batch_size)
+        finally:
+            bar.close()
+
+    def _decoded(self, pool: ThreadPoolExecutor, items: Iterator[Todo]) -> Iterator[Prepared | Problem]:
+        """The files prepared by the pool, in order. Decoding runs at most two batches ahead of the model, so
+        memory stays bounded on any library; closing the generator cancels what has not started."""
         window: deque = deque()
-        pending: list[Prepared] = []
-        with ThreadPoolExecutor(workers, thread_name_prefix="glance-decode") as pool:
-            def fill():
-                # Decoding runs at most two batches ahead of the model: memory stays bounded on any library.
-                while len(window) < 2 * self.batch_size and (item := next(items, None)) is not None:
-                    window.append(pool.submit(self._prepare, item))
-            try:
+
+        def fill():
+            while len(window) < 2 * self.batch_size and (item := next(items, None)) is not None:
+                window.append(pool.submit(self._prepare, item))
+        try:
+            fill()
+            while window:
+                result = window.popleft().result()
                 fill()
-                while window:
-                    result = window.popleft().result()
-                    fill()
-                    if isinstance(result, Problem):
-                        self._problem(result)
-                        bar.update(1)
-                        continue
-                    pending.append(result)
-                    if len(pending) >= self.batch_size:
-                        self._commit(pending)
-                        bar.update(len(pending))
-                        pending = []
-                if pending:
-                    self._commit(pending)
-                    bar.update(len(pending))
-            finally:
-                for future in window:
-                    future.cancel()
-                bar.close()
+                yield result
+        finally:
+            for future in window:
+                future.cancel()
+
+    def commit_in_batches(self, results: Iterable[Prepared | Problem], bar, size: int) -> None:
+        """Commit prepared files `size` at a time (problems are reported as they come); the local pipeline's
+        decoding threads and the Ray path (indexer/ray_index.py) both feed it."""
+        pending: list[Prepared] = []
+        for result in results:
+            if isinstance(result, Problem):
+                self._problem(result)
+                bar.update(1)
+                continue
+            pending.append(result)
+            if len(pending) >= size:
+                self._commit(pending)
+                bar.update(len(pending))
+                pending = []
+        if pending:
+            self._commit(pending)
+            bar.update(len(pending))
 
     def _prepare(self, todo: Todo) -> Prepared | Problem:
         """Worker thread: waits while the model runs (Indexer._model_running), then prepares one file."""

@@ -235,25 +235,13 @@ class Embedder:
 
 # ----- back on the driver ------------------------------------------------------------------------------------
 def _commit_stream(indexer, dataset, total: int) -> None:
-    """Commit the cluster's rows in the local pipeline's batches, with one bar across the cluster."""
+    """Commit the cluster's rows COMMIT_BATCH at a time, with one bar across the cluster."""
     bar = indexer._bar(total)
-    pending: list[Prepared] = []
     try:
-        for block in dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
-            for row in block.to_pylist():
-                result = _result_of(row)
-                if isinstance(result, Problem):
-                    indexer._problem(result)
-                    bar.update(1)
-                    continue
-                pending.append(result)
-                if len(pending) >= max(COMMIT_BATCH, indexer.batch_size):
-                    indexer._commit(pending)
-                    bar.update(len(pending))
-                    pending = []
-        if pending:
-            indexer._commit(pending)
-            bar.update(len(pending))
+        results = (_result_of(row) for block in dataset.iter_batches(batch_size=None, batch_format="pyarrow",
+                                                                      prefetch_batches=1)
+                   for row in block.to_pylist())
+        indexer.commit_in_batches(results, bar, max(COMMIT_BATCH, indexer.batch_size))
     finally:
         bar.close()
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+
+from tests.app_server import free_port
 
 RAY = Path(sys.executable).with_name("ray")
 CPUS = 3  # two embedding actors and one decoding task at a time, on a 2-core machine
@@ -33,12 +34,6 @@ class RayCluster:
             if any("Embedder" in part for part in proc.info["cmdline"] or []):
                 found.append(proc)
         return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(temp_dir: Path, cpus: int = CPUS) -> RayCluster:

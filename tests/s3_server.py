@@ -17,16 +17,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.app_server import free_port
+
 # Requests moto serves before it checks signatures: the four IAM calls that make our user and its policy.
 SETUP_REQUESTS = 4
 REGION = "us-east-1"
 START_TIMEOUT_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
