@@ -14,7 +14,8 @@ Public API (everything else is private):
       `vision_model` / `text_model` override the recorded ones and are refused (StoreError) unless they
       reproduce the index's vectors (see search/modelmatch.py). Raises StoreError (no index, another
       model), ModelUnavailable (model not cached and offline), UsageError (bad argument). `batching` (servers):
-      concurrent calls embed their text queries together, one forward pass per batch (search/batching.py).
+      concurrent calls embed their text queries together, one forward pass per batch, and run their vector
+      searches together, one LanceDB search per batch (search/batching.py).
   search(text="", image=None, like=None, filters=None, top=24, offset=0, cutoff=False, image_weight=1.0)
       -> Results. Photos for a query in the grammar of search/query.py, a query image (file path, bytes
       or PIL image; never a URL), and/or `like` = an indexed photo's id or path ("more like this": that
@@ -61,6 +62,7 @@ from core.errors import UsageError
 from store import CAPTION_VECTOR, CAPTIONS, IMAGES, Store, StoreError, no_index_message
 
 from . import captions, files
+from .batching import SearchBatcher
 from .cutoff import WINDOW, adaptive_cutoff
 from .filters import Filters, resolve
 from .filters import describe as describe_filters
@@ -97,6 +99,7 @@ class Engine:
             raise StoreError(no_index_message(self.store.path))
         self._check_vector_dim()
         self.vectors = QueryVectors(self.store, vision_model, text_model, precision, threads, batching)
+        self._searches = SearchBatcher() if batching else None
 
     @property
     def tuning_problem(self) -> str | None:
@@ -132,7 +135,7 @@ class Engine:
         if population == 0:
             return Results([], offset, top, False, 0, note=self._nothing_note(filters), query=terms)
         vector = combine(parts)
-        rows, mode = view.nearest(IMAGES, vector, where, _pool_size(offset + top + 1, cutoff), PHOTO_COLUMNS)
+        rows, mode = self._nearest(view, IMAGES, vector, where, _pool_size(offset + top + 1, cutoff), PHOTO_COLUMNS)
         hits = [_hit(row) for row in rows.to_pylist()]
         decision = adaptive_cutoff([h.score for h in hits], population) if cutoff else None
         kept = hits[:decision.keep] if decision and decision.cut else hits
@@ -230,8 +233,8 @@ class Engine:
         caption_vector = self._caption_query(view, terms) if any(t.weight > 0 for t in terms) else None
         if caption_vector is None:
             return direct
-        rows, _ = view.nearest(CAPTIONS, caption_vector, None, CAPTION_ROUTE_DEPTH, ["image_id"],
-                               column=CAPTION_VECTOR)
+        rows, _ = self._nearest(view, CAPTIONS, caption_vector, None, CAPTION_ROUTE_DEPTH, ["image_id"],
+                                column=CAPTION_VECTOR)
         gate = self.vectors.caption_model.match_cosine
         matched = [r["image_id"] for r in rows.to_pylist() if r["image_id"] and r["score"] >= gate]
         if not matched:
@@ -245,6 +248,12 @@ class Engine:
         fused = captions.rank_fusion({"space": [h.id for h in direct], "caption": found})
         return [replace(known[key], routes={"space": ranks.get("space"), "caption": ranks.get("caption")})
                 for key, _, ranks in fused]
+
+    def _nearest(self, view: Store, *search, **options):
+        """view.nearest, shared with concurrent callers' searches when batching."""
+        if self._searches is None:
+            return view.nearest(*search, **options)
+        return self._searches.nearest(view, *search, **options)
 
     @staticmethod
     def _stored_vector(view: Store, photo: str) -> np.ndarray:

@@ -90,6 +90,34 @@ def test_a_batch_never_exceeds_max_batch_texts():
         np.testing.assert_array_equal(rows, expected_rows(texts))
 
 
+def test_a_leader_lingers_while_callers_keep_arriving():
+    """Callers coming back one by one, 20 ms apart, share one batch: each arrival extends the leader's wait."""
+    embedder = CountingEmbedder()
+    batcher = EmbedBatcher(embedder, wait_s=0.05, linger_s=0.3, max_wait_s=5.0)
+    with ThreadPoolExecutor(5) as pool:
+        answers = []
+        for query in QUERIES[:5]:
+            answers.append(pool.submit(batcher.embed, [query]))
+            threading.Event().wait(0.02)
+        for query, answer in zip(QUERIES[:5], answers):
+            np.testing.assert_array_equal(answer.result(10), expected_rows([query]))
+    assert embedder.calls == [QUERIES[:5]]
+
+
+def test_lingering_stops_at_max_wait():
+    embedder = CountingEmbedder()
+    batcher = EmbedBatcher(embedder, wait_s=0.05, linger_s=0.3, max_wait_s=0.1)
+    with ThreadPoolExecutor(8) as pool:
+        answers = []
+        for i in range(8):  # a steady stream for ~0.4 s: longer than one leader may wait
+            answers.append(pool.submit(batcher.embed, [f"query {i}"]))
+            threading.Event().wait(0.05)
+        for i, answer in enumerate(answers):
+            np.testing.assert_array_equal(answer.result(10), expected_rows([f"query {i}"]))
+    assert len(embedder.calls) > 1
+    assert sorted(t for call in embedder.calls for t in call) == sorted(f"query {i}" for i in range(8))
+
+
 def test_the_same_text_from_two_callers_is_embedded_once():
     embedder = CountingEmbedder()
     batcher = EmbedBatcher(embedder, wait_s=0.2)
@@ -148,6 +176,7 @@ def test_concurrent_batched_searches_give_each_caller_the_unbatched_results(engi
         assert (total, more) == (want_total, want_more)
     batchers = [b.__self__ for b in batched.vectors._embedders.values() if isinstance(b.__self__, EmbedBatcher)]
     assert sum(b.batches for b in batchers) < len(QUERIES)  # the concurrent queries shared forward passes
+    assert batched._searches.batches < batched._searches.items  # ... and LanceDB searches
 
 
 def test_concurrent_batched_caption_searches_match_unbatched(engines):

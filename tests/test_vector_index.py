@@ -151,6 +151,28 @@ def test_auto_keeps_small_tables_exact_and_drops_an_index_of_another_kind(cluste
     assert Store(db).nearest(IMAGES, photos[0], None, 3, ["id"])[1] == "exact"
 
 
+@pytest.mark.parametrize("kind", [None, "sq"])
+def test_one_search_for_many_vectors_answers_as_a_search_for_each(clustered, tmp_path, kind):
+    """What a batching server sends (search/batching.py SearchBatcher): the same rows, scores and order."""
+    photos, captions = clustered
+    db = write_index(tmp_path / "index", photos, captions).path
+    if kind:
+        set_kind(db, kind)
+    store = Store(db).pinned()
+    rng = np.random.default_rng(8)
+    queries = list(unit_rows(photos[rng.choice(PHOTOS, 6, replace=False)] + 0.3 * rng.normal(size=(6, DIM_))))
+    for where in (None, st.PhotoFilter(has_caption=True)):
+        together = store.nearest_many(IMAGES, queries, where, 7, ["id", "has_caption"])
+        assert len(together) == len(queries)
+        for query, (rows, mode) in zip(queries, together):
+            alone, alone_mode = store.nearest(IMAGES, query, where, 7, ["id", "has_caption"])
+            assert mode == alone_mode == ("index" if kind else "exact")
+            assert rows.column_names == alone.column_names == ["id", "has_caption", "score"]
+            assert rows["id"].to_pylist() == alone["id"].to_pylist() and rows.num_rows == 7
+            np.testing.assert_allclose(rows["score"].to_numpy(), alone["score"].to_numpy(), atol=1e-6)
+            assert where is None or all(rows["has_caption"].to_pylist())
+
+
 # ----- glance eval ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind, name, nbytes", [("sq", "ivf_sq", DIM_), ("pq", "ivf_pq", DIM_ // 8)])
 def test_eval_adds_rows_for_the_built_index(clustered, tmp_path, kind, name, nbytes):
