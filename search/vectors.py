@@ -8,13 +8,14 @@ measured here (bench/query_latency.py). So queries are embedded on one thread, u
 
 With `batching` (a server under load), concurrent callers' texts are embedded together, one forward pass per
 batch (search/batching.py); each caller still gets exactly its own terms' vectors, through the same cache. A
-batch runs on one thread too: on an idle machine two threads embed a batch of 32 short queries in 130 ms against
-229 ms, but under load (gradio, LanceDB and the clients on the same cores) both gave the same queries/s, and the
-second thread spun on the other core (bench/query_load.py).
+batch of WIDE_BATCH texts or more runs on all cores (up to WIDE_THREADS): under 50 clients that gave 15.8-16.0
+queries/s against 12.2-13.4 on one thread (AMD EPYC, 2 cores, bench/query_load.py's server), once the searches
+of a batch ran as one (before that, the second thread only spun while gradio waited for the GIL).
 """
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections import OrderedDict
 
@@ -31,6 +32,8 @@ from .query import Term
 from .uploads import open_query_image
 
 QUERY_THREADS = 1
+WIDE_BATCH = 8  # texts in one forward pass from which it runs on several threads
+WIDE_THREADS = 4  # at most: measured on 2 cores only; short texts give small matmuls to split
 TERM_CACHE = 512
 
 
@@ -40,6 +43,7 @@ class QueryVectors:
         if threads:
             torch.set_num_threads(threads)
         self.threads = threads or QUERY_THREADS
+        self.wide_threads = threads or min(os.cpu_count() or 1, WIDE_THREADS)  # `threads` given: always that
         self.precision = modelmatch.check_precision(precision)
         self.store = store
         self.recorded = modelmatch.recorded_models(store.current_meta(), store.path)
@@ -89,7 +93,7 @@ class QueryVectors:
         return self._cached("tuned", terms)
 
     def _embed_queries(self, texts: list[str], tuned: bool) -> np.ndarray:
-        with torch_threads(self.threads):
+        with torch_threads(self.wide_threads if len(texts) >= WIDE_BATCH else self.threads):
             if self.tuning is None or self.tuning.method != "lora":
                 return self.text.embed_queries(texts, dim=self.dim).numpy()
             from models.lora import adapters_enabled
