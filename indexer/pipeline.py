@@ -22,8 +22,7 @@ import time
 import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-import contextlib
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -36,8 +35,7 @@ import store as st
 from core import location
 from core.errors import UsageError
 from models import load, preprocess_of, vision_shape
-from models.device import available_memory, resolve_device
-from models.encoders import set_threads
+from models.device import available_memory, check_device
 from models.preprocess import Preprocess
 from store import Store
 
@@ -170,7 +168,7 @@ class Indexer:
         if self.max_pixels < 1:
             raise UsageError("--max-megapixels must be positive")
         self._refuse_db_inside(self.o.paths)
-        resolve_device(self.o.device)  # --device cuda without a GPU is refused now, not after the scan
+        check_device(self.o.device)  # --device cuda without a GPU is refused now, not after the scan
         entries = load_caption_files(list(self.o.captions))
         _quiet_pillow()
         self.store = Store(self.db_path, storage_options=self.storage)
@@ -291,7 +289,7 @@ class Indexer:
         bar = self._bar(todo.num_rows)
         try:
             with ThreadPoolExecutor(self.o.workers or default_workers(), thread_name_prefix="glance-decode") as pool, \
-                    contextlib.closing(self._decoded(pool, _iter_todo(todo))) as results:
+                    closing(self._decoded(pool, _iter_todo(todo))) as results:
                 self.commit_in_batches(results, bar, self.batch_size)
         finally:
             bar.close()
@@ -446,9 +444,9 @@ class Indexer:
     # ----- models --------------------------------------------------------------------------------------------
     @property
     def vision(self):
-        """Loaded on first use: a re-run over an unchanged library never pays for the model."""
+        """Loaded on first use: a re-run over an unchanged library never pays for the model (nor imports torch)."""
         if self._vision is None:
-            set_threads(self.o.threads)
+            _set_threads(self.o.threads)
             self._vision = load(self.choice.vision_model, self.o.precision, self.o.device)
             if not self.o.batch_size:  # sized again for where the model landed (a GPU's memory, not the host's)
                 self.batch_size = self._auto_batch(self.choice, self._vision.device)
@@ -458,7 +456,7 @@ class Indexer:
     def text(self):
         """Loaded only when there are captions to embed (it brings transformers and ~0.5 GB of weights)."""
         if self._text is None:
-            set_threads(self.o.threads)
+            _set_threads(self.o.threads)
             self._text = load(self.choice.text_model, self.o.precision)
         return self._text
 
@@ -605,3 +603,9 @@ def _iso_now() -> str:
     from .rows import now
 
     return now().isoformat() + "Z"
+
+
+def _set_threads(threads: int | None) -> None:
+    from models.encoders import set_threads  # torch: only once a model is really needed
+
+    set_threads(threads)

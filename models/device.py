@@ -21,11 +21,19 @@ class DeviceUnavailable(GlanceError):
     """A device the user asked for that this machine or this torch build does not have."""
 
 
+def check_device(requested: str) -> None:
+    """Refuse a bad --device, or cuda where there is none, at once; torch is imported only for cuda."""
+    if requested not in DEVICES:
+        raise DeviceUnavailable(f"--device must be one of {', '.join(DEVICES)}, not {requested!r}")
+    if requested == "cuda":
+        resolve_device(requested)
+
+
 def resolve_device(requested: str = "auto") -> torch.device:
     import torch
 
     if requested not in DEVICES:
-        raise DeviceUnavailable(f"--device must be one of {', '.join(DEVICES)}, not {requested!r}")
+        check_device(requested)
     if requested == "cpu":
         return torch.device("cpu")
     if torch.cuda.is_available():

@@ -5,11 +5,15 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from PIL import Image
 
 from core.images import upright
+
+if TYPE_CHECKING:
+    import torch
 
 # Bump when anything here changes the pixels a model sees: stored vectors record it.
 PREPROCESS_VERSION = 1
@@ -93,6 +97,8 @@ class Preprocess:
 
     def to_tensor(self, images: list[Image.Image]) -> torch.Tensor:
         """Already-resized RGB images -> normalized float32 [B, 3, H, W]."""
+        import torch  # here, not above: the indexer decodes with this module, and an unchanged re-run needs no torch
+
         batch = torch.from_numpy(np.stack([np.asarray(im, dtype=np.uint8) for im in images]))
         batch = batch.permute(0, 3, 1, 2).float().div_(255.0)
         mean = torch.tensor(self.mean).view(1, 3, 1, 1)

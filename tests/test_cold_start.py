@@ -57,6 +57,31 @@ def test_glance_search_imports_no_transformers_or_gradio(library, tmp_path):
     assert "\t" in done.stdout  # it printed hits: score<TAB>path
 
 
+def test_an_unchanged_re_index_imports_no_torch(tiny_model_dirs, tmp_path):
+    """Nothing to embed means no model and no torch (~3 s of imports on 2 cores): the re-run a cron job does."""
+    from indexer.pipeline import IndexOptions, index
+    from tests.indexer_library import pattern
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        pattern(i, (16, 12)).save(photos / f"p{i}.png")
+    vision, text = tiny_model_dirs
+    db = tmp_path / "index"
+    assert index(IndexOptions(paths=[str(photos)], db=db, vision_model=str(vision), text_model=str(text),
+                              precision="fp32")).added == 3
+    probe = ("import runpy, sys\n"
+             "sys.argv = ['glance', 'index', sys.argv[1], '--db', sys.argv[2], '--json']\n"
+             "try:\n    runpy.run_module('glance', run_name='__main__')\n"
+             "except SystemExit as done:\n    code = done.code\n"
+             "print('LOADED', sorted(m for m in ('torch', 'transformers', 'gradio') if m in sys.modules), code)\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", probe, str(photos), str(db)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert "LOADED [] 0" in done.stdout, done.stdout + done.stderr
+    assert json.loads(done.stdout.splitlines()[0])["unchanged"] == 3
+
+
 def test_precision_choice_is_cached_replayed_and_a_corrupt_cache_is_ignored(tmp_path, monkeypatch):
     import models
     from models.precision_cache import cache_file
