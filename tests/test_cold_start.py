@@ -44,15 +44,21 @@ def test_truncation_keeps_the_separator():
     assert len(ids) == 8 and ids[0] == tokenizer.token_to_id("[CLS]") and ids[-1] == tokenizer.token_to_id("[SEP]")
 
 
-def test_glance_search_imports_no_transformers_or_gradio(library, tmp_path):
+def glance_in_fresh_process(args: list[str], heavy: tuple[str, ...], env: dict | None = None):
+    """`glance ARGS` in a new Python; its stdout ends with `LOADED [the heavy modules it imported] exit status`."""
     probe = ("import runpy, sys\n"
-             "sys.argv = ['glance', 'search', 'cat', '--db', sys.argv[1]]\n"
+             "heavy, sys.argv = sys.argv[1].split(','), ['glance', *sys.argv[2:]]\n"
              "try:\n    runpy.run_module('glance', run_name='__main__')\n"
              "except SystemExit as done:\n    code = done.code\n"
-             "print('LOADED', sorted(m for m in ('transformers', 'gradio') if m in sys.modules), code)\n")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "XDG_RUNTIME_DIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-c", probe, str(library.db)], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
+             "print('LOADED', sorted(m for m in heavy if m in sys.modules), code)\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-c", probe, ",".join(heavy), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_glance_search_imports_no_transformers_or_gradio(library, tmp_path):
+    done = glance_in_fresh_process(["search", "cat", "--db", str(library.db)], ("transformers", "gradio"),
+                                   {"XDG_RUNTIME_DIR": str(tmp_path)})
     assert "LOADED [] 0" in done.stdout, done.stdout + done.stderr
     assert "\t" in done.stdout  # it printed hits: score<TAB>path
 
@@ -70,14 +76,8 @@ def test_an_unchanged_re_index_imports_no_torch(tiny_model_dirs, tmp_path):
     db = tmp_path / "index"
     assert index(IndexOptions(paths=[str(photos)], db=db, vision_model=str(vision), text_model=str(text),
                               precision="fp32")).added == 3
-    probe = ("import runpy, sys\n"
-             "sys.argv = ['glance', 'index', sys.argv[1], '--db', sys.argv[2], '--json']\n"
-             "try:\n    runpy.run_module('glance', run_name='__main__')\n"
-             "except SystemExit as done:\n    code = done.code\n"
-             "print('LOADED', sorted(m for m in ('torch', 'transformers', 'gradio') if m in sys.modules), code)\n")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-c", probe, str(photos), str(db)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = glance_in_fresh_process(["index", str(photos), "--db", str(db), "--json"],
+                                   ("torch", "transformers", "gradio"))
     assert "LOADED [] 0" in done.stdout, done.stdout + done.stderr
     assert json.loads(done.stdout.splitlines()[0])["unchanged"] == 3
 
