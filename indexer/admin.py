@@ -10,7 +10,7 @@ import store as st
 from core import location
 from store import Store
 
-from .plan import inside
+from .plan import inside, relative_to
 
 
 def remove(paths: list[str], db: str | Path | None = None, storage_options: dict | None = None) -> dict:
@@ -32,8 +32,7 @@ def remove(paths: list[str], db: str | Path | None = None, storage_options: dict
                     ids += store.rows_in_root(root, ["id"])["id"].to_pylist()
                     kept_roots = [r for r in kept_roots if r != root]
                 elif inside(target, root):
-                    rel = st.display_name(target[len(root) + 1:] if location.is_uri(root) else
-                                          os.path.relpath(target, root).replace(os.sep, "/"))
+                    rel = st.display_name(relative_to(target, root))
                     rows = store.rows_in_root(root, ["id", "relpath"])
                     mask = pc.or_(pc.equal(rows["relpath"], rel), pc.starts_with(rows["relpath"], rel + "/"))
                     ids += rows.filter(mask)["id"].to_pylist()

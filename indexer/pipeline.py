@@ -43,7 +43,7 @@ from . import caption_space, reconcile
 from .bookkeeping import ModelChoice, check_compatible, choose_models
 from .captions import Entry, load_caption_files, read_sidecar
 from .decode import DEFAULT_MAX_MEGAPIXELS, BadFile, Decoded, FileBytes, decode, display_path, read_file
-from .plan import Roots, classify, inside, plan_roots, refuse_emptied
+from .plan import Roots, classify, inside, plan_roots, refuse_emptied, relative_to
 from .report import Summary
 from .scan import Problem, scan
 
@@ -575,7 +575,7 @@ def _place(candidates: list[str], roots: list[str]) -> tuple[str, str] | None:
         if location.is_uri(path):  # a key below a bucket root: no links to resolve; whether it exists, the
             for root in sorted(roots, key=len):  # captions reconciliation finds out (the photo must be indexed)
                 if path != root and inside(path, root):
-                    options.append((False, root, path[len(root) + 1:]))
+                    options.append((False, root, relative_to(path, root)))
                     break
             continue
         real_dir = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))

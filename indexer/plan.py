@@ -58,7 +58,7 @@ def plan_roots(paths: list[str], known_roots: list[str], storage_options: dict |
         holders = [r for r in known_roots if inside(folder, r)]
         if holders:
             root = min(holders, key=len)
-            scopes.append(Scope(root, _relative(folder, root) if folder != root else ""))
+            scopes.append(Scope(root, relative_to(folder, root) if folder != root else ""))
         elif not is_utf8(folder):  # the root column is text; names below a root may be anything
             raise UsageError(f"folder path is not valid UTF-8: {display_name(folder)} (index a folder above it)")
         else:
@@ -88,7 +88,8 @@ def folder_of(given: str, storage_options: dict | None = None) -> str:
     return real
 
 
-def _relative(folder: str, root: str) -> str:
+def relative_to(folder: str, root: str) -> str:
+    """`folder` (at or below `root`) relative to it, POSIX: a key's tail for a bucket root, relpath on disk."""
     if location.is_uri(root):
         return folder[len(root.rstrip("/")) + 1:]
     return os.path.relpath(folder, root).replace(os.sep, "/")
