@@ -1,8 +1,9 @@
 """`glance search`: search a Glance index from the command line (`python -m search` is its alias).
 
 Prints one hit per line, `score<TAB>path` (captions mode: `score<TAB>text<TAB>its photo's path or -`), best
-first, or a JSON array with --json. Exit status: 0 with results, 1 with none (a note goes to stderr),
-2 for bad input (one line on stderr, never a traceback).
+first, or a JSON array with --json. Browsing (`--sort date`, no query) prints `date<TAB>path`, newest first;
+`--group day|month` puts a `# label (count)` line before each group. Exit status: 0 with results, 1 with
+none (a note goes to stderr), 2 for bad input (one line on stderr, never a traceback).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from core.errors import CommandParser, UsageError, exit_on_user_error
 from .filters import date_range
 from .query import parse_query
 from .serialize import stats_json, text_hit_json
+from .timeline import GROUPINGS, SORTS
 
 PROGRAM = "glance"
 EPILOG = """\
@@ -34,6 +36,8 @@ examples:
   glance search "at night" --image photo.jpg          text and an image together
   glance search --like ~/Pictures/cat.jpg             more like an indexed photo (its path or its id)
   glance search "wedding" --cutoff                    hide the clearly irrelevant tail
+  glance search --sort date --group month             browse the library, newest first, month by month
+  glance search "beach" --sort date --from 2023       the best beach photos of 2023 and later, newest first
   glance search "receipt" --captions                  captions and texts, keyword + semantic
   glance search --image photo.jpg --captions          captions and texts nearest to an image
   glance search --stats                               what the index holds (as glance stats --json)
@@ -72,6 +76,11 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     caption.add_argument("--no-caption", dest="has_caption", action="store_const", const=False,
                          help="only photos without a caption")
     p.add_argument("--cutoff", action="store_true", help="drop the clearly irrelevant tail (adaptive, per query)")
+    p.add_argument("--sort", choices=SORTS, default="relevance",
+                   help="relevance (best first, the default) or date (newest first; with no query: browse the "
+                        "library)")
+    p.add_argument("--group", choices=GROUPINGS, help="group the results by day or month (a `# label (count)` line "
+                                                      "before each group; `group` in --json)")
     p.add_argument("--captions", action="store_true",
                    help="search captions and free-standing texts instead of photos (text: keyword + semantic; "
                         "--image/--like: nearest texts)")
@@ -125,7 +134,7 @@ def open_engine(args):
 def photo_request(args) -> dict:
     return {"query": args.query, "folder": args.folder, "date_from": args.date_from, "date_to": args.date_to,
             "has_caption": args.has_caption, "top": args.top, "offset": args.offset, "cutoff": args.cutoff,
-            "tuning": args.tuning}
+            "tuning": args.tuning, "sort": args.sort, "group": args.group}
 
 
 def ask_server(args, request: dict) -> dict | None:
@@ -150,11 +159,19 @@ def print_reply(answer: dict, as_json: bool) -> int:
     if not answer["hits"]:
         print(f"{PROGRAM}: no results" + (f": {answer['note']}" if answer["note"] else ""), file=sys.stderr)
         return 1
+    groups = answer["groups"] or [{"label": None, "ids": [hit["id"] for hit in answer["hits"]]}]
+    by_id = {hit["id"]: hit for hit in answer["hits"]}
     if as_json:
-        print(json.dumps(answer["hits"], ensure_ascii=False, indent=1))
+        rows = [{**by_id[i], **({"group": g["label"]} if g["label"] else {})} for g in groups for i in g["ids"]]
+        print(json.dumps(rows, ensure_ascii=False, indent=1))
     else:
-        for hit in answer["hits"]:
-            print(f"{hit['score']:.4f}\t{hit['file']}")
+        for group in groups:
+            if group["label"]:
+                print(f"# {group['label']} ({len(group['ids'])})")
+            for hit in (by_id[i] for i in group["ids"]):
+                first = (hit["taken_at"] or hit["file_time"] or "-").replace("T", " ") if answer["browsing"] \
+                    else f"{hit['score']:.4f}"
+                print(f"{first}\t{hit['file']}")
     if answer["cut"]:  # what is not on stdout goes to stderr, so the output stays pipeable
         print(f"{PROGRAM}: the cut-off hid {answer['cut']['dropped']} weaker matches (scores below "
               f"{answer['cut']['threshold']:.4f})", file=sys.stderr)
@@ -168,8 +185,9 @@ def check_query_given(args) -> None:
     if args.stats:
         return
     terms = parse_query(args.query)
-    if not terms and not args.image and not args.like:
-        raise UsageError("empty query: give some words, --image PATH or --like ID (see --help)")
+    if not terms and not args.image and not args.like and (args.sort != "date" or args.captions):
+        raise UsageError("empty query: give some words, --image PATH or --like ID, or browse with --sort date "
+                         "(see --help)")
     date_range(args.date_from, args.date_to)
 
 

@@ -23,8 +23,12 @@ Public API (everything else is private):
       Pages: `offset` + `top`; `Results.has_more` says whether a next page exists. With `cutoff=True`
       the adaptive cut-off (search/cutoff.py) hides the clearly irrelevant tail; pages stay consistent.
       Text terms reach the photos through the active tuning (search/tuning.py) unless `tuning=False`.
+      `sort="date"` orders the best matches newest first instead (search/timeline.py).
       A text query on an index with a caption model also takes a caption route: photos whose captions the
       caption model finds close to the query, fused with the direct ranking (each hit's `routes`).
+  browse(filters=None, top=24, offset=0) -> Results
+      Every photo that passes the filters, newest first: by taken-at date, else by file time (search/timeline.py).
+      The library as it is, before any query; `Results.sort` is "date" and hits carry no score (0.0).
   image_to_text(image=None, top=10, like=None) -> list[TextHit]
       Nearest captions and free-standing texts for an image (path/bytes/PIL) or an indexed photo id.
   caption_search(text, top=10) -> list[TextHit]
@@ -53,6 +57,8 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
+from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
 
@@ -61,7 +67,7 @@ import numpy as np
 from core.errors import UsageError
 from store import CAPTION_VECTOR, CAPTIONS, IMAGES, Store, StoreError, no_index_message
 
-from . import captions, files
+from . import captions, files, timeline
 from .batching import SearchBatcher
 from .cutoff import WINDOW, adaptive_cutoff
 from .filters import Filters, resolve
@@ -73,8 +79,11 @@ from .vectors import QueryVectors
 
 MAX_TOP = 500
 MAX_OFFSET = 10_000
+MAX_BROWSE_OFFSET = 100_000_000  # browsing pages through the whole library, not a ranking's head
+DATE_SORT_POOL = 500  # a query sorted by date: its best 500 matches (or what the cut-off kept), newest first
+DATE_ORDERS_KEPT = 4  # browsing orders kept (per snapshot and filter): a million ids are ~50 MB
 POOL_BLOCK = 100  # candidates are fetched in blocks, so consecutive pages come from the same ranking
-PHOTO_COLUMNS = ["id", "root", "relpath", "taken_at", "camera", "width", "height", "has_caption"]
+PHOTO_COLUMNS = ["id", "root", "relpath", "taken_at", "camera", "width", "height", "has_caption", "mtime_ns"]
 CAPTION_ROUTE_DEPTH = 50  # captions the caption route reads
 
 
@@ -100,6 +109,8 @@ class Engine:
         self._check_vector_dim()
         self.vectors = QueryVectors(self.store, vision_model, text_model, precision, threads, batching)
         self._searches = SearchBatcher() if batching else None
+        self._date_orders: OrderedDict = OrderedDict()
+        self._date_orders_lock = threading.Lock()
 
     @property
     def tuning_problem(self) -> str | None:
@@ -114,14 +125,16 @@ class Engine:
     @_index_errors
     def search(self, text: str = "", image=None, like: str | None = None, filters: Filters | None = None,
                top: int = 24, offset: int = 0, cutoff: bool = False, image_weight: float = 1.0,
-               tuning: bool = True) -> Results:
+               tuning: bool = True, sort: str = "relevance") -> Results:
         """Photos for text (grammar), an image and/or an indexed photo, best first. See the module docstring.
 
         `image_weight` scales the query image in the sum (negative subtracts it); `like` counts once.
         `tuning=False` leaves the active tuning (glance tune) out of this query.
+        `sort="date"`: the best DATE_SORT_POOL matches (with `cutoff`, those it kept), newest first.
         Cheap checks (paging, grammar, filters) run before anything is embedded.
         """
         top, offset = _check_paging(top, offset)
+        _check_sort(sort)
         terms = parse_query(text)
         view = self.store.pinned()
         roots = view.photo_roots()
@@ -135,15 +148,34 @@ class Engine:
         if population == 0:
             return Results([], offset, top, False, 0, note=self._nothing_note(filters), query=terms)
         vector = combine(parts)
-        rows, mode = self._nearest(view, IMAGES, vector, where, _pool_size(offset + top + 1, cutoff), PHOTO_COLUMNS)
+        needed = DATE_SORT_POOL if sort == "date" else offset + top + 1  # a fixed pool: date pages stay consistent
+        rows, mode = self._nearest(view, IMAGES, vector, where, _pool_size(needed, cutoff), PHOTO_COLUMNS)
         hits = [_hit(row) for row in rows.to_pylist()]
         decision = adaptive_cutoff([h.score for h in hits], population) if cutoff else None
         kept = hits[:decision.keep] if decision and decision.cut else hits
         if image is None and not like:
             kept = self._with_caption_route(view, terms, vector, where, kept)
+        if sort == "date":
+            kept = timeline.by_date(kept[:DATE_SORT_POOL])
         dropped = max(population - len(kept), 0) if decision and decision.cut else 0
         return Results(kept[offset:offset + top], offset, top, len(kept) > offset + top, population,
-                       decision, dropped, mode, query=terms, tuning=tuned)
+                       decision, dropped, mode, query=terms, tuning=tuned, sort=sort)
+
+    @_index_errors
+    def browse(self, filters: Filters | None = None, top: int = 24, offset: int = 0) -> Results:
+        """Every photo that passes the filters, newest first (search/timeline.py): the library without a query."""
+        top, offset = _check_paging(top, offset, MAX_BROWSE_OFFSET)
+        view = self.store.pinned()
+        where = resolve(filters, view.photo_roots())
+        order = self._date_order(view, where)
+        if len(order) == 0:
+            note = self._nothing_note(filters) if filters and not filters.is_empty() else \
+                f"the index at {self.store.path} holds no photos yet"
+            return Results([], offset, top, False, 0, note=note, mode="browse", sort="date")
+        page = order.slice(offset, top).to_pylist()
+        rows = {row["id"]: row for row in view.photo_rows(page, None, PHOTO_COLUMNS)}
+        hits = [_hit({**rows[i], "score": 0.0}) for i in page if i in rows]
+        return Results(hits, offset, top, len(order) > offset + top, len(order), mode="browse", sort="date")
 
     @_index_errors
     def image_to_text(self, image=None, top: int = 10, like: str | None = None) -> list[TextHit]:
@@ -249,6 +281,21 @@ class Engine:
         return [replace(known[key], routes={"space": ranks.get("space"), "caption": ranks.get("caption")})
                 for key, _, ranks in fused]
 
+    def _date_order(self, view: Store, where):
+        """The snapshot's photos newest first, kept per (table version, filter): "load more" pages through one
+        order, and a new snapshot (new photos) orders afresh."""
+        key = (view.images.version, where)
+        with self._date_orders_lock:
+            if key in self._date_orders:
+                self._date_orders.move_to_end(key)
+                return self._date_orders[key]
+        order = timeline.newest_first(view.photo_dates(where))
+        with self._date_orders_lock:
+            self._date_orders[key] = order
+            while len(self._date_orders) > DATE_ORDERS_KEPT:
+                self._date_orders.popitem(last=False)
+        return order
+
     def _nearest(self, view: Store, *search, **options):
         """view.nearest, shared with concurrent callers' searches when batching."""
         if self._searches is None:
@@ -286,12 +333,17 @@ class Engine:
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def _check_paging(top, offset) -> tuple[int, int]:
+def _check_paging(top, offset, max_offset: int = MAX_OFFSET) -> tuple[int, int]:
     if not isinstance(top, int) or isinstance(top, bool) or not 1 <= top <= MAX_TOP:
         raise UsageError(f"top must be a whole number from 1 to {MAX_TOP}")
-    if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= MAX_OFFSET:
-        raise UsageError(f"offset must be a whole number from 0 to {MAX_OFFSET:,}")
+    if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= max_offset:
+        raise UsageError(f"offset must be a whole number from 0 to {max_offset:,}")
     return top, offset
+
+
+def _check_sort(sort) -> None:
+    if sort not in timeline.SORTS:
+        raise UsageError(f"sort must be one of: {', '.join(timeline.SORTS)}")
 
 
 def _pool_size(needed: int, cutoff: bool) -> int:
@@ -303,4 +355,4 @@ def _pool_size(needed: int, cutoff: bool) -> int:
 def _hit(row: dict) -> Hit:
     return Hit(row["id"], row["root"], row["relpath"], files.display_path(row["root"], row["relpath"]),
                float(row["score"]), row["taken_at"], row["camera"], row["width"], row["height"],
-               bool(row["has_caption"]))
+               bool(row["has_caption"]), timeline.file_time(row.get("mtime_ns")))

@@ -14,8 +14,8 @@ file, a server that is gone, another index or any failure to talk to it: `ask` r
 search runs in process. The reply is what `glance search` prints, as data (`reply`): the same function builds it
 in both places, so the output is the same either way.
 
-Only plain photo searches travel (text, filters, paging, --cutoff, --no-tuning): image files, --like, --captions
-and model overrides are read in process.
+Only plain photo searches and browsing travel (text, filters, paging, --cutoff, --no-tuning, --sort, --group):
+image files, --like, --captions and model overrides are read in process.
 """
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ from pathlib import Path
 
 from core import location
 
-REQUEST_KEYS = ("query", "folder", "date_from", "date_to", "has_caption", "top", "offset", "cutoff", "tuning")
+REQUEST_KEYS = ("query", "folder", "date_from", "date_to", "has_caption", "top", "offset", "cutoff", "tuning", "sort",
+                "group")
 MAX_REQUEST_BYTES = 64 * 1024
 ASK_TIMEOUT_S = 30.0  # a loaded server may be slow; an answer is still faster than loading the models here
 CONNECT_TIMEOUT_S = 0.5  # nothing listening on loopback answers at once
@@ -48,14 +49,21 @@ def reply(engine, request: dict, image=None, like: str | None = None) -> dict:
     """What `glance search` prints for `request` (REQUEST_KEYS; in process also a query image or `like`), as
     JSON-able data; raises GlanceError."""
     from .filters import Filters
-    from .serialize import hit_json
+    from .query import parse_query
+    from .serialize import groups_json, hit_json
 
     filters = Filters(request["folder"], request["date_from"], request["date_to"], request["has_caption"])
-    results = engine.search(request["query"], image=image, like=like, filters=filters, top=request["top"],
-                            offset=request["offset"], cutoff=request["cutoff"], tuning=request["tuning"])
+    browsing = not parse_query(request["query"]) and image is None and not like and request["sort"] == "date"
+    if browsing:
+        results = engine.browse(filters, top=request["top"], offset=request["offset"])
+    else:
+        results = engine.search(request["query"], image=image, like=like, filters=filters, top=request["top"],
+                                offset=request["offset"], cutoff=request["cutoff"], tuning=request["tuning"],
+                                sort=request["sort"])
     cut = results.cutoff is not None and results.cutoff.cut
     return {"hits": [hit_json(h) for h in results.hits], "note": results.note, "tuning_problem": engine.tuning_problem,
-            "has_more": results.has_more, "next_offset": results.offset + results.top,
+            "has_more": results.has_more, "next_offset": results.offset + results.top, "browsing": browsing,
+            "groups": groups_json(results.hits, request["group"]) if request["group"] else None,
             "cut": {"dropped": results.dropped, "threshold": results.cutoff.threshold} if cut else None}
 
 

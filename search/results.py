@@ -31,6 +31,7 @@ class Hit:
     width: int | None
     height: int | None
     has_caption: bool
+    file_time: datetime | None = None  # the file's modification time (UTC): its date when it has no taken_at
     # Its rank (1 = best) in each route of a text query before fusion, None where a route missed it: "space"
     # (the photo's own vector) and "caption" (one of its captions matched). {} when there was one route.
     routes: dict = field(default_factory=dict)
@@ -47,6 +48,7 @@ class Results:
     note:             a human sentence when there is nothing to show (e.g. the filters match no photo).
     query:            the parsed text terms, for showing the query back.
     tuning:           the name of the tuning that mapped the text terms (search/tuning.py), or None.
+    sort:             "relevance" (best first) or "date" (newest first, search/timeline.py).
     """
     hits: list[Hit]
     offset: int
@@ -59,6 +61,7 @@ class Results:
     note: str = ""
     query: list[Term] = field(default_factory=list)
     tuning: str | None = None
+    sort: str = "relevance"
 
 
 @dataclass(frozen=True)

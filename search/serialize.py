@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
+from . import timeline
+
 
 def hit_json(hit) -> dict:
     return {"id": hit.id, "file": hit.path, "root": hit.root, "relpath": hit.relpath, "score": round(hit.score, 6),
             "taken_at": iso(hit.taken_at), "camera": hit.camera, "width": hit.width, "height": hit.height,
-            "has_caption": hit.has_caption, "routes": hit.routes or None}
+            "has_caption": hit.has_caption, "file_time": iso(hit.file_time), "routes": hit.routes or None}
 
 
 def text_hit_json(hit) -> dict:
@@ -21,9 +23,18 @@ def text_hit_json(hit) -> dict:
             "source": hit.source, "image_id": hit.image_id, "file": hit.path or None}
 
 
-def results_json(results) -> dict:
-    return {"hits": [hit_json(h) for h in results.hits], "has_more": results.has_more, "offset": results.offset,
-            "total_considered": results.total_considered, "dropped": results.dropped}
+def results_json(results, group: str | None = None) -> dict:
+    """A page of results; with `group` ("day" or "month") also its groups in order: label, ids (search/timeline.py)."""
+    answer = {"hits": [hit_json(h) for h in results.hits], "has_more": results.has_more, "offset": results.offset,
+              "total_considered": results.total_considered, "dropped": results.dropped, "sort": results.sort}
+    if group:
+        answer["groups"] = groups_json(results.hits, group)
+    return answer
+
+
+def groups_json(hits, group: str) -> list[dict]:
+    """The hits' day or month groups, in order: [{"label": "2024-05-03", "ids": [...]}, ...]."""
+    return [{"label": label, "ids": [h.id for h in members]} for label, members in timeline.groups(hits, group)]
 
 
 def photo_json(details) -> dict:

@@ -120,6 +120,14 @@ class ReadingQueries:
         sql = " AND ".join(c for c in (_sql_in("id", ids), photo_where(where)) if c)
         return self.images.search().where(sql).select(columns).limit(len(ids)).to_arrow().to_pylist()
 
+    def photo_dates(self, where: PhotoFilter | None) -> pa.Table:
+        """id, taken_at, mtime_ns of every photo that passes the filter: what browsing orders by date."""
+        query = self.images.search()
+        sql = photo_where(where)
+        if sql:
+            query = query.where(sql)
+        return query.select(["id", "taken_at", "mtime_ns"]).limit(None).to_arrow()
+
     def photo_roots(self) -> list[str]:
         """The indexed roots as recorded, else as found in the rows (an index from before roots were recorded)."""
         roots = self.current_meta().get(schema.ROOTS)

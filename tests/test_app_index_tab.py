@@ -229,8 +229,10 @@ def table_cells(page) -> tuple[list[str], list[list[str]]]:
 
 
 def stats_rows(page) -> dict[str, str]:
-    text = page.inner_text("#stats")
-    return dict(line.split("\t", 1) for line in text.splitlines() if line.strip())
+    """The stats table's name -> value cells, read from the table itself: innerText lays cells out with tabs only
+    while the tab panel is drawn, and a panel mid-switch reads as one run of text."""
+    return page.evaluate("""() => Object.fromEntries([...document.querySelectorAll("#stats tbody tr")]
+        .map(tr => [...tr.cells].map(cell => cell.textContent.trim())).filter(cells => cells.length === 2))""")
 
 
 def shows_none(page, db: Path) -> None:

@@ -1,0 +1,142 @@
+"""Browsing the library without a query, results ordered by date, and day/month groups (search/timeline.py),
+through the engine over the painted library of tests/search_library.py, and through `glance search`."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from datetime import datetime
+
+import pyarrow as pa
+import pytest
+
+import store.reading as store_reading
+from core.errors import UsageError
+from search import timeline
+from search.engine import Engine
+from search.filters import Filters
+from store import Store
+
+# The painted photos by taken-at date, newest first (tests/search_library.py). "black" has no date, nor has the
+# photo behind the symlink "escape": their file times (this session) make them the newest.
+DATED_NEWEST_FIRST = ["purple", "cyan", "gradient", "checker", "stripes", "white", "yellow", "blue", "green", "red2",
+                      "red"]
+
+
+@pytest.fixture(scope="module")
+def engine(library):
+    return Engine(library.db, precision="fp32")
+
+
+def names(library, hits):
+    return [library.name_of(h.id) for h in hits]
+
+
+def test_browsing_shows_the_library_newest_first_by_taken_at_then_file_time(engine, library):
+    results = engine.browse(top=50)
+    shown = names(library, results.hits)
+    undated = sorted(results.hits[:2], key=lambda h: (-h.file_time.timestamp(), h.id))
+    assert set(shown[:2]) == {"black", "escape"} and [h.id for h in results.hits[:2]] == [h.id for h in undated]
+    assert shown[2:] == DATED_NEWEST_FIRST
+    assert all(h.taken_at is None and h.file_time is not None for h in results.hits[:2])
+    assert (results.sort, results.total_considered, results.has_more) == ("date", 13, False)
+
+
+def test_browsing_pages_through_one_order(engine, library):
+    whole = [h.id for h in engine.browse(top=50).hits]
+    pages = [engine.browse(top=5, offset=offset) for offset in (0, 5, 10)]
+    assert [h.id for page in pages for h in page.hits] == whole
+    assert [page.has_more for page in pages] == [True, True, False]
+    beyond = engine.browse(top=5, offset=40)
+    assert beyond.hits == [] and not beyond.has_more
+
+
+def test_the_filters_apply_to_browsing(engine, library):
+    assert names(library, engine.browse(Filters(folder="2023")).hits) == ["cyan", "gradient", "checker"]
+    summer = engine.browse(Filters(date_from="2022-07", date_to="2022-08"))
+    assert names(library, summer.hits) == ["yellow", "blue", "green"] and summer.total_considered == 3
+    captioned = engine.browse(Filters(has_caption=True), top=50)
+    assert names(library, captioned.hits) == ["checker", "stripes", "yellow", "green", "red"]
+    nothing = engine.browse(Filters(folder="no/such/folder"))
+    assert nothing.hits == [] and "no photos match the filters" in nothing.note
+
+
+def test_a_query_sorted_by_date_keeps_its_matches_and_orders_them_newest_first(engine, library):
+    by_relevance = engine.search(like=library.ids["red"], top=50)
+    by_date = engine.search(like=library.ids["red"], top=50, sort="date")
+    assert {h.id for h in by_date.hits} == {h.id for h in by_relevance.hits} and by_date.sort == "date"
+    dated = [n for n in names(library, by_date.hits) if n not in ("black", "escape")]
+    assert dated == [n for n in DATED_NEWEST_FIRST if n != "red"]
+    score = {h.id: h.score for h in by_relevance.hits}
+    assert all(h.score == pytest.approx(score[h.id]) for h in by_date.hits)  # the scores are the query's
+    pages = [engine.search(like=library.ids["red"], top=4, offset=o, sort="date") for o in (0, 4, 8)]
+    assert [h.id for p in pages for h in p.hits] == [h.id for h in by_date.hits]
+
+
+def test_a_sort_that_is_not_known_is_refused(engine, library):
+    with pytest.raises(UsageError, match="sort must be one of: relevance, date"):
+        engine.search("red", sort="newest")
+    with pytest.raises(UsageError, match="offset must be a whole number"):
+        engine.browse(offset=-1)
+
+
+def test_groups_by_day_and_month_follow_the_list(engine, library):
+    hits = engine.browse(Filters(date_from="2022", date_to="2023-07"), top=50).hits
+    months = [(label, names(library, members)) for label, members in timeline.groups(hits, "month")]
+    assert months == [("July 2023", ["gradient", "checker"]), ("June 2023", ["stripes"]),
+                      ("January 2023", ["white"]), ("August 2022", ["yellow"]), ("July 2022", ["blue", "green"])]
+    days = [label for label, _ in timeline.groups(hits, "day")]
+    assert days == ["2023-07-11", "2023-07-10", "2023-06-01", "2023-01-05", "2022-08-01", "2022-07-31", "2022-07-14"]
+    ranked = engine.search(like=library.ids["red"], top=50).hits  # a relevance list: groups where they first appear
+    grouped = timeline.groups(ranked, "month")
+    assert sum(len(members) for _, members in grouped) == len(ranked)
+    assert grouped[0][1][0].id == ranked[0].id and len({label for label, _ in grouped}) == len(grouped)
+
+
+def test_undated_rows_come_last_in_the_date_order():
+    rows = pa.table({"id": ["a", "b", "c", "d"],
+                     "taken_at": pa.array([None, datetime(2020, 1, 1), None, datetime(2021, 1, 1)], pa.timestamp("s")),
+                     "mtime_ns": pa.array([None, 5 * 10**18, 1_600_000_000 * 10**9, None], pa.int64())})
+    # c's file time (2020-09) is between b's and d's taken-at dates; a has no date at all
+    assert timeline.newest_first(rows).to_pylist() == ["d", "c", "b", "a"]
+    assert timeline.group_label(None, "day") == "date unknown"
+
+
+def test_a_new_snapshot_is_browsed_afresh(library, tmp_path, monkeypatch):
+    copy = tmp_path / "index"
+    shutil.copytree(library.db, copy)
+    engine = Engine(copy, precision="fp32")
+    assert names(library, engine.browse(top=50).hits)[2] == "purple"
+    Store(copy).delete_photos([library.ids["purple"]])
+    Store(copy).publish()
+    monkeypatch.setattr(store_reading, "PAIR_TTL_S", 0.0)
+    assert names(library, engine.browse(top=50).hits)[2:] == DATED_NEWEST_FIRST[1:]
+
+
+# --------------------------------------------------------------------------------------------- the CLI
+
+def glance(*args):
+    return subprocess.run([sys.executable, "-m", "glance", "search", *map(str, args)], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_the_cli_browses_and_groups(library):
+    done = glance("--db", library.db, "--sort", "date", "--group", "month", "--from", "2023", "--to", "2023-07")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "# July 2023 (2)" and lines[3] == "# June 2023 (1)" and lines[5] == "# January 2023 (1)"
+    date, path = lines[1].split("\t")
+    assert date == "2023-07-11 00:00:00" and path == str(library.path("gradient"))
+    as_json = json.loads(glance("--db", library.db, "--sort", "date", "--group", "day", "--folder", "2023",
+                                "--json").stdout)
+    assert [(hit["file"], hit["group"]) for hit in as_json] == [
+        (str(library.path("cyan")), "2023-12-31"), (str(library.path("gradient")), "2023-07-11"),
+        (str(library.path("checker")), "2023-07-10")]
+
+
+def test_the_cli_asks_for_a_query_or_a_date_sort(library):
+    done = glance("--db", library.db)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "browse with --sort date" in done.stderr
+    bad = glance("--db", library.db, "--sort", "newest")
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
