@@ -57,7 +57,8 @@ from gradio.data_classes import FileData  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
 from core.errors import GlanceError, one_line  # noqa: E402
-from search import eval_report  # noqa: E402
+from search import eval_report, timeline  # noqa: E402
+from search.query import parse_query  # noqa: E402
 from search.filters import Filters  # noqa: E402
 from search.live import IndexMissing, Library  # noqa: E402
 from search.loopback import LoopbackServer  # noqa: E402
@@ -71,8 +72,10 @@ from server.guard import LoginRequired, RefuseRemoteFiles  # noqa: E402
 ASSETS = Path(__file__).resolve().parent / "assets"
 PAGE_SIZE = 24  # photos per page of results ("Load more" fetches the next one)
 GENERIC_ERROR = "something went wrong on the server; the details are in its log"
-API_ENDPOINTS = ("/search_text", "/search_image", "/more_like_this", "/search_captions", "/image_to_text",
+API_ENDPOINTS = ("/search_text", "/search_image", "/more_like_this", "/browse", "/search_captions", "/image_to_text",
                  "/photo", "/stats")
+SORT_CHOICES = [("Relevance", "relevance"), ("Date, newest first", "date")]
+GROUP_CHOICES = [("None", ""), ("Day", "day"), ("Month", "month")]
 # Text queries are embedded in batches (search/batching.py): these endpoints let many requests in at once so that
 # they reach the batcher together; the others run two at a time, one core each.
 BATCHED_ENDPOINTS = ("/search_text", "/search_captions")
@@ -94,6 +97,12 @@ class Query:
     like_name: str = ""
     filters: Filters = field(default_factory=Filters)
     cutoff: bool = False
+    sort: str = "relevance"
+
+    @property
+    def browsing(self) -> bool:
+        """No words, image or photo: the library itself, newest first (Engine.browse)."""
+        return not parse_query(self.text) and self.image is None and not self.like
 
 
 @dataclass
@@ -103,6 +112,7 @@ class View:
     hits: list = field(default_factory=list)
     has_more: bool = False
     selected: str | None = None
+    group: str = ""  # "", "day" or "month" (search/timeline.py)
 
 
 def make_filters(folder, date_from, date_to, captioned) -> Filters:
@@ -136,8 +146,10 @@ def uploaded_file(payload) -> str | None:
 
 
 def run_query(engine, query: Query, offset: int, top: int = PAGE_SIZE):
+    if query.browsing:
+        return engine.browse(query.filters, top=top, offset=offset)
     return engine.search(query.text, image=upload_bytes(query.image), like=query.like, filters=query.filters,
-                         top=top, offset=offset, cutoff=query.cutoff)
+                         top=top, offset=offset, cutoff=query.cutoff, sort=query.sort)
 
 
 def upload_bytes(path: str | None) -> bytes | None:
@@ -170,10 +182,11 @@ def file_size(size) -> str:
     return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.0f} kB"
 
 
-def hit_caption(hit) -> str:
-    """Score and name; a hit that a caption brought in says so (the caption route, search/engine.py)."""
+def hit_caption(hit, browsing: bool = False) -> str:
+    """Score (browsing: date) and name; a hit that a caption brought in says so (the caption route)."""
     via = " · caption match" if hit.routes.get("caption") else ""
-    return f"{hit.score:.3f} · {Path(hit.relpath).name}{via}"
+    first = timeline.group_label(timeline.photo_date(hit), "day") if browsing else f"{hit.score:.3f}"
+    return f"{first} · {Path(hit.relpath).name}{via}"
 
 
 def query_label(query: Query) -> str:
@@ -190,10 +203,26 @@ def query_label(query: Query) -> str:
 def results_status(view: View, results) -> str:
     if not view.hits:
         return f"**{md_escape(results.note)}**" if results.note else "No results."
-    status = f"{len(view.hits):,} of {results.total_considered:,} photos {query_label(view.query)}, best first"
+    if view.query.browsing:
+        return f"{len(view.hits):,} of {results.total_considered:,} photos, newest first"
+    order = f"newest first among the best {timeline.DATE_SORT_POOL}" if results.sort == "date" else "best first"
+    status = f"{len(view.hits):,} of {results.total_considered:,} photos {query_label(view.query)}, {order}"
     if results.dropped:
         status += f" · {results.dropped:,} weak matches hidden"
     return status
+
+
+def group_tiles(hits: list, tiles: list, by: str) -> list[tuple[str, list, list[int]]]:
+    """The tiles in day or month groups: (label, tiles, each tile's index among the hits)."""
+    index = {hit.id: number for number, hit in enumerate(hits)}
+    return [(label, [tiles[index[h.id]] for h in members], [index[h.id] for h in members])
+            for label, members in timeline.groups(hits, by)]
+
+
+def choice(value, allowed: tuple, name: str) -> str:
+    if value not in allowed:
+        raise UsageError(f"the {name} must be one of: {', '.join(a for a in allowed if a) or 'none'}")
+    return value
 
 
 def error_status(message: str) -> str:
@@ -320,20 +349,25 @@ class Page:
 
     @staticmethod
     def results_error(message: str):
-        return [], error_status(message), gr.skip(), gr.update(visible=False), gr.update(visible=False)
+        return [], error_status(message), gr.skip(), gr.update(visible=False), gr.update(visible=False), []
 
     def show(self, view: View, results, engine):
+        """The gallery, or with a grouping the day/month groups (label, tiles, their indexes in view.hits)."""
         view.hits = view.hits + list(results.hits)
         view.has_more = results.has_more
-        gallery = [(self.pictures.thumbnail(engine, hit.id), hit_caption(hit)) for hit in view.hits]
-        return (gallery, results_status(view, results), view, gr.update(visible=view.has_more),
-                gr.update(visible=False))
+        tiles = [(self.pictures.thumbnail(engine, hit.id), hit_caption(hit, view.query.browsing))
+                 for hit in view.hits]
+        grouped = group_tiles(view.hits, tiles, view.group) if view.group else []
+        return (gr.update(value=[] if view.group else tiles, visible=not view.group), results_status(view, results),
+                view, gr.update(visible=view.has_more), gr.update(visible=False), grouped)
 
-    def search(self, text, image, folder, date_from, date_to, captioned, cutoff):
+    def search(self, text, image, folder, date_from, date_to, captioned, cutoff, sort="relevance", group=""):
         filters = make_filters(folder, date_from, date_to, captioned)
-        query = Query(as_text(text, "query"), uploaded_file(image), filters=filters, cutoff=bool(cutoff))
+        query = Query(as_text(text, "query"), uploaded_file(image), filters=filters, cutoff=bool(cutoff),
+                      sort=choice(sort, timeline.SORTS, "sort"))
         engine = self.library.engine()
-        return self.show(View(query), run_query(engine, query, 0), engine)
+        view = View(query, group=choice(group or "", ("", *timeline.GROUPINGS), "grouping"))
+        return self.show(view, run_query(engine, query, 0), engine)
 
     def load_more(self, view: View):
         if view.query is None:
@@ -347,9 +381,9 @@ class Page:
         hit = next((h for h in view.hits if h.id == view.selected), None)
         asked = view.query or Query()  # the same filters and cut-off as the results the photo came from
         query = Query(like=view.selected, like_name=hit.relpath if hit else view.selected, filters=asked.filters,
-                      cutoff=asked.cutoff)
+                      cutoff=asked.cutoff, sort=asked.sort)
         engine = self.library.engine()
-        return self.show(View(query), run_query(engine, query, 0), engine)
+        return self.show(View(query, group=view.group), run_query(engine, query, 0), engine)
 
     # ----- the large view: panel, image, details, view
 
@@ -412,11 +446,22 @@ class Api:
         self.library = library
 
     def search_text(self, query: str, folder: str = "", date_from: str = "", date_to: str = "",
-                    with_captions: bool = False, cutoff: bool = False, top: int = PAGE_SIZE, offset: int = 0) -> dict:
-        """Photos for a text query in Glance's grammar (`beach -people +sunset 2:dog`), best first."""
+                    with_captions: bool = False, cutoff: bool = False, top: int = PAGE_SIZE, offset: int = 0,
+                    sort: str = "relevance", group: str = "") -> dict:
+        """Photos for a text query in Glance's grammar (`beach -people +sunset 2:dog`), best first or (sort "date")
+        its best matches newest first; group "day" or "month" adds the groups (label, ids) in order."""
         q = Query(as_text(query, "query"), filters=make_filters(folder, date_from, date_to, with_captions),
-                  cutoff=bool(cutoff))
-        return self._results(q, top, offset)
+                  cutoff=bool(cutoff), sort=as_text(sort, "sort"))
+        if q.browsing:
+            raise UsageError("empty query: type some words (weights above 0); /browse shows the library")
+        return self._results(q, top, offset, group)
+
+    def browse(self, folder: str = "", date_from: str = "", date_to: str = "", with_captions: bool = False,
+               top: int = PAGE_SIZE, offset: int = 0, group: str = "") -> dict:
+        """The library without a query, newest first (taken-at date, else file time), through the filters;
+        group "day" or "month" adds the groups (label, ids) in order. Hits carry no score (0)."""
+        return self._results(Query(filters=make_filters(folder, date_from, date_to, with_captions)), top, offset,
+                             group)
 
     def search_image(self, image: FileData, query: str = "", folder: str = "", date_from: str = "",
                      date_to: str = "", top: int = PAGE_SIZE, offset: int = 0) -> dict:
@@ -452,11 +497,12 @@ class Api:
         """What the index holds: counts, models, folders, last indexed."""
         return stats_json(self.library.engine().stats())
 
-    def _results(self, query: Query, top, offset) -> dict:
+    def _results(self, query: Query, top, offset, group: str = "") -> dict:
+        group = choice(as_text(group, "grouping"), ("", *timeline.GROUPINGS), "grouping")
         results = run_query(self.library.engine(), query, offset, top)
         if not results.hits and results.note:
             raise UsageError(results.note)  # e.g. "no photos match the filters (folder x)"
-        return results_json(results)
+        return results_json(results, group or None)
 
     def register(self) -> None:
         for name in API_ENDPOINTS:
@@ -479,7 +525,7 @@ def build_ui(library: Library, pictures: Pictures) -> gr.Blocks:
         Api(library).register()  # first, so that the endpoints keep their names (UI events are named after theirs)
         with gr.Tabs():
             with gr.Tab("Search", id="search"):
-                search_tab(page, view)
+                search_tab(page, view, demo.load)
             with gr.Tab("Image → Text", id="image-to-text"):
                 image_to_text_tab(page)
             with gr.Tab("Index", id="index") as index:
@@ -500,7 +546,7 @@ def evaluation_section() -> list:
     return [text, table, plot]
 
 
-def search_tab(page: Page, view: gr.State) -> None:
+def search_tab(page: Page, view: gr.State, load) -> None:
     with gr.Row():
         with gr.Column(scale=3):
             query = gr.Textbox(label="Search", placeholder="beach -people +sunset 2:dog", elem_id="query",
@@ -514,11 +560,25 @@ def search_tab(page: Page, view: gr.State) -> None:
                 with gr.Row():
                     captioned = gr.Checkbox(label="Only photos with captions", elem_id="captioned")
                     cutoff = gr.Checkbox(label="Hide irrelevant results", elem_id="cutoff")
+            with gr.Row():
+                sort = gr.Radio(SORT_CHOICES, value="relevance", label="Order", elem_id="sort")
+                group = gr.Radio(GROUP_CHOICES, value="", label="Group by", elem_id="group")
         image = gr.Image(label="Query image: drop, upload or paste", sources=["upload", "clipboard"],
                          type="filepath", image_mode=None, height=200, scale=1, elem_id="query-image")
     status = gr.Markdown(elem_id="status")
     gallery = gr.Gallery(label="Results", columns=6, height="auto", allow_preview=False, object_fit="cover",
                          fit_columns=False, buttons=[], elem_id="gallery", interactive=False)
+    grouped = gr.State([])  # with a grouping: (label, tiles, indexes) per day or month, drawn below
+    with gr.Column(elem_id="groups"):
+        @gr.render(inputs=[grouped])
+        def draw_groups(groups):
+            for number, (label, tiles, indexes) in enumerate(groups):
+                gr.Markdown(f"#### {md_escape(label)} · {len(tiles)}", elem_classes=["group-divider"])
+                part = gr.Gallery(tiles, show_label=False, columns=6, height="auto", allow_preview=False,
+                                  object_fit="cover", fit_columns=False, buttons=[], interactive=False,
+                                  elem_classes=["group-gallery"], key=f"group-{number}")
+                part.select(select_in_group(indexes), inputs=[view], outputs=large_view, api_visibility="private",
+                            scroll_to_output=True)
     load_more = gr.Button("Load more", visible=False, elem_id="load-more")
     with gr.Column(visible=False, elem_id="detail") as detail:
         with gr.Row():
@@ -529,10 +589,12 @@ def search_tab(page: Page, view: gr.State) -> None:
                 more_like = gr.Button("More like this", variant="primary", elem_id="more-like-this")
                 close = gr.Button("Close", size="sm", elem_id="close-detail")
 
-    shown = [gallery, status, view, load_more, detail]
-    search_inputs = [query, image, folder, date_from, date_to, captioned, cutoff]
+    large_view = [detail, large, info, view]
+    shown = [gallery, status, view, load_more, detail, grouped]
+    search_inputs = [query, image, folder, date_from, date_to, captioned, cutoff, sort, group]
     run_search = shown_in_page(Page.results_error)(page.search)
-    for trigger in (search_button.click, query.submit, image.upload):
+    # with nothing asked yet, the page opens on the library itself, newest first
+    for trigger in (search_button.click, query.submit, image.upload, sort.input, group.input, load):
         # preprocess=False: the upload reaches Engine.check_image as it is, so a corrupt file gets its message
         trigger(run_search, inputs=search_inputs, outputs=shown, preprocess=False, api_visibility="private")
     load_more.click(shown_in_page(Page.results_error)(page.load_more), inputs=[view], outputs=shown,
@@ -545,8 +607,14 @@ def search_tab(page: Page, view: gr.State) -> None:
     def on_select(state: View, evt: gr.SelectData):
         return select(state, evt.index)
 
-    gallery.select(on_select, inputs=[view], outputs=[detail, large, info, view], api_visibility="private",
-                   scroll_to_output=True)
+    def select_in_group(indexes: list[int]):
+        def on_group_select(state: View, evt: gr.SelectData):
+            position = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+            return select(state, indexes[position] if isinstance(position, int) and 0 <= position < len(indexes)
+                          else -1)
+        return on_group_select
+
+    gallery.select(on_select, inputs=[view], outputs=large_view, api_visibility="private", scroll_to_output=True)
     close.click(lambda: gr.update(visible=False), outputs=[detail], api_visibility="private")
 
 

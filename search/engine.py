@@ -73,6 +73,7 @@ from .cutoff import WINDOW, adaptive_cutoff
 from .filters import Filters, resolve
 from .filters import describe as describe_filters
 from .query import Term, combine, parse_query
+from .timeline import DATE_SORT_POOL
 from .results import Hit, NotServable, PhotoDetails, Results, TextHit  # noqa: F401 - the engine's public types
 from .uploads import open_query_image
 from .vectors import QueryVectors
@@ -80,7 +81,6 @@ from .vectors import QueryVectors
 MAX_TOP = 500
 MAX_OFFSET = 10_000
 MAX_BROWSE_OFFSET = 100_000_000  # browsing pages through the whole library, not a ranking's head
-DATE_SORT_POOL = 500  # a query sorted by date: its best 500 matches (or what the cut-off kept), newest first
 DATE_ORDERS_KEPT = 4  # browsing orders kept (per snapshot and filter): a million ids are ~50 MB
 POOL_BLOCK = 100  # candidates are fetched in blocks, so consecutive pages come from the same ranking
 PHOTO_COLUMNS = ["id", "root", "relpath", "taken_at", "camera", "width", "height", "has_caption", "mtime_ns"]

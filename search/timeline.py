@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 SORTS = ("relevance", "date")
+DATE_SORT_POOL = 500  # a query sorted by date: its best 500 matches (or what the cut-off kept), newest first
 GROUPINGS = ("day", "month")
 UNDATED = "date unknown"
 

@@ -18,8 +18,11 @@ from PIL import Image
 from tests import app_server
 from tests.app_server import AUTH, REPO, login
 
-ENDPOINTS = {"/search_text", "/search_image", "/more_like_this", "/search_captions", "/image_to_text", "/photo",
-             "/stats"}
+ENDPOINTS = {"/search_text", "/search_image", "/more_like_this", "/browse", "/search_captions", "/image_to_text",
+             "/photo", "/stats"}
+# The dated photos of app_server.PHOTOS, newest first; the undated ones' file times (today) come before them.
+DATED_NEWEST_FIRST = ["2023/cyan.jpg", "2023/trip/gradient.jpg", "2023/trip/stripes.jpg", "nature/yellow.jpg",
+                      "nature/green.jpg", "plain/sub/crimson.jpg", "plain/red.jpg"]
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +99,34 @@ def test_filters_by_folder_date_and_caption(client):
     assert relpaths(with_captions=True) == {"plain/red.jpg", "nature/green.jpg"}
 
 
+def test_browse_shows_the_library_newest_first_in_pages_and_groups(client, app_library):
+    whole = client.predict(top=100, api_name="/browse")
+    relpaths = [h["relpath"] for h in whole["hits"]]
+    assert relpaths[-len(DATED_NEWEST_FIRST):] == DATED_NEWEST_FIRST and set(relpaths) == set(app_library.ids)
+    assert whole["sort"] == "date" and whole["total_considered"] == len(app_library.ids) and not whole["has_more"]
+    undated = whole["hits"][:-len(DATED_NEWEST_FIRST)]
+    assert all(h["taken_at"] is None and h["file_time"] for h in undated)
+    assert [h["file_time"] for h in undated] == sorted((h["file_time"] for h in undated), reverse=True)
+    first, second = (client.predict(offset=offset, api_name="/browse") for offset in (0, 24))
+    assert [h["id"] for h in first["hits"] + second["hits"]] == [h["id"] for h in whole["hits"]] and first["has_more"]
+    trip = client.predict(folder="2023", date_from="2023-07", group="day", api_name="/browse")
+    assert [h["relpath"] for h in trip["hits"]] == DATED_NEWEST_FIRST[:3]
+    assert trip["groups"] == [{"label": "2023-12-31", "ids": [trip["hits"][0]["id"]]},
+                              {"label": "2023-07-11", "ids": [trip["hits"][1]["id"]]},
+                              {"label": "2023-07-10", "ids": [trip["hits"][2]["id"]]}]
+
+
+def test_a_text_search_sorted_by_date_and_grouped_by_month(client, app_library):
+    dated = client.predict("a red kite", date_from="2021", sort="date", group="month", api_name="/search_text")
+    assert [h["relpath"] for h in dated["hits"]] == DATED_NEWEST_FIRST and dated["sort"] == "date"
+    assert [g["label"] for g in dated["groups"]] == ["December 2023", "July 2023", "August 2022", "July 2022",
+                                                     "March 2021"]
+    assert [len(g["ids"]) for g in dated["groups"]] == [1, 2, 1, 1, 2]
+    ranked = client.predict("a red kite", date_from="2021", api_name="/search_text")
+    assert {h["id"]: h["score"] for h in ranked["hits"]} == {h["id"]: h["score"] for h in dated["hits"]}
+    assert "groups" not in ranked and ranked["sort"] == "relevance"
+
+
 def test_caption_search_finds_captions_and_texts(client, app_library):
     found = client.predict("kite", api_name="/search_captions")
     assert found[0]["text"] == "a red kite on a sunny day" and found[0]["source"] == "sidecar"
@@ -131,6 +162,10 @@ def test_photo_details_and_stats(client, app_library):
     ("/search_text", ["red"], {"date_from": "2021-13"}, "invalid from date"),
     ("/search_text", ["red"], {"folder": "../.."}, "must not contain '..'"),
     ("/search_text", ["red"], {"top": 0}, "top must be"),
+    ("/search_text", ["red"], {"sort": "newest"}, "sort must be one of: relevance, date"),
+    ("/search_text", ["red"], {"group": "week"}, "the grouping must be one of: day, month"),
+    ("/browse", [], {"folder": "no/such/folder"}, "no photos match the filters (folder no/such/folder)"),
+    ("/browse", [], {"offset": -3}, "offset must be"),
     ("/search_captions", [""], {}, "empty query"),
     ("/more_like_this", ["0123456789abcdef"], {}, "no photo with id"),
     ("/photo", ["../../etc/passwd"], {}, "no photo with id"),

@@ -148,9 +148,50 @@ def test_image_to_text_tab(page, app_library):
     assert all(text in table for text in ("receipt", "green meadow", "a red kite on a sunny day"))
 
 
+def test_the_page_opens_on_the_library_newest_first(page, app_library):
+    total = len(app_library.ids)
+    assert f"24 of {total} photos, newest first" in wait_for_status(page, "newest first")
+    wait_for_thumbnails(page, 24)
+    dates = [c.split(" · ")[0] for c in captions(page)]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d", d) for d in dates) and dates == sorted(dates, reverse=True)
+    page.click("#load-more")
+    wait_for_status(page, f"^{total} of {total} photos, newest first")
+    assert [c.split(" · ")[1] for c in captions(page)][-3:] == ["green.jpg", "crimson.jpg", "red.jpg"]
+
+
+def test_group_by_month_draws_dividers_and_opens_the_photo_clicked(page, app_library):
+    wait_for_status(page, "newest first")
+    page.click("#filters")
+    page.fill("#folder textarea, #folder input", "2023")
+    page.fill("#date-from textarea, #date-from input", "2023-07")
+    page.locator("#group label", has_text="Month").click()
+    wait_for_status(page, "^3 of 3 photos, newest first")
+    page.wait_for_function("document.querySelectorAll('#groups .group-gallery img').length == 3", timeout=WAIT_MS)
+    dividers = [text.strip() for text in page.locator(outermost("group-divider")).all_inner_texts()]
+    assert dividers == ["December 2023 · 1", "July 2023 · 2"]
+    assert not page.locator("#gallery").is_visible()
+    july = page.locator(outermost("group-gallery")).nth(1)
+    assert july.locator(".caption-label").all_inner_texts() == ["2023-07-11 · gradient.jpg", "2023-07-10 · stripes.jpg"]
+    july.locator("img").nth(1).click()
+    page.wait_for_function("document.querySelector('#detail-info')?.innerText.includes('stripes.jpg')",
+                           timeout=WAIT_MS)
+    assert str(app_library.path("2023/trip/stripes.jpg")) in page.inner_text("#detail-info")
+    page.locator("#group label", has_text="None").click()  # back to one gallery, the same three photos
+    wait_for_thumbnails(page, 3)
+    page.wait_for_function("document.querySelectorAll('#groups .group-divider').length == 0", timeout=WAIT_MS)
+
+
+def outermost(css_class: str) -> str:
+    """gradio puts elem_classes on a block and on its inner element: the blocks only."""
+    return f"#groups .{css_class}:not(.{css_class} .{css_class})"
+
+
 def test_errors_are_shown_in_the_page(page, tmp_path):
+    page.click("#filters")
+    page.fill("#date-from textarea, #date-from input", "2021-13")
     page.click("#search-button")
-    assert "empty query" in wait_for_status(page, "⚠️")
+    assert "invalid from date" in wait_for_status(page, "⚠️")
+    page.fill("#date-from textarea, #date-from input", "")
     not_an_image = tmp_path / "holiday.jpg"
     not_an_image.write_text("not an image\n")
     page.locator("#query-image input[type=file]").set_input_files(str(not_an_image))
