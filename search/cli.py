@@ -40,6 +40,7 @@ examples:
   glance search "beach" --sort date --from 2023       the best beach photos of 2023 and later, newest first
   glance search "receipt" --captions                  captions and texts, keyword + semantic
   glance search --image photo.jpg --captions          captions and texts nearest to an image
+  glance search "beach" --top 50 --export-links ~/beach   a folder of symlinks to the 50 best
   glance search --stats                               what the index holds (as glance stats --json)
 
 The models are the ones recorded in the index; --vision-model/--text-model point at local copies
@@ -85,6 +86,8 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                    help="search captions and free-standing texts instead of photos (text: keyword + semantic; "
                         "--image/--like: nearest texts)")
     p.add_argument("--json", action="store_true", help="print a JSON array of objects instead of lines")
+    p.add_argument("--export-links", metavar="DIR", help="also make DIR a folder of symlinks to the results, numbered "
+                                                       "in order (never inside the photo library)")
     p.add_argument("--stats", action="store_true", help="print what the index holds (JSON) and exit")
     p.add_argument("--vision-model", metavar="M", help="override the recorded vision model (Hub id or folder)")
     p.add_argument("--text-model", metavar="M", help="override the recorded text model (Hub id or folder)")
@@ -122,7 +125,15 @@ def run(args) -> int:
         from .loopback import reply
 
         answer = reply(open_engine(args), request, image=args.image, like=args.like)
-    return print_reply(answer, args.json)
+    made = 0
+    if args.export_links and answer["hits"]:  # before printing: a refused folder leaves only its one line
+        from .export import link_folder
+
+        made = link_folder(answer["hits"], args.export_links, answer["roots"])
+    status = print_reply(answer, args.json)
+    if made:
+        print(f"{PROGRAM}: linked {made} photos into {args.export_links}", file=sys.stderr)
+    return status
 
 
 def open_engine(args):
@@ -184,6 +195,8 @@ def check_query_given(args) -> None:
     """The checks that need no index or model, so a bad query fails in milliseconds, not after loading."""
     if args.stats:
         return
+    if args.export_links and args.captions:
+        raise UsageError("--export-links links photos; it does not go with --captions")
     terms = parse_query(args.query)
     if not terms and not args.image and not args.like and (args.sort != "date" or args.captions):
         raise UsageError("empty query: give some words, --image PATH or --like ID, or browse with --sort date "

@@ -63,6 +63,7 @@ def reply(engine, request: dict, image=None, like: str | None = None) -> dict:
     cut = results.cutoff is not None and results.cutoff.cut
     return {"hits": [hit_json(h) for h in results.hits], "note": results.note, "tuning_problem": engine.tuning_problem,
             "has_more": results.has_more, "next_offset": results.offset + results.top, "browsing": browsing,
+            "roots": list(engine.roots),
             "groups": groups_json(results.hits, request["group"]) if request["group"] else None,
             "cut": {"dropped": results.dropped, "threshold": results.cutoff.threshold} if cut else None}
 

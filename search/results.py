@@ -44,7 +44,7 @@ class Results:
     total_considered: photos that passed the filters (the population that was ranked).
     has_more:         a next page exists (call search again with offset + top).
     cutoff:           the cut-off decision (None when cutoff=False); `dropped` photos fell below it.
-    mode:             "exact" (brute force) or "index" (LanceDB vector index).
+    mode:             "exact" (brute force), "index" (LanceDB vector index) or "browse" (no query: by date).
     note:             a human sentence when there is nothing to show (e.g. the filters match no photo).
     query:            the parsed text terms, for showing the query back.
     tuning:           the name of the tuning that mapped the text terms (search/tuning.py), or None.

@@ -1,12 +1,15 @@
 """Browsing the library without a query, results ordered by date, and day/month groups (search/timeline.py),
-through the engine over the painted library of tests/search_library.py, and through `glance search`."""
+through the engine over the painted library of tests/search_library.py, and through `glance search`, which can
+also export a result list as a folder of links (search/export.py)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 from datetime import datetime
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -140,3 +143,26 @@ def test_the_cli_asks_for_a_query_or_a_date_sort(library):
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "browse with --sort date" in done.stderr
     bad = glance("--db", library.db, "--sort", "newest")
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+def test_the_cli_exports_a_result_list_as_numbered_links(library, tmp_path):
+    target = tmp_path / "picked" / "summer"
+    done = glance("--db", library.db, "--sort", "date", "--folder", "2023", "--export-links", target)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == f"glance: linked 3 photos into {target}" and done.stdout.count("\n") == 3
+    links = sorted(target.iterdir())
+    assert [link.name for link in links] == ["0001-cyan.png", "0002-gradient.png", "0003-checker.png"]
+    assert [Path(os.readlink(link)) for link in links] == [library.path(n) for n in ("cyan", "gradient", "checker")]
+    again = glance("--db", library.db, "--sort", "date", "--folder", "2023", "--export-links", target)
+    assert again.returncode == 2 and "already exists" in again.stderr and len(list(target.iterdir())) == 3
+
+
+def test_export_never_writes_into_the_library(library):
+    before = sorted(p.relative_to(library.root) for p in library.root.rglob("*"))
+    for inside in (library.root, library.root / "plain" / "picked"):
+        done = glance("--db", library.db, "red", "--export-links", inside)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1 and "never writes into the photo library" \
+            in done.stderr
+    assert sorted(p.relative_to(library.root) for p in library.root.rglob("*")) == before
+    captions = glance("--db", library.db, "red", "--captions", "--export-links", "/tmp/x")
+    assert captions.returncode == 2 and "does not go with --captions" in captions.stderr
