@@ -58,7 +58,7 @@ from starlette.middleware import Middleware  # noqa: E402
 
 from core.errors import GlanceError, one_line  # noqa: E402
 from search import eval_report, timeline  # noqa: E402
-from search.query import parse_query  # noqa: E402
+from search.query import no_query  # noqa: E402
 from search.filters import Filters  # noqa: E402
 from search.live import IndexMissing, Library  # noqa: E402
 from search.loopback import LoopbackServer  # noqa: E402
@@ -102,7 +102,7 @@ class Query:
     @property
     def browsing(self) -> bool:
         """No words, image or photo: the library itself, newest first (Engine.browse)."""
-        return not parse_query(self.text) and self.image is None and not self.like
+        return no_query(self.text, self.image, self.like)
 
 
 @dataclass
@@ -217,12 +217,6 @@ def group_tiles(hits: list, tiles: list, by: str) -> list[tuple[str, list, list[
     index = {hit.id: number for number, hit in enumerate(hits)}
     return [(label, [tiles[index[h.id]] for h in members], [index[h.id] for h in members])
             for label, members in timeline.groups(hits, by)]
-
-
-def choice(value, allowed: tuple, name: str) -> str:
-    if value not in allowed:
-        raise UsageError(f"the {name} must be one of: {', '.join(a for a in allowed if a) or 'none'}")
-    return value
 
 
 def error_status(message: str) -> str:
@@ -364,9 +358,9 @@ class Page:
     def search(self, text, image, folder, date_from, date_to, captioned, cutoff, sort="relevance", group=""):
         filters = make_filters(folder, date_from, date_to, captioned)
         query = Query(as_text(text, "query"), uploaded_file(image), filters=filters, cutoff=bool(cutoff),
-                      sort=choice(sort, timeline.SORTS, "sort"))
+                      sort=timeline.check_sort(sort))
         engine = self.library.engine()
-        view = View(query, group=choice(group or "", ("", *timeline.GROUPINGS), "grouping"))
+        view = View(query, group=timeline.check_grouping(group))
         return self.show(view, run_query(engine, query, 0), engine)
 
     def load_more(self, view: View):
@@ -498,7 +492,7 @@ class Api:
         return stats_json(self.library.engine().stats())
 
     def _results(self, query: Query, top, offset, group: str = "") -> dict:
-        group = choice(as_text(group, "grouping"), ("", *timeline.GROUPINGS), "grouping")
+        group = timeline.check_grouping(as_text(group, "grouping"))
         results = run_query(self.library.engine(), query, offset, top)
         if not results.hits and results.note:
             raise UsageError(results.note)  # e.g. "no photos match the filters (folder x)"

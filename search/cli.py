@@ -122,9 +122,7 @@ def run(args) -> int:
     request = photo_request(args)
     answer = ask_server(args, request)
     if answer is None:
-        from .loopback import reply
-
-        answer = reply(open_engine(args), request, image=args.image, like=args.like)
+        answer = reply_in_process(args, request)
     made = 0
     if args.export_links and answer["hits"]:  # before printing: a refused folder leaves only its one line
         from .export import link_folder
@@ -134,6 +132,22 @@ def run(args) -> int:
     if made:
         print(f"{PROGRAM}: linked {made} photos into {args.export_links}", file=sys.stderr)
     return status
+
+
+def reply_in_process(args, request: dict) -> dict:
+    from .loopback import browse_reply, reply
+
+    if args.sort == "date" and not parse_query(args.query) and not args.image and not args.like:
+        from store import Store, StoreError, no_index_message
+
+        from .browser import Browser
+
+        store = Store(args.db)
+        with store.lance_errors():
+            if not store.exists():
+                raise StoreError(no_index_message(store.path))
+            return browse_reply(Browser(store), request)
+    return reply(open_engine(args), request, image=args.image, like=args.like)
 
 
 def open_engine(args):

@@ -57,8 +57,6 @@ from __future__ import annotations
 
 import functools
 import math
-import threading
-from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
 
@@ -69,21 +67,17 @@ from store import CAPTION_VECTOR, CAPTIONS, IMAGES, Store, StoreError, no_index_
 
 from . import captions, files, timeline
 from .batching import SearchBatcher
+from .browser import PHOTO_COLUMNS, Browser, hit_from_row
 from .cutoff import WINDOW, adaptive_cutoff
 from .filters import Filters, resolve
 from .filters import describe as describe_filters
-from .query import Term, combine, parse_query
+from .query import Term, combine, no_query, parse_query
 from .timeline import DATE_SORT_POOL
-from .results import Hit, NotServable, PhotoDetails, Results, TextHit  # noqa: F401 - the engine's public types
+from .results import Hit, NotServable, PhotoDetails, Results, TextHit, check_paging  # noqa: F401 - public types
 from .uploads import open_query_image
 from .vectors import QueryVectors
 
-MAX_TOP = 500
-MAX_OFFSET = 10_000
-MAX_BROWSE_OFFSET = 100_000_000  # browsing pages through the whole library, not a ranking's head
-DATE_ORDERS_KEPT = 4  # browsing orders kept (per snapshot and filter): a million ids are ~50 MB
 POOL_BLOCK = 100  # candidates are fetched in blocks, so consecutive pages come from the same ranking
-PHOTO_COLUMNS = ["id", "root", "relpath", "taken_at", "camera", "width", "height", "has_caption", "mtime_ns"]
 CAPTION_ROUTE_DEPTH = 50  # captions the caption route reads
 
 
@@ -109,8 +103,7 @@ class Engine:
         self._check_vector_dim()
         self.vectors = QueryVectors(self.store, vision_model, text_model, precision, threads, batching)
         self._searches = SearchBatcher() if batching else None
-        self._date_orders: OrderedDict = OrderedDict()
-        self._date_orders_lock = threading.Lock()
+        self.browser = Browser(self.store)
 
     @property
     def tuning_problem(self) -> str | None:
@@ -133,13 +126,13 @@ class Engine:
         `sort="date"`: the best DATE_SORT_POOL matches (with `cutoff`, those it kept), newest first.
         Cheap checks (paging, grammar, filters) run before anything is embedded.
         """
-        top, offset = _check_paging(top, offset)
-        _check_sort(sort)
+        top, offset = check_paging(top, offset)
+        timeline.check_sort(sort)
         terms = parse_query(text)
         view = self.store.pinned()
         roots = view.photo_roots()
         user_filter = resolve(filters, roots)
-        if not terms and image is None and not like:
+        if no_query(text, image, like):
             raise UsageError("empty query: type some words (weights above 0), or give an image")
         tuned = self.vectors.tuning.name if tuning and terms and self.vectors.tuning else None
         parts, exclude = self._query_parts(view, terms, image, like, image_weight, bool(tuned))
@@ -150,7 +143,7 @@ class Engine:
         vector = combine(parts)
         needed = DATE_SORT_POOL if sort == "date" else offset + top + 1  # a fixed pool: date pages stay consistent
         rows, mode = self._nearest(view, IMAGES, vector, where, _pool_size(needed, cutoff), PHOTO_COLUMNS)
-        hits = [_hit(row) for row in rows.to_pylist()]
+        hits = [hit_from_row(row) for row in rows.to_pylist()]
         decision = adaptive_cutoff([h.score for h in hits], population) if cutoff else None
         kept = hits[:decision.keep] if decision and decision.cut else hits
         if image is None and not like:
@@ -163,24 +156,13 @@ class Engine:
 
     @_index_errors
     def browse(self, filters: Filters | None = None, top: int = 24, offset: int = 0) -> Results:
-        """Every photo that passes the filters, newest first (search/timeline.py): the library without a query."""
-        top, offset = _check_paging(top, offset, MAX_BROWSE_OFFSET)
-        view = self.store.pinned()
-        where = resolve(filters, view.photo_roots())
-        order = self._date_order(view, where)
-        if len(order) == 0:
-            note = self._nothing_note(filters) if filters and not filters.is_empty() else \
-                f"the index at {self.store.path} holds no photos yet"
-            return Results([], offset, top, False, 0, note=note, mode="browse", sort="date")
-        page = order.slice(offset, top).to_pylist()
-        rows = {row["id"]: row for row in view.photo_rows(page, None, PHOTO_COLUMNS)}
-        hits = [_hit({**rows[i], "score": 0.0}) for i in page if i in rows]
-        return Results(hits, offset, top, len(order) > offset + top, len(order), mode="browse", sort="date")
+        """Every photo that passes the filters, newest first (search/browser.py): the library without a query."""
+        return self.browser.browse(filters, top, offset)
 
     @_index_errors
     def image_to_text(self, image=None, top: int = 10, like: str | None = None) -> list[TextHit]:
         """Captions and free-standing texts nearest to an image or to an indexed photo (cosine, best first)."""
-        top, _ = _check_paging(top, 0)
+        top, _ = check_paging(top, 0)
         if (image is None) == (like is None):
             raise UsageError("give exactly one of: a query image, or an indexed photo id")
         view = self.store.pinned()
@@ -190,7 +172,7 @@ class Engine:
     @_index_errors
     def caption_search(self, text: str, top: int = 10) -> list[TextHit]:
         """Captions and texts matching `text` by keyword and by meaning (see search/captions.py)."""
-        top, _ = _check_paging(top, 0)
+        top, _ = check_paging(top, 0)
         terms = parse_query(text)
         if not terms:
             raise UsageError("empty query: type some words to look for in captions")
@@ -275,26 +257,11 @@ class Engine:
         extra = [i for i in dict.fromkeys(matched) if i not in known]
         for row in view.photo_rows(extra, where, [*PHOTO_COLUMNS, "vector"]):
             row["score"] = float(np.dot(np.asarray(row.pop("vector"), np.float32), vector))
-            known[row["id"]] = _hit(row)
+            known[row["id"]] = hit_from_row(row)
         found = [i for i in dict.fromkeys(matched) if i in known]  # photos the filters let through
         fused = captions.rank_fusion({"space": [h.id for h in direct], "caption": found})
         return [replace(known[key], routes={"space": ranks.get("space"), "caption": ranks.get("caption")})
                 for key, _, ranks in fused]
-
-    def _date_order(self, view: Store, where):
-        """The snapshot's photos newest first, kept per (table version, filter): "load more" pages through one
-        order, and a new snapshot (new photos) orders afresh."""
-        key = (view.images.version, where)
-        with self._date_orders_lock:
-            if key in self._date_orders:
-                self._date_orders.move_to_end(key)
-                return self._date_orders[key]
-        order = timeline.newest_first(view.photo_dates(where))
-        with self._date_orders_lock:
-            self._date_orders[key] = order
-            while len(self._date_orders) > DATE_ORDERS_KEPT:
-                self._date_orders.popitem(last=False)
-        return order
 
     def _nearest(self, view: Store, *search, **options):
         """view.nearest, shared with concurrent callers' searches when batching."""
@@ -333,26 +300,7 @@ class Engine:
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def _check_paging(top, offset, max_offset: int = MAX_OFFSET) -> tuple[int, int]:
-    if not isinstance(top, int) or isinstance(top, bool) or not 1 <= top <= MAX_TOP:
-        raise UsageError(f"top must be a whole number from 1 to {MAX_TOP}")
-    if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= max_offset:
-        raise UsageError(f"offset must be a whole number from 0 to {max_offset:,}")
-    return top, offset
-
-
-def _check_sort(sort) -> None:
-    if sort not in timeline.SORTS:
-        raise UsageError(f"sort must be one of: {', '.join(timeline.SORTS)}")
-
-
 def _pool_size(needed: int, cutoff: bool) -> int:
     """Round up to whole POOL_BLOCKs: every page within a block comes from one and the same ranking."""
     blocks = -(-needed // POOL_BLOCK)
     return max(blocks * POOL_BLOCK, WINDOW if cutoff else 0)
-
-
-def _hit(row: dict) -> Hit:
-    return Hit(row["id"], row["root"], row["relpath"], files.display_path(row["root"], row["relpath"]),
-               float(row["score"]), row["taken_at"], row["camera"], row["width"], row["height"],
-               bool(row["has_caption"]), timeline.file_time(row.get("mtime_ns")))

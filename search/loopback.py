@@ -47,23 +47,36 @@ log = logging.getLogger("glance.loopback")
 
 def reply(engine, request: dict, image=None, like: str | None = None) -> dict:
     """What `glance search` prints for `request` (REQUEST_KEYS; in process also a query image or `like`), as
-    JSON-able data; raises GlanceError."""
+    JSON-able data; raises GlanceError. No query at all browses the library (search/browser.py)."""
+    from .query import no_query
+
+    if no_query(request["query"], image, like):
+        return browse_reply(engine.browser, request)
+    results = engine.search(request["query"], image=image, like=like, filters=request_filters(request),
+                            top=request["top"], offset=request["offset"], cutoff=request["cutoff"],
+                            tuning=request["tuning"], sort=request["sort"])
+    return reply_json(results, request, engine.roots, engine.tuning_problem)
+
+
+def browse_reply(browser, request: dict) -> dict:
+    """reply() for browsing: it needs only the store, so `glance search --sort date` loads no model."""
+    results = browser.browse(request_filters(request), top=request["top"], offset=request["offset"])
+    return reply_json(results, request, tuple(browser.store.photo_roots()), None)
+
+
+def request_filters(request: dict):
     from .filters import Filters
-    from .query import parse_query
+
+    return Filters(request["folder"], request["date_from"], request["date_to"], request["has_caption"])
+
+
+def reply_json(results, request: dict, roots: tuple[str, ...], tuning_problem: str | None) -> dict:
     from .serialize import groups_json, hit_json
 
-    filters = Filters(request["folder"], request["date_from"], request["date_to"], request["has_caption"])
-    browsing = not parse_query(request["query"]) and image is None and not like and request["sort"] == "date"
-    if browsing:
-        results = engine.browse(filters, top=request["top"], offset=request["offset"])
-    else:
-        results = engine.search(request["query"], image=image, like=like, filters=filters, top=request["top"],
-                                offset=request["offset"], cutoff=request["cutoff"], tuning=request["tuning"],
-                                sort=request["sort"])
     cut = results.cutoff is not None and results.cutoff.cut
-    return {"hits": [hit_json(h) for h in results.hits], "note": results.note, "tuning_problem": engine.tuning_problem,
-            "has_more": results.has_more, "next_offset": results.offset + results.top, "browsing": browsing,
-            "roots": list(engine.roots),
+    return {"hits": [hit_json(h) for h in results.hits], "note": results.note, "tuning_problem": tuning_problem,
+            "has_more": results.has_more, "next_offset": results.offset + results.top,
+            "browsing": results.mode == "browse", "roots": list(roots),
             "groups": groups_json(results.hits, request["group"]) if request["group"] else None,
             "cut": {"dropped": results.dropped, "threshold": results.cutoff.threshold} if cut else None}
 

@@ -9,6 +9,17 @@ from core.errors import UsageError
 from .cutoff import Cutoff
 from .query import Term
 
+MAX_TOP = 500
+MAX_OFFSET = 10_000
+
+
+def check_paging(top, offset, max_offset: int = MAX_OFFSET) -> tuple[int, int]:
+    if not isinstance(top, int) or isinstance(top, bool) or not 1 <= top <= MAX_TOP:
+        raise UsageError(f"top must be a whole number from 1 to {MAX_TOP}")
+    if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= max_offset:
+        raise UsageError(f"offset must be a whole number from 0 to {max_offset:,}")
+    return top, offset
+
 
 class NotServable(UsageError):
     """A file or thumbnail that may not (403) or cannot (404) be served; `status` is the HTTP code."""

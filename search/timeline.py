@@ -12,10 +12,25 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from core.errors import UsageError
+
 SORTS = ("relevance", "date")
 DATE_SORT_POOL = 500  # a query sorted by date: its best 500 matches (or what the cut-off kept), newest first
 GROUPINGS = ("day", "month")
 UNDATED = "date unknown"
+
+
+def check_sort(sort) -> str:
+    if sort not in SORTS:
+        raise UsageError(f"sort must be one of: {', '.join(SORTS)}")
+    return sort
+
+
+def check_grouping(group) -> str:
+    """"" (no groups), "day" or "month"; None counts as ""."""
+    if group not in ("", None, *GROUPINGS):
+        raise UsageError(f"the grouping must be one of: {', '.join(GROUPINGS)} (or none)")
+    return group or ""
 
 
 def photo_date(hit) -> datetime | None:

@@ -20,6 +20,7 @@ from search import timeline
 from search.engine import Engine
 from search.filters import Filters
 from store import Store
+from tests.test_cold_start import glance_in_fresh_process
 
 # The painted photos by taken-at date, newest first (tests/search_library.py). "black" has no date, nor has the
 # photo behind the symlink "escape": their file times (this session) make them the newest.
@@ -136,6 +137,17 @@ def test_the_cli_browses_and_groups(library):
     assert [(hit["file"], hit["group"]) for hit in as_json] == [
         (str(library.path("cyan")), "2023-12-31"), (str(library.path("gradient")), "2023-07-11"),
         (str(library.path("checker")), "2023-07-10")]
+
+
+def test_browsing_from_the_cli_loads_no_model(library, engine, tmp_path):
+    """Browsing needs only the index: no torch, so no seconds of imports and model loading."""
+    done = glance_in_fresh_process(["search", "--sort", "date", "--top", "5", "--db", str(library.db)], ("torch",),
+                                   {"XDG_RUNTIME_DIR": str(tmp_path)})
+    assert "LOADED [] 0" in done.stdout, done.stdout + done.stderr
+    printed = [line.split("\t")[1] for line in done.stdout.splitlines()[:-1]]
+    assert printed == [hit.path for hit in engine.browse(top=5).hits]
+    missing = glance("--db", tmp_path / "nothing-here", "--sort", "date")
+    assert missing.returncode != 0 and missing.stderr.count("\n") == 1 and "Traceback" not in missing.stderr
 
 
 def test_the_cli_asks_for_a_query_or_a_date_sort(library):

@@ -1,0 +1,64 @@
+"""The library without a query: every photo that passes the filters, newest first (search/timeline.py).
+
+It needs the store and nothing else, so `glance search --sort date` with no query loads no model. The Engine
+keeps one Browser for the page and the API.
+
+    Browser(store).browse(filters, top, offset) -> Results (mode "browse", sort "date", scores 0)
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+from store import Store
+
+from . import files, timeline
+from .filters import Filters, describe, resolve
+from .results import Hit, Results, check_paging
+
+MAX_BROWSE_OFFSET = 100_000_000  # browsing pages through the whole library, not a ranking's head
+DATE_ORDERS_KEPT = 4  # browsing orders kept (per snapshot and filter): a million ids are ~50 MB
+PHOTO_COLUMNS = ["id", "root", "relpath", "taken_at", "camera", "width", "height", "has_caption", "mtime_ns"]
+
+
+class Browser:
+    def __init__(self, store: Store):
+        self.store = store
+        self._date_orders: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def browse(self, filters: Filters | None = None, top: int = 24, offset: int = 0) -> Results:
+        top, offset = check_paging(top, offset, MAX_BROWSE_OFFSET)
+        view = self.store.pinned()
+        where = resolve(filters, view.photo_roots())
+        order = self._date_order(view, where)
+        if len(order) == 0:
+            note = f"no photos match the filters ({describe(filters)})" if filters and not filters.is_empty() \
+                else f"the index at {self.store.path} holds no photos yet"
+            return Results([], offset, top, False, 0, note=note, mode="browse", sort="date")
+        page = order.slice(offset, top).to_pylist()
+        rows = {row["id"]: row for row in view.photo_rows(page, None, PHOTO_COLUMNS)}
+        hits = [hit_from_row({**rows[i], "score": 0.0}) for i in page if i in rows]
+        return Results(hits, offset, top, len(order) > offset + top, len(order), mode="browse", sort="date")
+
+    def _date_order(self, view: Store, where):
+        """The snapshot's photos newest first, kept per (table version, filter): "load more" pages through one
+        order, and a new snapshot (new photos) orders afresh."""
+        key = (view.images.version, where)
+        with self._lock:
+            if key in self._date_orders:
+                self._date_orders.move_to_end(key)
+                return self._date_orders[key]
+        order = timeline.newest_first(view.photo_dates(where))
+        with self._lock:
+            self._date_orders[key] = order
+            while len(self._date_orders) > DATE_ORDERS_KEPT:
+                self._date_orders.popitem(last=False)
+        return order
+
+
+def hit_from_row(row: dict) -> Hit:
+    """A Hit from a photo row (PHOTO_COLUMNS plus its score)."""
+    return Hit(row["id"], row["root"], row["relpath"], files.display_path(row["root"], row["relpath"]),
+               float(row["score"]), row["taken_at"], row["camera"], row["width"], row["height"],
+               bool(row["has_caption"]), timeline.file_time(row.get("mtime_ns")))
