@@ -315,7 +315,8 @@ def end_to_end(db_path: Path, args) -> dict:
 
 
 def bench_text_model(text_dir: Path, args) -> dict:
-    """Load time, then one short query at a time on 1 thread (what the engine uses) and on all threads."""
+    """Load time, then one short query at a time on 1 thread (the engine on a busy machine) and on all threads (the
+    engine while no other thread wants a core, up to search/vectors.py IDLE_QUERY_THREADS)."""
     import torch
 
     from models import TextEmbedder

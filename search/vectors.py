@@ -2,9 +2,11 @@
 
 Text terms are embedded once and kept in an LRU cache (paging and edits re-use them); the vision model loads
 on the first image query. A short text query is ~3 GFLOP, one query image ~36. On an idle 2-core machine a
-second thread saves ~10 ms per text, but when the cores are busy (indexing, other users) OpenMP threads wait
-on each other: a text query took 300-500 ms instead of ~50 ms, an image 1.5-1.8 s instead of ~350 ms,
-measured here (bench/query_latency.py). So queries are embedded on one thread, unless `threads` is given.
+second thread saves a quarter (int8 text query: 20.8 -> 15.0 ms, Intel Xeon with AMX), but when the cores are
+busy (indexing, other users) OpenMP threads wait on each other: a text query took 300-500 ms instead of ~50 ms,
+an image 1.5-1.8 s instead of ~350 ms, measured here (bench/query_latency.py). So a query takes a second thread
+only while no other query of this process is being embedded and no other process's thread wants a core
+(`spare_cores`, from /proc at each query, ~0.3 ms), and one thread otherwise; `threads` given fixes the count.
 
 With `batching` (a server under load), concurrent callers' texts are embedded together, one forward pass per
 batch (search/batching.py); each caller still gets exactly its own terms' vectors, through the same cache. A
@@ -18,6 +20,7 @@ import contextlib
 import os
 import threading
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,10 +34,13 @@ from .batching import EmbedBatcher
 from .query import Term
 from .uploads import open_query_image
 
-QUERY_THREADS = 1
+QUERY_THREADS = 1  # while other threads want the cores
+IDLE_QUERY_THREADS = 2  # while they do not: short texts give small matmuls, more threads only wait on each other
 WIDE_BATCH = 8  # texts in one forward pass from which it runs on several threads
 WIDE_THREADS = 4  # at most: measured on 2 cores only; short texts give small matmuls to split
 TERM_CACHE = 512
+LOADAVG = Path("/proc/loadavg")
+TASKS = Path("/proc/self/task")
 
 
 class QueryVectors:
@@ -42,7 +48,8 @@ class QueryVectors:
                  threads: int | None, batching: bool = False):
         if threads:
             torch.set_num_threads(threads)
-        self.threads = threads or QUERY_THREADS
+        self.fixed_threads = threads
+        self._in_flight = 0  # queries being embedded now (query_threads)
         self.wide_threads = threads or min(os.cpu_count() or 1, WIDE_THREADS)  # `threads` given: always that
         self.precision = modelmatch.check_precision(precision)
         self.store = store
@@ -92,8 +99,27 @@ class QueryVectors:
             return self.tuning.map_queries(self.terms(terms))
         return self._cached("tuned", terms)
 
+    def query_threads(self) -> int:
+        """Threads for the query being embedded (see the module docstring); call it inside `embedding()`."""
+        if self.fixed_threads:
+            return self.fixed_threads
+        alone = self._in_flight == 1  # no other query of this process is being embedded
+        return IDLE_QUERY_THREADS if alone and spare_cores() >= IDLE_QUERY_THREADS - 1 else QUERY_THREADS
+
+    @contextlib.contextmanager
+    def embedding(self):
+        """One query being embedded, on as many threads as query_threads() says."""
+        with self._cache_lock:
+            self._in_flight += 1
+        try:
+            with torch_threads(self.query_threads()):
+                yield
+        finally:
+            with self._cache_lock:
+                self._in_flight -= 1
+
     def _embed_queries(self, texts: list[str], tuned: bool) -> np.ndarray:
-        with torch_threads(self.wide_threads if len(texts) >= WIDE_BATCH else self.threads):
+        with torch_threads(self.wide_threads) if len(texts) >= WIDE_BATCH else self.embedding():
             if self.tuning is None or self.tuning.method != "lora":
                 return self.text.embed_queries(texts, dim=self.dim).numpy()
             from models.lora import adapters_enabled
@@ -109,7 +135,7 @@ class QueryVectors:
 
     def _embed_caption_model(self, texts: list[str]) -> np.ndarray:
         encoder = self.caption_encoder()
-        with torch_threads(self.threads):
+        with self.embedding():
             return encoder.embed(texts)
 
     def caption_encoder(self):
@@ -140,7 +166,7 @@ class QueryVectors:
         """A query image (path, bytes or PIL image; checked by search/uploads.py) as a vector."""
         decoded = open_query_image(image)
         vision = self.vision()
-        with torch_threads(self.threads):
+        with self.embedding():
             return vision.embed_images([decoded], dim=self.dim)[0].numpy()
 
     def vision(self) -> VisionEncoder:
@@ -175,6 +201,44 @@ def normalized(text: str) -> str:
     whitespace, so `dog  on` and `dog on` embed alike). Case is kept: a cased tokenizer (xlm-roberta) tells them
     apart."""
     return " ".join(text.split())
+
+
+def running_elsewhere() -> int | None:
+    """Threads of other processes running at this moment: /proc/loadavg's running count (its fourth field,
+    "running/total"; ~10 us to read) less this process's running threads, since its own OpenMP workers spin for a
+    moment after each operation and count as running (read only when needed: ~0.2 ms for 40 threads). None where
+    that cannot be read (not Linux)."""
+    try:
+        running = int(LOADAVG.read_text().split()[3].split("/")[0])
+        if running <= 1:
+            return 0  # the caller itself
+        tasks = os.listdir(TASKS)
+    except (OSError, ValueError, IndexError):
+        return None
+    own = 0
+    for task in tasks:
+        try:
+            with open(TASKS / task / "stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # a thread that ended meanwhile
+        own += stat[stat.rindex(b")") + 2:][:1] == b"R"  # the state follows the command name, which may hold ")"
+    return max(running - own, 0)
+
+
+def spare_cores(samples: int = 3) -> int:
+    """Cores this process may use that no other process's thread wants now, besides the one the caller runs on.
+    The fewest of up to `samples` readings: a kernel thread runs for microseconds, a busy indexer's threads all the
+    time."""
+    fewest = None
+    for _ in range(samples):
+        elsewhere = running_elsewhere()
+        if elsewhere is None:
+            return 0  # unknown: assume busy, the safe count
+        fewest = elsewhere if fewest is None else min(fewest, elsewhere)
+        if fewest == 0:
+            break
+    return max(len(os.sched_getaffinity(0)) - 1 - fewest, 0)
 
 
 @contextlib.contextmanager

@@ -5,12 +5,14 @@ index with the tiny models, and compare every caller's results.
 """
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
+import search.vectors as search_vectors
 from search.batching import EmbedBatcher
 from search.engine import Engine
 
@@ -188,3 +190,35 @@ def test_concurrent_batched_caption_searches_match_unbatched(engines):
     for hits, want in zip(got, expected):
         assert [h.text for h in hits] == [h.text for h in want]
         np.testing.assert_allclose([h.score for h in hits], [h.score for h in want], atol=1e-5)
+
+
+def fake_proc(folder, running: int, own: tuple[str, ...]):
+    """/proc/loadavg (three averages, running/total threads, the last pid) and /proc/self/task/*/stat."""
+    (folder / "loadavg").write_text(f"0.10 0.20 0.30 {running}/412 9999\n")
+    for tid, state in enumerate(own, 100):
+        (folder / "task" / str(tid)).mkdir(parents=True, exist_ok=True)
+        (folder / "task" / str(tid) / "stat").write_text(f"{tid} (glance (x)) {state} 1 1 1 0 -1 4194304 117 0\n")
+
+
+def test_a_query_takes_a_second_core_only_while_no_other_thread_wants_one(engines, tmp_path, monkeypatch):
+    vectors = engines[0].vectors
+    monkeypatch.setattr(search_vectors, "LOADAVG", tmp_path / "loadavg")
+    monkeypatch.setattr(search_vectors, "TASKS", tmp_path / "task")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    fake_proc(tmp_path, running=2, own=("R", "R", "S"))  # this thread and its OpenMP worker, spinning
+    assert search_vectors.running_elsewhere() == 0 and search_vectors.spare_cores() == 1
+    with vectors.embedding():
+        assert vectors.query_threads() == 2
+        on_two = vectors._embed_queries(["a red bicycle"], tuned=False)  # a nested embedding: one thread
+    fake_proc(tmp_path, running=4, own=("R", "R", "S"))  # two threads of another process run: an indexer
+    assert search_vectors.running_elsewhere() == 2 and search_vectors.spare_cores() == 0
+    with vectors.embedding():
+        assert vectors.query_threads() == 1
+    np.testing.assert_allclose(vectors._embed_queries(["a red bicycle"], tuned=False), on_two, atol=1e-5)
+    (tmp_path / "loadavg").write_text("unreadable")
+    assert search_vectors.spare_cores() == 0  # unknown counts as busy
+    monkeypatch.setattr(vectors, "fixed_threads", 3)  # Engine(threads=3)
+    assert vectors.query_threads() == 3
+    monkeypatch.undo()
+    with vectors.embedding():
+        assert vectors.query_threads() in (1, 2)  # this machine, now

@@ -87,8 +87,10 @@ def test_a_subtracted_term_pushes_its_nearest_photo_down(engine, library, tiny_e
     assert rank("dog -2:cat") > rank("dog")
 
 
-def test_queries_run_on_one_thread_and_leave_torch_as_it_was(engine, library, monkeypatch):
+def test_queries_run_on_the_threads_the_cores_allow_and_leave_torch_as_it_was(engine, library, monkeypatch):
     import torch
+
+    import search.vectors as search_vectors
 
     seen = []
     for encoder, method in ((engine.vectors.text, "embed_queries"), (engine.vectors.vision(), "embed_images")):
@@ -99,11 +101,14 @@ def test_queries_run_on_one_thread_and_leave_torch_as_it_was(engine, library, mo
             return _original(*args, **kwargs)
         monkeypatch.setattr(encoder, method, spy)
     before = torch.get_num_threads()
-    torch.set_num_threads(2)
+    torch.set_num_threads(3)
     try:
-        engine.search("a thread test", image=str(library.path("blue")))
-        assert seen == [1, 1]  # the text term and the image, each embedded on one thread
-        assert torch.get_num_threads() == 2
+        for spare, threads in ((0, 1), (1, 2)):  # another process busy on the other core; nothing else running
+            monkeypatch.setattr(search_vectors, "spare_cores", lambda spare=spare: spare)
+            seen.clear()
+            engine.search(f"a thread test {spare}", image=str(library.path("blue")))
+            assert seen == [threads, threads]  # the text term and the image
+            assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
 
