@@ -3,6 +3,7 @@ bf16 paths) on every load, ~0.3 s for the text tower and seconds for the vision 
 gives the same answer for the same weights, torch and CPU.
 
     precision = cached_choice(key, choose, replay)
+    value = cached_value(key, compute)          # any other per-model measurement (search/duplicates.py)
 
 `key` names everything the answer depends on (weights_key gives the file part); `choose()` probes and returns a
 Precision-like object with `.path` and `.cosine_to_fp32`; `replay(entry)` rebuilds it from a stored entry (and
@@ -63,6 +64,20 @@ def cached_choice(key: dict, choose, replay):
     known[digest] = {"key": key, "path": precision.path, "cosine_to_fp32": precision.cosine_to_fp32}
     _write(known)
     return precision
+
+
+def cached_value(key: dict, compute):
+    """Another measurement kept the same way: `compute()` returns JSON-able data, replayed as it was stored."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    known = _read()
+    entry = known.get(digest)
+    if isinstance(entry, dict) and entry.get("key") == key and "value" in entry:
+        return entry["value"]
+    value = compute()
+    known = _read()  # measuring took seconds: keep what another process wrote meanwhile
+    known[digest] = {"key": key, "value": value}
+    _write(known)
+    return value
 
 
 def _read() -> dict:

@@ -59,6 +59,57 @@ def add_search_parser(verbs) -> None:
     p.set_defaults(run=run)
 
 
+DUPLICATES_DESCRIPTION = """\
+List the near-duplicate groups of the library, for cleaning it up: bursts, re-encodes, crops and small exposure
+changes of one shot. Nothing is deleted or moved.
+
+Each group prints a `# keep PATH (+N)` line (its photo with the most pixels, then the newest) and then its
+near-duplicates, one path per line, biggest groups first; --json prints one object (groups, threshold).
+Two photos are near-duplicates when their vectors (or their thumbnails' layouts) are closer than thresholds
+measured on the index's vision model with generated bursts, once per model, and, where both have a taken-at
+date, they were taken within 5 minutes of each other. Every photo is compared with every other: seconds for
+10,000 photos, minutes for 100,000 (narrow it with --folder or --from/--to).
+
+exit status:
+  0    groups were found
+  1    none were found
+  2    an error, in one line on stderr
+"""
+
+
+def add_duplicates_parser(verbs) -> None:
+    p = verbs.add_parser("duplicates", help="list near-duplicate groups (bursts, re-encodes, crops)",
+                         description=DUPLICATES_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--db", metavar="DIR", help=location.DB_HELP)
+    location.add_storage_flag(p)
+    p.add_argument("--folder", metavar="F", help="only photos in this folder (relative to an indexed root, or absolute)")
+    p.add_argument("--from", dest="date_from", metavar="DATE", help="taken on or after DATE (YYYY, YYYY-MM, YYYY-MM-DD)")
+    p.add_argument("--to", dest="date_to", metavar="DATE", help="taken on or before DATE (the whole day/month/year)")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.set_defaults(run=run_duplicates)
+
+
+def run_duplicates(args) -> int:
+    from .engine import Engine
+    from .filters import Filters
+    from .serialize import duplicates_json
+
+    date_range(args.date_from, args.date_to)
+    location.configure_from(args)
+    engine = Engine(args.db)
+    groups = engine.duplicates(Filters(args.folder, args.date_from, args.date_to))
+    answer = duplicates_json(groups, engine.duplicate_threshold())
+    if args.json:
+        print(json.dumps(answer, ensure_ascii=False, indent=1))
+    else:
+        for group in answer["groups"]:
+            print(f"# keep {group['keep']['file']} (+{len(group['duplicates'])})")
+            for hit in group["duplicates"]:
+                print(hit["file"])
+        print(f"{PROGRAM}: {len(groups)} groups, {answer['photos_in_groups']} photos", file=sys.stderr)
+    return 0 if groups else 1
+
+
 def add_search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("query", nargs="?", default="", help="text query in the grammar below (may be empty with --image/--like)")
     p.add_argument("--image", metavar="PATH", help="a query image file (combined with the text when both are given)")
@@ -82,6 +133,9 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                         "library)")
     p.add_argument("--group", choices=GROUPINGS, help="group the results by day or month (a `# label (count)` line "
                                                       "before each group; `group` in --json)")
+    p.add_argument("--collapse", action="store_true",
+                   help="near-duplicates (bursts, re-encodes, crops) as one result: `+N` after its path, "
+                        "`duplicates` in --json (see glance duplicates)")
     p.add_argument("--captions", action="store_true",
                    help="search captions and free-standing texts instead of photos (text: keyword + semantic; "
                         "--image/--like: nearest texts)")
@@ -159,7 +213,7 @@ def open_engine(args):
 def photo_request(args) -> dict:
     return {"query": args.query, "folder": args.folder, "date_from": args.date_from, "date_to": args.date_to,
             "has_caption": args.has_caption, "top": args.top, "offset": args.offset, "cutoff": args.cutoff,
-            "tuning": args.tuning, "sort": args.sort, "group": args.group}
+            "tuning": args.tuning, "sort": args.sort, "group": args.group, "collapse": args.collapse}
 
 
 def ask_server(args, request: dict) -> dict | None:
@@ -196,7 +250,8 @@ def print_reply(answer: dict, as_json: bool) -> int:
             for hit in (by_id[i] for i in group["ids"]):
                 first = (hit["taken_at"] or hit["file_time"] or "-").replace("T", " ") if answer["browsing"] \
                     else f"{hit['score']:.4f}"
-                print(f"{first}\t{hit['file']}")
+                more = f"\t+{len(hit['duplicates'])}" if hit.get("duplicates") else ""
+                print(f"{first}\t{hit['file']}{more}")
     if answer["cut"]:  # what is not on stdout goes to stderr, so the output stays pipeable
         print(f"{PROGRAM}: the cut-off hid {answer['cut']['dropped']} weaker matches (scores below "
               f"{answer['cut']['threshold']:.4f})", file=sys.stderr)

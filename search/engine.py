@@ -65,7 +65,7 @@ import numpy as np
 from core.errors import UsageError
 from store import CAPTION_VECTOR, CAPTIONS, IMAGES, Store, StoreError, no_index_message
 
-from . import captions, files, timeline
+from . import captions, duplicates, files, timeline
 from .batching import SearchBatcher
 from .browser import PHOTO_COLUMNS, Browser, hit_from_row
 from .cutoff import WINDOW, adaptive_cutoff
@@ -73,10 +73,11 @@ from .filters import Filters, resolve
 from .filters import describe as describe_filters
 from .query import Term, combine, no_query, parse_query
 from .timeline import DATE_SORT_POOL
-from .results import Hit, NotServable, PhotoDetails, Results, TextHit, check_paging  # noqa: F401 - public types
+from .results import MAX_TOP, Hit, NotServable, PhotoDetails, Results, TextHit, check_paging  # noqa: F401 - types
 from .uploads import open_query_image
 from .vectors import QueryVectors
 
+COLLAPSE_POOL_FACTOR = 4  # collapsing needs a deeper pool: a page of groups holds several photos each
 POOL_BLOCK = 100  # candidates are fetched in blocks, so consecutive pages come from the same ranking
 CAPTION_ROUTE_DEPTH = 50  # captions the caption route reads
 
@@ -104,6 +105,7 @@ class Engine:
         self.vectors = QueryVectors(self.store, vision_model, text_model, precision, threads, batching)
         self._searches = SearchBatcher() if batching else None
         self.browser = Browser(self.store)
+        self._threshold: duplicates.Threshold | None = None
 
     @property
     def tuning_problem(self) -> str | None:
@@ -118,12 +120,14 @@ class Engine:
     @_index_errors
     def search(self, text: str = "", image=None, like: str | None = None, filters: Filters | None = None,
                top: int = 24, offset: int = 0, cutoff: bool = False, image_weight: float = 1.0,
-               tuning: bool = True, sort: str = "relevance") -> Results:
+               tuning: bool = True, sort: str = "relevance", collapse: bool = False) -> Results:
         """Photos for text (grammar), an image and/or an indexed photo, best first. See the module docstring.
 
         `image_weight` scales the query image in the sum (negative subtracts it); `like` counts once.
         `tuning=False` leaves the active tuning (glance tune) out of this query.
         `sort="date"`: the best DATE_SORT_POOL matches (with `cutoff`, those it kept), newest first.
+        `collapse`: near-duplicates (search/duplicates.py) become one hit, the best, carrying the others in its
+        `duplicates`; paging counts groups.
         Cheap checks (paging, grammar, filters) run before anything is embedded.
         """
         top, offset = check_paging(top, offset)
@@ -142,17 +146,59 @@ class Engine:
             return Results([], offset, top, False, 0, note=self._nothing_note(filters), query=terms)
         vector = combine(parts)
         needed = DATE_SORT_POOL if sort == "date" else offset + top + 1  # a fixed pool: date pages stay consistent
+        if collapse:
+            needed = min(needed * COLLAPSE_POOL_FACTOR, MAX_TOP * COLLAPSE_POOL_FACTOR)
         rows, mode = self._nearest(view, IMAGES, vector, where, _pool_size(needed, cutoff), PHOTO_COLUMNS)
         hits = [hit_from_row(row) for row in rows.to_pylist()]
         decision = adaptive_cutoff([h.score for h in hits], population) if cutoff else None
         kept = hits[:decision.keep] if decision and decision.cut else hits
         if image is None and not like:
             kept = self._with_caption_route(view, terms, vector, where, kept)
+        if collapse:
+            kept = self._collapse(view, kept)
         if sort == "date":
             kept = timeline.by_date(kept[:DATE_SORT_POOL])
         dropped = max(population - len(kept), 0) if decision and decision.cut else 0
         return Results(kept[offset:offset + top], offset, top, len(kept) > offset + top, population,
                        decision, dropped, mode, query=terms, tuning=tuned, sort=sort)
+
+    @_index_errors
+    def duplicates(self, filters: Filters | None = None) -> list[Hit]:
+        """Near-duplicate groups across the photos that pass the filters (search/duplicates.py), each as the
+        photo to keep (the most pixels, then the newest) carrying the others in `duplicates`; groups of 2+ only,
+        biggest first. The vectors of every photo are compared with every other's, in blocks: seconds for 10k
+        photos, minutes for 100k."""
+        view = self.store.pinned()
+        where = resolve(filters, view.photo_roots())
+        table = view.photo_columns(where, [*PHOTO_COLUMNS, "vector", "thumb"])
+        rows = table.drop_columns(["vector", "thumb"]).to_pylist()
+        hits = [hit_from_row({**row, "score": 0.0}) for row in rows]
+        order = sorted(range(len(hits)), key=lambda i: (-(hits[i].width or 0) * (hits[i].height or 0),
+                                                         -_timestamp(timeline.photo_date(hits[i])), hits[i].id))
+        groups = self._groups(hits, _vectors(table), [duplicates.layout(t) for t in table["thumb"].to_pylist()],
+                              order)
+        return sorted((g for g in groups if g.duplicates), key=lambda g: (-len(g.duplicates), g.path))
+
+    def duplicate_threshold(self) -> duplicates.Threshold:
+        """The vision model's near-duplicate thresholds (measured once per model: the vision model loads)."""
+        if self._threshold is None:
+            self._threshold = duplicates.threshold_for(self.vectors.vision())
+        return self._threshold
+
+    def _collapse(self, view: Store, hits: list[Hit]) -> list[Hit]:
+        rows = {row["id"]: row for row in view.photo_rows([h.id for h in hits], None, ["id", "vector", "thumb"])}
+        hits = [h for h in hits if h.id in rows]
+        if not hits:
+            return hits
+        vectors = np.stack([np.asarray(rows[h.id]["vector"], np.float32) for h in hits])
+        return self._groups(hits, vectors, [duplicates.layout(rows[h.id]["thumb"]) for h in hits],
+                            range(len(hits)))
+
+    def _groups(self, hits: list[Hit], vectors: np.ndarray, layouts: list, order) -> list[Hit]:
+        pairs = duplicates.near_pairs(vectors, np.stack(layouts) if layouts else np.zeros((0, 1)),
+                                      [h.taken_at for h in hits], self.duplicate_threshold())
+        return [replace(hits[group[0]], duplicates=tuple(hits[i] for i in group[1:]))
+                for group in duplicates.cluster(list(order), pairs)]
 
     @_index_errors
     def browse(self, filters: Filters | None = None, top: int = 24, offset: int = 0) -> Results:
@@ -298,6 +344,15 @@ class Engine:
 
 
 # ------------------------------------------------------------------------------------------ helpers
+
+
+def _vectors(table) -> np.ndarray:
+    column = table["vector"].combine_chunks()
+    return column.values.to_numpy(zero_copy_only=False).reshape(len(column), -1).astype(np.float32)
+
+
+def _timestamp(moment) -> float:
+    return moment.timestamp() if moment is not None else float("-inf")
 
 
 def _pool_size(needed: int, cutoff: bool) -> int:

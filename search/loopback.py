@@ -14,7 +14,8 @@ file, a server that is gone, another index or any failure to talk to it: `ask` r
 search runs in process. The reply is what `glance search` prints, as data (`reply`): the same function builds it
 in both places, so the output is the same either way.
 
-Only plain photo searches and browsing travel (text, filters, paging, --cutoff, --no-tuning, --sort, --group):
+Only plain photo searches and browsing travel (text, filters, paging, --cutoff, --no-tuning, --sort, --group,
+--collapse):
 image files, --like, --captions and model overrides are read in process.
 """
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pathlib import Path
 from core import location
 
 REQUEST_KEYS = ("query", "folder", "date_from", "date_to", "has_caption", "top", "offset", "cutoff", "tuning", "sort",
-                "group")
+                "group", "collapse")
 MAX_REQUEST_BYTES = 64 * 1024
 ASK_TIMEOUT_S = 30.0  # a loaded server may be slow; an answer is still faster than loading the models here
 CONNECT_TIMEOUT_S = 0.5  # nothing listening on loopback answers at once
@@ -54,7 +55,7 @@ def reply(engine, request: dict, image=None, like: str | None = None) -> dict:
         return browse_reply(engine.browser, request)
     results = engine.search(request["query"], image=image, like=like, filters=request_filters(request),
                             top=request["top"], offset=request["offset"], cutoff=request["cutoff"],
-                            tuning=request["tuning"], sort=request["sort"])
+                            tuning=request["tuning"], sort=request["sort"], collapse=request["collapse"])
     return reply_json(results, request, engine.roots, engine.tuning_problem)
 
 

@@ -43,6 +43,7 @@ class Hit:
     height: int | None
     has_caption: bool
     file_time: datetime | None = None  # the file's modification time (UTC): its date when it has no taken_at
+    duplicates: tuple = ()  # with collapse: the near-duplicate hits shown under this one (search/duplicates.py)
     # Its rank (1 = best) in each route of a text query before fusion, None where a route missed it: "space"
     # (the photo's own vector) and "caption" (one of its captions matched). {} when there was one route.
     routes: dict = field(default_factory=dict)

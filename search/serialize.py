@@ -14,7 +14,16 @@ from . import timeline
 def hit_json(hit) -> dict:
     return {"id": hit.id, "file": hit.path, "root": hit.root, "relpath": hit.relpath, "score": round(hit.score, 6),
             "taken_at": iso(hit.taken_at), "camera": hit.camera, "width": hit.width, "height": hit.height,
-            "has_caption": hit.has_caption, "file_time": iso(hit.file_time), "routes": hit.routes or None}
+            "has_caption": hit.has_caption, "file_time": iso(hit.file_time), "routes": hit.routes or None,
+            **({"duplicates": [hit_json(d) for d in hit.duplicates]} if hit.duplicates else {})}
+
+
+def duplicates_json(groups, threshold) -> dict:
+    """`glance duplicates --json` and /duplicates: each group's photo to keep and its near-duplicates."""
+    return {"groups": [{"keep": hit_json(g), "duplicates": [hit_json(d) for d in g.duplicates]} for g in groups],
+            "photos_in_groups": sum(1 + len(g.duplicates) for g in groups),
+            "threshold": {"cosine": threshold.cosine, "layout": threshold.layout, "precision": threshold.precision,
+                          "recall": threshold.recall}}
 
 
 def text_hit_json(hit) -> dict:

@@ -122,11 +122,15 @@ class ReadingQueries:
 
     def photo_dates(self, where: PhotoFilter | None) -> pa.Table:
         """id, taken_at, mtime_ns of every photo that passes the filter: what browsing orders by date."""
+        return self.photo_columns(where, ["id", "taken_at", "mtime_ns"])
+
+    def photo_columns(self, where: PhotoFilter | None, columns: list[str]) -> pa.Table:
+        """These columns of every photo that passes the filter (browsing's dates, the duplicates' vectors)."""
         query = self.images.search()
         sql = photo_where(where)
         if sql:
             query = query.where(sql)
-        return query.select(["id", "taken_at", "mtime_ns"]).limit(None).to_arrow()
+        return query.select(columns).limit(None).to_arrow()
 
     def photo_roots(self) -> list[str]:
         """The indexed roots as recorded, else as found in the rows (an index from before roots were recorded)."""
