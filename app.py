@@ -63,7 +63,7 @@ from search.filters import Filters  # noqa: E402
 from search.live import IndexMissing, Library  # noqa: E402
 from search.loopback import LoopbackServer  # noqa: E402
 from search.preview import Pictures  # noqa: E402
-from search.serialize import photo_json, results_json, stats_json, text_hit_json  # noqa: E402
+from search.serialize import duplicates_json, photo_json, results_json, stats_json, text_hit_json  # noqa: E402
 from search.uploads import MAX_UPLOAD_BYTES  # noqa: E402
 from server.guard import LoginRequired, RefuseRemoteFiles  # noqa: E402
 
@@ -73,7 +73,7 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 PAGE_SIZE = 24  # photos per page of results ("Load more" fetches the next one)
 GENERIC_ERROR = "something went wrong on the server; the details are in its log"
 API_ENDPOINTS = ("/search_text", "/search_image", "/more_like_this", "/browse", "/search_captions", "/image_to_text",
-                 "/photo", "/stats")
+                 "/duplicates", "/photo", "/stats")
 SORT_CHOICES = [("Relevance", "relevance"), ("Date, newest first", "date")]
 GROUP_CHOICES = [("None", ""), ("Day", "day"), ("Month", "month")]
 # Text queries are embedded in batches (search/batching.py): these endpoints let many requests in at once so that
@@ -98,6 +98,7 @@ class Query:
     filters: Filters = field(default_factory=Filters)
     cutoff: bool = False
     sort: str = "relevance"
+    collapse: bool = False  # near-duplicates as one tile (search/duplicates.py)
 
     @property
     def browsing(self) -> bool:
@@ -113,6 +114,12 @@ class View:
     has_more: bool = False
     selected: str | None = None
     group: str = ""  # "", "day" or "month" (search/timeline.py)
+    expanded: frozenset = frozenset()  # collapsed tiles opened: their near-duplicates follow them
+
+    def shown(self) -> list:
+        """The hits as the tiles show them: an opened group's near-duplicates right after it."""
+        return [member for hit in self.hits
+                for member in ((hit, *hit.duplicates) if hit.id in self.expanded else (hit,))]
 
 
 def make_filters(folder, date_from, date_to, captioned) -> Filters:
@@ -149,7 +156,7 @@ def run_query(engine, query: Query, offset: int, top: int = PAGE_SIZE):
     if query.browsing:
         return engine.browse(query.filters, top=top, offset=offset)
     return engine.search(query.text, image=upload_bytes(query.image), like=query.like, filters=query.filters,
-                         top=top, offset=offset, cutoff=query.cutoff, sort=query.sort)
+                         top=top, offset=offset, cutoff=query.cutoff, sort=query.sort, collapse=query.collapse)
 
 
 def upload_bytes(path: str | None) -> bytes | None:
@@ -182,11 +189,13 @@ def file_size(size) -> str:
     return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.0f} kB"
 
 
-def hit_caption(hit, browsing: bool = False) -> str:
-    """Score (browsing: date) and name; a hit that a caption brought in says so (the caption route)."""
+def hit_caption(hit, browsing: bool = False, opened: bool = False) -> str:
+    """Score (browsing: date) and name; a hit that a caption brought in says so (the caption route); a collapsed
+    group says how many near-duplicates it holds."""
     via = " · caption match" if hit.routes.get("caption") else ""
     first = timeline.group_label(timeline.photo_date(hit), "day") if browsing else f"{hit.score:.3f}"
-    return f"{first} · {Path(hit.relpath).name}{via}"
+    similar = f" · +{len(hit.duplicates)} similar" if hit.duplicates and not opened else ""
+    return f"{first} · {Path(hit.relpath).name}{via}{similar}"
 
 
 def query_label(query: Query) -> str:
@@ -209,6 +218,9 @@ def results_status(view: View, results) -> str:
     status = f"{len(view.hits):,} of {results.total_considered:,} photos {query_label(view.query)}, {order}"
     if results.dropped:
         status += f" · {results.dropped:,} weak matches hidden"
+    hidden = sum(len(h.duplicates) for h in view.hits)
+    if hidden:
+        status += f" · {hidden:,} near-duplicates collapsed (click a tile to open its group)"
     return status
 
 
@@ -346,19 +358,25 @@ class Page:
         return [], error_status(message), gr.skip(), gr.update(visible=False), gr.update(visible=False), []
 
     def show(self, view: View, results, engine):
-        """The gallery, or with a grouping the day/month groups (label, tiles, their indexes in view.hits)."""
         view.hits = view.hits + list(results.hits)
         view.has_more = results.has_more
-        tiles = [(self.pictures.thumbnail(engine, hit.id), hit_caption(hit, view.query.browsing))
-                 for hit in view.hits]
-        grouped = group_tiles(view.hits, tiles, view.group) if view.group else []
-        return (gr.update(value=[] if view.group else tiles, visible=not view.group), results_status(view, results),
-                view, gr.update(visible=view.has_more), gr.update(visible=False), grouped)
+        gallery, grouped = self.tiles(view, engine)
+        return gallery, results_status(view, results), view, gr.update(visible=view.has_more), \
+            gr.update(visible=False), grouped
 
-    def search(self, text, image, folder, date_from, date_to, captioned, cutoff, sort="relevance", group=""):
+    def tiles(self, view: View, engine):
+        """The gallery, or with a grouping the day/month groups (label, tiles, their indexes in view.shown())."""
+        shown = view.shown()
+        tiles = [(self.pictures.thumbnail(engine, hit.id),
+                  hit_caption(hit, view.query.browsing, hit.id in view.expanded)) for hit in shown]
+        grouped = group_tiles(shown, tiles, view.group) if view.group else []
+        return gr.update(value=[] if view.group else tiles, visible=not view.group), grouped
+
+    def search(self, text, image, folder, date_from, date_to, captioned, cutoff, sort="relevance", group="",
+               collapse=False):
         filters = make_filters(folder, date_from, date_to, captioned)
         query = Query(as_text(text, "query"), uploaded_file(image), filters=filters, cutoff=bool(cutoff),
-                      sort=timeline.check_sort(sort))
+                      sort=timeline.check_sort(sort), collapse=bool(collapse))
         engine = self.library.engine()
         view = View(query, group=timeline.check_grouping(group))
         return self.show(view, run_query(engine, query, 0), engine)
@@ -372,10 +390,10 @@ class Page:
     def more_like_this(self, view: View):
         if not view.selected:
             raise UsageError("click a photo first")
-        hit = next((h for h in view.hits if h.id == view.selected), None)
+        hit = next((h for h in view.shown() if h.id == view.selected), None)
         asked = view.query or Query()  # the same filters and cut-off as the results the photo came from
         query = Query(like=view.selected, like_name=hit.relpath if hit else view.selected, filters=asked.filters,
-                      cutoff=asked.cutoff, sort=asked.sort)
+                      cutoff=asked.cutoff, sort=asked.sort, collapse=asked.collapse)
         engine = self.library.engine()
         return self.show(View(query, group=view.group), run_query(engine, query, 0), engine)
 
@@ -383,18 +401,24 @@ class Page:
 
     @staticmethod
     def detail_error(message: str):
-        return gr.update(visible=True), None, error_status(message), gr.skip()
+        return gr.update(visible=True), None, error_status(message), gr.skip(), gr.skip(), gr.skip()
 
     def select(self, view: View, index):
+        """The large view of a tile; a collapsed group's tile also opens the group in the gallery."""
         if isinstance(index, (list, tuple)):
             index = index[0]
-        if not isinstance(index, int) or not 0 <= index < len(view.hits):
+        shown = view.shown()
+        if not isinstance(index, int) or not 0 <= index < len(shown):
             raise UsageError("that photo is no longer in the results; search again")
-        hit = view.hits[index]
+        hit = shown[index]
         engine = self.library.engine()
         image, note = self.pictures.preview(engine, hit.id)
         info = photo_markdown(engine.photo(hit.id), hit.score) + (f"\n\n_{md_escape(note)}_" if note else "")
-        return gr.update(visible=True), image, info, replace(view, selected=hit.id)
+        gallery = grouped = gr.skip()
+        if hit.duplicates and hit.id not in view.expanded:
+            view = replace(view, expanded=view.expanded | {hit.id})
+            gallery, grouped = self.tiles(view, engine)
+        return gr.update(visible=True), image, info, replace(view, selected=hit.id), gallery, grouped
 
     # ----- image -> text and caption search: table, status
 
@@ -441,11 +465,12 @@ class Api:
 
     def search_text(self, query: str, folder: str = "", date_from: str = "", date_to: str = "",
                     with_captions: bool = False, cutoff: bool = False, top: int = PAGE_SIZE, offset: int = 0,
-                    sort: str = "relevance", group: str = "") -> dict:
+                    sort: str = "relevance", group: str = "", collapse: bool = False) -> dict:
         """Photos for a text query in Glance's grammar (`beach -people +sunset 2:dog`), best first or (sort "date")
-        its best matches newest first; group "day" or "month" adds the groups (label, ids) in order."""
+        its best matches newest first; group "day" or "month" adds the groups (label, ids) in order; collapse
+        makes near-duplicates one hit, the others under its `duplicates`."""
         q = Query(as_text(query, "query"), filters=make_filters(folder, date_from, date_to, with_captions),
-                  cutoff=bool(cutoff), sort=as_text(sort, "sort"))
+                  cutoff=bool(cutoff), sort=as_text(sort, "sort"), collapse=bool(collapse))
         if q.browsing:
             raise UsageError("empty query: type some words (weights above 0); /browse shows the library")
         return self._results(q, top, offset, group)
@@ -471,6 +496,13 @@ class Api:
         """Photos like an indexed photo (its id from a search); the photo itself is left out."""
         q = Query(like=as_text(photo_id, "photo id"), filters=make_filters(folder, date_from, date_to, False))
         return self._results(q, top, offset)
+
+    def duplicates(self, folder: str = "", date_from: str = "", date_to: str = "") -> dict:
+        """Near-duplicate groups across the library (bursts, re-encodes, crops): each group's photo to keep (the
+        most pixels) and the others, biggest groups first, with the thresholds used. Nothing is deleted."""
+        engine = self.library.engine()
+        groups = engine.duplicates(make_filters(folder, date_from, date_to, False))
+        return duplicates_json(groups, engine.duplicate_threshold())
 
     def search_captions(self, query: str, top: int = 10) -> list[dict]:
         """Captions and free-standing texts matching a text, by keyword and by meaning."""
@@ -554,6 +586,7 @@ def search_tab(page: Page, view: gr.State, load) -> None:
                 with gr.Row():
                     captioned = gr.Checkbox(label="Only photos with captions", elem_id="captioned")
                     cutoff = gr.Checkbox(label="Hide irrelevant results", elem_id="cutoff")
+                    collapse = gr.Checkbox(label="Collapse near-duplicates", elem_id="collapse")
             with gr.Row():
                 sort = gr.Radio(SORT_CHOICES, value="relevance", label="Order", elem_id="sort")
                 group = gr.Radio(GROUP_CHOICES, value="", label="Group by", elem_id="group")
@@ -583,12 +616,12 @@ def search_tab(page: Page, view: gr.State, load) -> None:
                 more_like = gr.Button("More like this", variant="primary", elem_id="more-like-this")
                 close = gr.Button("Close", size="sm", elem_id="close-detail")
 
-    large_view = [detail, large, info, view]
+    large_view = [detail, large, info, view, gallery, grouped]
     shown = [gallery, status, view, load_more, detail, grouped]
-    search_inputs = [query, image, folder, date_from, date_to, captioned, cutoff, sort, group]
+    search_inputs = [query, image, folder, date_from, date_to, captioned, cutoff, sort, group, collapse]
     run_search = shown_in_page(Page.results_error)(page.search)
     # with nothing asked yet, the page opens on the library itself, newest first
-    for trigger in (search_button.click, query.submit, image.upload, sort.input, group.input, load):
+    for trigger in (search_button.click, query.submit, image.upload, sort.input, group.input, collapse.input, load):
         # preprocess=False: the upload reaches Engine.check_image as it is, so a corrupt file gets its message
         trigger(run_search, inputs=search_inputs, outputs=shown, preprocess=False, api_visibility="private")
     load_more.click(shown_in_page(Page.results_error)(page.load_more), inputs=[view], outputs=shown,

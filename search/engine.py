@@ -171,6 +171,8 @@ class Engine:
         view = self.store.pinned()
         where = resolve(filters, view.photo_roots())
         table = view.photo_columns(where, [*PHOTO_COLUMNS, "vector", "thumb"])
+        if table.num_rows < 2:
+            return []
         rows = table.drop_columns(["vector", "thumb"]).to_pylist()
         hits = [hit_from_row({**row, "score": 0.0}) for row in rows]
         order = sorted(range(len(hits)), key=lambda i: (-(hits[i].width or 0) * (hits[i].height or 0),

@@ -19,7 +19,7 @@ from tests import app_server
 from tests.app_server import AUTH, REPO, login
 
 ENDPOINTS = {"/search_text", "/search_image", "/more_like_this", "/browse", "/search_captions", "/image_to_text",
-             "/photo", "/stats"}
+             "/duplicates", "/photo", "/stats"}
 # The dated photos of app_server.PHOTOS, newest first; the undated ones' file times (today) come before them.
 DATED_NEWEST_FIRST = ["2023/cyan.jpg", "2023/trip/gradient.jpg", "2023/trip/stripes.jpg", "nature/yellow.jpg",
                       "nature/green.jpg", "plain/sub/crimson.jpg", "plain/red.jpg"]
@@ -125,6 +125,18 @@ def test_a_text_search_sorted_by_date_and_grouped_by_month(client, app_library):
     ranked = client.predict("a red kite", date_from="2021", api_name="/search_text")
     assert {h["id"]: h["score"] for h in ranked["hits"]} == {h["id"]: h["score"] for h in dated["hits"]}
     assert "groups" not in ranked and ranked["sort"] == "relevance"
+
+
+def test_near_duplicates_collapse_in_a_search_and_are_listed(client, app_library):
+    flat = client.predict("a red kite", top=100, api_name="/search_text")["hits"]
+    collapsed = client.predict("a red kite", top=100, collapse=True, api_name="/search_text")["hits"]
+    members = [h["id"] for h in collapsed] + [d["id"] for h in collapsed for d in h.get("duplicates", [])]
+    assert sorted(members) == sorted(h["id"] for h in flat)  # every photo once: shown, or under its group
+    listed = client.predict(api_name="/duplicates")
+    assert listed["threshold"]["precision"] == 1.0 and 0 < listed["threshold"]["recall"] <= 1
+    in_groups = [g["keep"]["id"] for g in listed["groups"]] + [d["id"] for g in listed["groups"] for d in g["duplicates"]]
+    assert listed["photos_in_groups"] == len(in_groups) == len(set(in_groups))
+    assert client.predict(folder="no/such/folder", api_name="/duplicates")["groups"] == []
 
 
 def test_caption_search_finds_captions_and_texts(client, app_library):

@@ -115,7 +115,7 @@ def exercise_everything(server, app_library) -> None:
     assert client.predict(photo, api_name="/photo")["id"] == photo
     assert client.predict(api_name="/stats")["photos"] == len(app_library.ids)
     call = session.post("/gradio_api/call/search_text", json={"data": ["red", "", "", "", False, False, 24, 0,
-                                                                      "relevance", ""]})
+                                                                      "relevance", "", False]})
     assert call.status_code == 200
     assert '"hits"' in session.get(f"/gradio_api/call/search_text/{call.json()['event_id']}").text
 
