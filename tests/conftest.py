@@ -50,6 +50,14 @@ def library(tmp_path_factory, tiny_encoders):
     return search_library.build(tmp_path_factory.mktemp("search-library"), *tiny_encoders)
 
 
+@pytest.fixture(scope="session")
+def bursts(tmp_path_factory, tiny_encoders):
+    """tests/burst_library.py: bursts of generated scenes and lone photos, indexed once per session."""
+    from tests import burst_library
+
+    return burst_library.build(tmp_path_factory.mktemp("bursts"), tiny_encoders)
+
+
 @pytest.fixture(scope="module")
 def app_library(tmp_path_factory, tiny_encoders, tiny_model_dirs):
     """The painted photo library the app tests share, indexed once by the real indexer."""

@@ -1,0 +1,62 @@
+"""Near-duplicates collapsed in the page, in a real browser: with "Collapse near-duplicates" a search over a
+library of bursts (tests/burst_library.py) shows one tile per burst, marked "+N similar", and clicking such a
+tile opens its group in place and shows the photo."""
+from __future__ import annotations
+
+import pytest
+
+from tests import app_server
+from tests.app_server import AUTH
+from tests.test_browser import WAIT_MS, captions, log_in, wait_for_status
+
+
+def setup_module():
+    missing = app_server.chromium_missing()
+    if missing:
+        pytest.skip(missing)
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory, bursts):
+    root, db, expected, lone = bursts
+    server = app_server.start_app(tmp_path_factory, "--db", str(db), "--auth", ":".join(AUTH))
+    try:
+        server.wait_ready()
+        with app_server.chromium() as browser:
+            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            log_in(context.new_page(), server)
+            page = context.new_page()
+            page.goto(server.url)
+            page.wait_for_selector("#query textarea", timeout=WAIT_MS)
+            yield page
+    finally:
+        server.stop()
+    app_server.assert_no_unexpected_errors(server)
+
+
+def test_a_burst_is_one_tile_that_opens_on_click(page, bursts):
+    root, db, expected, lone = bursts
+    wait_for_status(page, "newest first")
+    page.click("#filters")
+    page.locator("#collapse input").check()
+    page.fill("#query textarea", "a photo")
+    page.click("#search-button")
+    status = wait_for_status(page, "near-duplicates collapsed")
+    tiles = len(expected) + len(lone)
+    assert status.startswith(f"{tiles} of ") and f"{sum(map(len, expected.values())) - len(expected)} near" in status
+    page.wait_for_function(f"document.querySelectorAll('#gallery img').length == {tiles}", timeout=WAIT_MS)
+    shown = captions(page)
+    bursts_shown = [i for i, text in enumerate(shown) if text.endswith("similar")]
+    assert len(bursts_shown) == len(expected)
+    members = len(next(iter(expected.values())))
+    assert all(shown[i].endswith(f"+{members - 1} similar") for i in bursts_shown)
+    first = bursts_shown[0]
+    page.locator("#gallery img").nth(first).click()
+    page.wait_for_function(f"document.querySelectorAll('#gallery img').length == {tiles + members - 1}",
+                           timeout=WAIT_MS)
+    opened = captions(page)
+    assert not opened[first].endswith("similar")  # its group now follows it
+    group_names = {text.split(" · ")[1] for text in opened[first:first + members]}
+    assert len(group_names) == members and all(name.startswith("shot") for name in group_names)
+    page.wait_for_selector("#detail-info h3", timeout=WAIT_MS)
+    assert str(root) in page.inner_text("#detail-info")
