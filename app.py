@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 from dataclasses import dataclass, field, replace
 from functools import wraps
 from pathlib import Path
@@ -63,7 +64,8 @@ from search.filters import Filters  # noqa: E402
 from search.live import IndexMissing, Library  # noqa: E402
 from search.loopback import LoopbackServer  # noqa: E402
 from search.preview import Pictures  # noqa: E402
-from search.serialize import duplicates_json, photo_json, results_json, stats_json, text_hit_json  # noqa: E402
+from search.export import export_rows, export_text  # noqa: E402
+from search.serialize import duplicates_json, hit_json, photo_json, results_json, stats_json, text_hit_json  # noqa: E402
 from search.uploads import MAX_UPLOAD_BYTES  # noqa: E402
 from server.guard import LoginRequired, RefuseRemoteFiles  # noqa: E402
 
@@ -73,7 +75,7 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 PAGE_SIZE = 24  # photos per page of results ("Load more" fetches the next one)
 GENERIC_ERROR = "something went wrong on the server; the details are in its log"
 API_ENDPOINTS = ("/search_text", "/search_image", "/more_like_this", "/browse", "/search_captions", "/image_to_text",
-                 "/duplicates", "/photo", "/stats")
+                 "/duplicates", "/export", "/photo", "/stats")
 SORT_CHOICES = [("Relevance", "relevance"), ("Date, newest first", "date")]
 GROUP_CHOICES = [("None", ""), ("Day", "day"), ("Month", "month")]
 # Text queries are embedded in batches (search/batching.py): these endpoints let many requests in at once so that
@@ -187,6 +189,10 @@ def file_size(size) -> str:
     if size < 1000:
         return f"{size} bytes"
     return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.0f} kB"
+
+
+def export_table(engine, hits: list, fmt: str) -> str:
+    return export_text(export_rows([hit_json(h) for h in hits], engine.caption_texts([h.id for h in hits])), fmt)
 
 
 def hit_caption(hit, browsing: bool = False, opened: bool = False) -> str:
@@ -350,6 +356,7 @@ class Page:
     def __init__(self, library: Library, pictures: Pictures):
         self.library = library
         self.pictures = pictures
+        self.exports = tempfile.mkdtemp(prefix="glance-exports-")  # private (0700); never inside the library
 
     # ----- results (search, load more, more like this): gallery, status, view, load-more button, detail panel
 
@@ -396,6 +403,19 @@ class Page:
                       cutoff=asked.cutoff, sort=asked.sort, collapse=asked.collapse)
         engine = self.library.engine()
         return self.show(View(query, group=view.group), run_query(engine, query, 0), engine)
+
+    @staticmethod
+    def export_error(message: str):
+        return gr.update(visible=False), error_status(message)
+
+    def export(self, view: View, fmt: str):
+        """The results shown so far as a CSV or JSON file to download (written outside the library)."""
+        if not view.hits:
+            raise UsageError("search first: there are no results to export")
+        folder = Path(tempfile.mkdtemp(prefix="glance-export-", dir=self.exports))  # one per export: names stay simple
+        path = folder / f"glance-results.{fmt}"
+        path.write_text(export_table(self.library.engine(), view.hits, fmt), encoding="utf-8")
+        return gr.update(value=str(path), visible=True), f"{len(view.hits):,} results exported as {fmt.upper()}"
 
     # ----- the large view: panel, image, details, view
 
@@ -496,6 +516,16 @@ class Api:
         """Photos like an indexed photo (its id from a search); the photo itself is left out."""
         q = Query(like=as_text(photo_id, "photo id"), filters=make_filters(folder, date_from, date_to, False))
         return self._results(q, top, offset)
+
+    def export(self, query: str = "", folder: str = "", date_from: str = "", date_to: str = "",
+               with_captions: bool = False, sort: str = "relevance", top: int = PAGE_SIZE, format: str = "csv") -> str:
+        """A result list as a CSV or JSON table (path, score, taken_at, captions), as text; no query: the library,
+        newest first."""
+        fmt = as_text(format, "format")
+        q = Query(as_text(query, "query"), filters=make_filters(folder, date_from, date_to, with_captions),
+                  sort=as_text(sort, "sort"))
+        engine = self.library.engine()
+        return export_table(engine, run_query(engine, q, 0, top).hits, fmt)
 
     def duplicates(self, folder: str = "", date_from: str = "", date_to: str = "") -> dict:
         """Near-duplicate groups across the library (bursts, re-encodes, crops): each group's photo to keep (the
@@ -606,7 +636,11 @@ def search_tab(page: Page, view: gr.State, load) -> None:
                                   elem_classes=["group-gallery"], key=f"group-{number}")
                 part.select(select_in_group(indexes), inputs=[view], outputs=large_view, api_visibility="private",
                             scroll_to_output=True)
-    load_more = gr.Button("Load more", visible=False, elem_id="load-more")
+    with gr.Row():
+        load_more = gr.Button("Load more", visible=False, elem_id="load-more")
+        export_csv = gr.Button("Export CSV", size="sm", elem_id="export-csv")
+        export_json = gr.Button("Export JSON", size="sm", elem_id="export-json")
+    exported = gr.File(label="Exported results", visible=False, interactive=False, elem_id="exported")
     with gr.Column(visible=False, elem_id="detail") as detail:
         with gr.Row():
             large = gr.Image(label="Photo", interactive=False, format="jpeg", height=480, scale=2,
@@ -642,6 +676,9 @@ def search_tab(page: Page, view: gr.State, load) -> None:
         return on_group_select
 
     gallery.select(on_select, inputs=[view], outputs=large_view, api_visibility="private", scroll_to_output=True)
+    for button, fmt in ((export_csv, "csv"), (export_json, "json")):
+        button.click(shown_in_page(Page.export_error)(lambda state, fmt=fmt: page.export(state, fmt)), inputs=[view],
+                     outputs=[exported, status], api_visibility="private")
     close.click(lambda: gr.update(visible=False), outputs=[detail], api_visibility="private")
 
 

@@ -140,6 +140,8 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                    help="search captions and free-standing texts instead of photos (text: keyword + semantic; "
                         "--image/--like: nearest texts)")
     p.add_argument("--json", action="store_true", help="print a JSON array of objects instead of lines")
+    p.add_argument("--export", metavar="FILE", help="also write the results to FILE, a .csv or .json table: path, "
+                                                   "score, taken_at, captions (never inside the photo library)")
     p.add_argument("--export-links", metavar="DIR", help="also make DIR a folder of symlinks to the results, numbered "
                                                        "in order (never inside the photo library)")
     p.add_argument("--stats", action="store_true", help="print what the index holds (JSON) and exit")
@@ -177,15 +179,32 @@ def run(args) -> int:
     answer = ask_server(args, request)
     if answer is None:
         answer = reply_in_process(args, request)
-    made = 0
-    if args.export_links and answer["hits"]:  # before printing: a refused folder leaves only its one line
+    made, written = 0, None
+    if args.export and answer["hits"]:  # before printing: a refused file leaves only its one line
+        written = export_file(args, answer)
+    if args.export_links and answer["hits"]:
         from .export import link_folder
 
         made = link_folder(answer["hits"], args.export_links, answer["roots"])
     status = print_reply(answer, args.json)
+    if written:
+        print(f"{PROGRAM}: wrote {len(answer['hits'])} results to {written}", file=sys.stderr)
     if made:
         print(f"{PROGRAM}: linked {made} photos into {args.export_links}", file=sys.stderr)
     return status
+
+
+def export_file(args, answer: dict):
+    """--export FILE: the results as a table, their captions read from the index (no model needed)."""
+    from store import Store
+
+    from .export import export_rows, export_text, format_of, write_export
+
+    fmt = format_of(args.export)
+    store = Store(args.db)
+    with store.lance_errors():
+        captions = store.pinned().caption_texts([hit["id"] for hit in answer["hits"]])
+    return write_export(args.export, export_text(export_rows(answer["hits"], captions), fmt), answer["roots"])
 
 
 def reply_in_process(args, request: dict) -> dict:
@@ -264,8 +283,12 @@ def check_query_given(args) -> None:
     """The checks that need no index or model, so a bad query fails in milliseconds, not after loading."""
     if args.stats:
         return
-    if args.export_links and args.captions:
-        raise UsageError("--export-links links photos; it does not go with --captions")
+    if (args.export_links or args.export) and args.captions:
+        raise UsageError("--export and --export-links take photos; they do not go with --captions")
+    if args.export:
+        from .export import format_of
+
+        format_of(args.export)
     terms = parse_query(args.query)
     if not terms and not args.image and not args.like and (args.sort != "date" or args.captions):
         raise UsageError("empty query: give some words, --image PATH or --like ID, or browse with --sort date "

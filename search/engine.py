@@ -233,6 +233,11 @@ class Engine:
     # ------------------------------------------------------------------------------------- photos/files
 
     @_index_errors
+    def caption_texts(self, photo_ids: list[str]) -> dict[str, list[str]]:
+        """The captions of these photos, id -> texts (what an export lists beside each photo)."""
+        return self.store.pinned().caption_texts(photo_ids)
+
+    @_index_errors
     def photo(self, photo_id: str) -> PhotoDetails:
         return files.details(self.store.pinned(), photo_id)
 

@@ -147,6 +147,16 @@ class ReadingQueries:
         found = self.captions.search().where(f"image_id = {_sql(photo_id)}").select(["text", "source"])
         return [(c["text"], c["source"] or "") for c in found.limit(1000).to_arrow().to_pylist()]
 
+    def caption_texts(self, photo_ids: list[str]) -> dict[str, list[str]]:
+        """The captions of these photos: id -> texts (an export's captions column)."""
+        if self.captions is None or not photo_ids:
+            return {}
+        found: dict[str, list[str]] = {}
+        rows = self.captions.search().where(_sql_in("image_id", photo_ids)).select(["image_id", "text"])
+        for row in rows.limit(None).to_arrow().to_pylist():
+            found.setdefault(row["image_id"], []).append(row["text"])
+        return found
+
     def count_captions(self) -> int:
         return self.captions.count_rows() if self.captions is not None else 0
 

@@ -2,7 +2,10 @@
 path traversal and URL fetching. One server for the whole module; the library is indexed by the real indexer."""
 from __future__ import annotations
 
+import csv
 import http.client
+import io
+import json
 import os
 import subprocess
 import sys
@@ -19,7 +22,7 @@ from tests import app_server
 from tests.app_server import AUTH, REPO, login
 
 ENDPOINTS = {"/search_text", "/search_image", "/more_like_this", "/browse", "/search_captions", "/image_to_text",
-             "/duplicates", "/photo", "/stats"}
+             "/duplicates", "/export", "/photo", "/stats"}
 # The dated photos of app_server.PHOTOS, newest first; the undated ones' file times (today) come before them.
 DATED_NEWEST_FIRST = ["2023/cyan.jpg", "2023/trip/gradient.jpg", "2023/trip/stripes.jpg", "nature/yellow.jpg",
                       "nature/green.jpg", "plain/sub/crimson.jpg", "plain/red.jpg"]
@@ -139,6 +142,19 @@ def test_near_duplicates_collapse_in_a_search_and_are_listed(client, app_library
     assert client.predict(folder="no/such/folder", api_name="/duplicates")["groups"] == []
 
 
+def test_a_result_list_exports_as_csv_and_json(client, app_library):
+    hits = client.predict("a red kite", top=10, api_name="/search_text")["hits"]
+    table = client.predict("a red kite", top=10, format="csv", api_name="/export")
+    rows = list(csv.DictReader(io.StringIO(table)))
+    assert [row["path"] for row in rows] == [hit["file"] for hit in hits] and list(rows[0]) == [
+        "path", "score", "taken_at", "captions"]
+    kite = next(row for row in rows if row["path"].endswith("plain/red.jpg"))
+    assert "a red kite on a sunny day" in kite["captions"] and kite["taken_at"] == "2021-03-01T10:00:00"
+    browsed = json.loads(client.predict(folder="2023", format="json", top=50, api_name="/export"))
+    assert [row["path"] for row in browsed] == [h["file"] for h in client.predict(
+        folder="2023", top=50, api_name="/browse")["hits"]]
+
+
 def test_caption_search_finds_captions_and_texts(client, app_library):
     found = client.predict("kite", api_name="/search_captions")
     assert found[0]["text"] == "a red kite on a sunny day" and found[0]["source"] == "sidecar"
@@ -174,6 +190,7 @@ def test_photo_details_and_stats(client, app_library):
     ("/search_text", ["red"], {"date_from": "2021-13"}, "invalid from date"),
     ("/search_text", ["red"], {"folder": "../.."}, "must not contain '..'"),
     ("/search_text", ["red"], {"top": 0}, "top must be"),
+    ("/export", ["red"], {"format": "xlsx"}, "export format must be one of: csv, json"),
     ("/search_text", ["red"], {"sort": "newest"}, "sort must be one of: relevance, date"),
     ("/search_text", ["red"], {"group": "week"}, "the grouping must be one of: day, month"),
     ("/browse", [], {"folder": "no/such/folder"}, "no photos match the filters (folder no/such/folder)"),

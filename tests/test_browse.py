@@ -3,6 +3,7 @@ through the engine over the painted library of tests/search_library.py, and thro
 also export a result list as a folder of links (search/export.py)."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -169,6 +170,28 @@ def test_the_cli_exports_a_result_list_as_numbered_links(library, tmp_path):
     assert again.returncode == 2 and "already exists" in again.stderr and len(list(target.iterdir())) == 3
 
 
+def test_the_cli_exports_a_result_list_as_csv_and_json(library, tmp_path):
+    table = tmp_path / "out" / "summer.csv"
+    done = glance("--db", library.db, "--sort", "date", "--folder", "2023", "--export", table)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == f"glance: wrote 3 results to {table}"
+    with table.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["path"] for row in rows] == [str(library.path(n)) for n in ("cyan", "gradient", "checker")]
+    assert list(rows[0]) == ["path", "score", "taken_at", "captions"] and rows[0]["taken_at"].startswith("2023-12-31")
+    listed = tmp_path / "captioned.json"
+    assert glance("--db", library.db, "red", "--has-caption", "--top", "50", "--export", listed).returncode == 0
+    exported = json.loads(listed.read_text())
+    shown = json.loads(glance("--db", library.db, "red", "--has-caption", "--top", "50", "--json").stdout)
+    assert [row["path"] for row in exported] == [hit["file"] for hit in shown]
+    assert all(row["captions"] and all(isinstance(t, str) for t in row["captions"]) for row in exported)
+    for bad, words in ((tmp_path / "x.txt", "must end in .csv or .json"), (library.root / "x.csv", "never writes"),
+                       (tmp_path, "must end in .csv")):
+        refused = glance("--db", library.db, "red", "--export", bad)
+        assert refused.returncode == 2 and words in refused.stderr and refused.stderr.count("\n") == 1
+    assert not (library.root / "x.csv").exists()
+
+
 def test_export_never_writes_into_the_library(library):
     before = sorted(p.relative_to(library.root) for p in library.root.rglob("*"))
     for inside in (library.root, library.root / "plain" / "picked"):
@@ -177,4 +200,4 @@ def test_export_never_writes_into_the_library(library):
             in done.stderr
     assert sorted(p.relative_to(library.root) for p in library.root.rglob("*")) == before
     captions = glance("--db", library.db, "red", "--captions", "--export-links", "/tmp/x")
-    assert captions.returncode == 2 and "does not go with --captions" in captions.stderr
+    assert captions.returncode == 2 and "do not go with --captions" in captions.stderr

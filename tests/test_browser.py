@@ -8,6 +8,7 @@ Saves a screenshot (see save_screenshot).
 from __future__ import annotations
 
 import base64
+import csv
 import io
 import os
 import re
@@ -216,3 +217,25 @@ def save_screenshot(page, target: Path) -> None:
             break
     SCREENSHOT.write_bytes(out.getvalue())
     assert SCREENSHOT.stat().st_size <= MAX_SCREENSHOT_BYTES
+
+
+def test_the_results_download_as_csv(page, app_library, tmp_path):
+    page.fill("#query textarea", "a red kite")
+    page.click("#search-button")
+    wait_for_status(page, "best first")
+    wait_for_thumbnails(page, 24)
+    shown = [c.split(" · ")[1] for c in captions(page)]
+    page.click("#export-csv")
+    assert "24 results exported as CSV" in wait_for_status(page, "exported as CSV")
+    link = page.locator("#exported a").first
+    link.wait_for(timeout=WAIT_MS)
+    with page.expect_download(timeout=WAIT_MS) as download:
+        link.click()
+    saved = tmp_path / "results.csv"
+    download.value.save_as(saved)
+    with saved.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [Path(row["path"]).name for row in rows] == shown
+    assert all(row["path"].startswith(str(app_library.root)) for row in rows)
+    kite = next(row for row in rows if row["path"].endswith("plain/red.jpg"))
+    assert "a red kite on a sunny day" in kite["captions"]
