@@ -75,7 +75,7 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 PAGE_SIZE = 24  # photos per page of results ("Load more" fetches the next one)
 GENERIC_ERROR = "something went wrong on the server; the details are in its log"
 API_ENDPOINTS = ("/search_text", "/search_image", "/more_like_this", "/browse", "/search_captions", "/image_to_text",
-                 "/duplicates", "/export", "/photo", "/stats")
+                 "/refine", "/duplicates", "/export", "/photo", "/stats")
 SORT_CHOICES = [("Relevance", "relevance"), ("Date, newest first", "date")]
 GROUP_CHOICES = [("None", ""), ("Day", "day"), ("Month", "month")]
 # Text queries are embedded in batches (search/batching.py): these endpoints let many requests in at once so that
@@ -101,11 +101,13 @@ class Query:
     cutoff: bool = False
     sort: str = "relevance"
     collapse: bool = False  # near-duplicates as one tile (search/duplicates.py)
+    liked: tuple = ()  # 👍 photo ids: the query moves towards them (Rocchio); alone, "more like these"
+    disliked: tuple = ()  # 👎 photo ids: away from them, and left out
 
     @property
     def browsing(self) -> bool:
         """No words, image or photo: the library itself, newest first (Engine.browse)."""
-        return no_query(self.text, self.image, self.like)
+        return no_query(self.text, self.image, self.like, self.liked)
 
 
 @dataclass
@@ -158,7 +160,8 @@ def run_query(engine, query: Query, offset: int, top: int = PAGE_SIZE):
     if query.browsing:
         return engine.browse(query.filters, top=top, offset=offset)
     return engine.search(query.text, image=upload_bytes(query.image), like=query.like, filters=query.filters,
-                         top=top, offset=offset, cutoff=query.cutoff, sort=query.sort, collapse=query.collapse)
+                         top=top, offset=offset, cutoff=query.cutoff, sort=query.sort, collapse=query.collapse,
+                         liked=query.liked, disliked=query.disliked)
 
 
 def upload_bytes(path: str | None) -> bytes | None:
@@ -212,6 +215,10 @@ def query_label(query: Query) -> str:
         parts.append("like the query image")
     if query.like:
         parts.append(f"like {md_escape(query.like_name)}")
+    if query.liked and not parts:
+        parts.append(f"like the {len(query.liked)} liked photos")
+    elif query.liked or query.disliked:
+        parts.append(f"refined by {len(query.liked)} 👍 and {len(query.disliked)} 👎")
     return " and ".join(parts)
 
 
@@ -417,6 +424,31 @@ class Page:
         path.write_text(export_table(self.library.engine(), view.hits, fmt), encoding="utf-8")
         return gr.update(value=str(path), visible=True), f"{len(view.hits):,} results exported as {fmt.upper()}"
 
+    def judge(self, view: View, verdict: str):
+        """👍 or 👎 on the photo in the large view: the same query, refined (Rocchio), run again."""
+        if not view.selected:
+            raise UsageError("click a photo first")
+        asked = view.query or Query()
+        liked = tuple(i for i in asked.liked if i != view.selected)
+        disliked = tuple(i for i in asked.disliked if i != view.selected)
+        if verdict == "liked":
+            liked += (view.selected,)
+        else:
+            disliked += (view.selected,)
+        query = replace(asked, liked=liked, disliked=disliked)
+        engine = self.library.engine()
+        return self.show(View(query, group=view.group), run_query(engine, query, 0), engine)
+
+    def more_like_these(self, view: View):
+        """The 👍 photos together as the query."""
+        asked = view.query or Query()
+        if not asked.liked:
+            raise UsageError("give a 👍 to the photos you want more of first")
+        query = Query(liked=asked.liked, disliked=asked.disliked, filters=asked.filters, cutoff=asked.cutoff,
+                      sort=asked.sort, collapse=asked.collapse)
+        engine = self.library.engine()
+        return self.show(View(query, group=view.group), run_query(engine, query, 0), engine)
+
     # ----- the large view: panel, image, details, view
 
     @staticmethod
@@ -526,6 +558,17 @@ class Api:
                   sort=as_text(sort, "sort"))
         engine = self.library.engine()
         return export_table(engine, run_query(engine, q, 0, top).hits, fmt)
+
+    def refine(self, query: str = "", liked: list[str] | None = None, disliked: list[str] | None = None,
+               folder: str = "", date_from: str = "", date_to: str = "", top: int = PAGE_SIZE,
+               offset: int = 0) -> dict:
+        """A text query refined by 👍 (`liked`) and 👎 (`disliked`) photo ids, Rocchio's way (query + 0.75 x
+        mean(liked) - 0.15 x mean(disliked)); the disliked are left out. No text: more like the liked photos."""
+        q = Query(as_text(query, "query"), filters=make_filters(folder, date_from, date_to, False),
+                  liked=tuple(liked or ()), disliked=tuple(disliked or ()))
+        if q.browsing:
+            raise UsageError("give a query, or at least one liked photo")
+        return self._results(q, top, offset)
 
     def duplicates(self, folder: str = "", date_from: str = "", date_to: str = "") -> dict:
         """Near-duplicate groups across the library (bursts, re-encodes, crops): each group's photo to keep (the
@@ -638,6 +681,7 @@ def search_tab(page: Page, view: gr.State, load) -> None:
                             scroll_to_output=True)
     with gr.Row():
         load_more = gr.Button("Load more", visible=False, elem_id="load-more")
+        more_like_these = gr.Button("More like the 👍 photos", size="sm", elem_id="more-like-these")
         export_csv = gr.Button("Export CSV", size="sm", elem_id="export-csv")
         export_json = gr.Button("Export JSON", size="sm", elem_id="export-json")
     exported = gr.File(label="Exported results", visible=False, interactive=False, elem_id="exported")
@@ -648,6 +692,9 @@ def search_tab(page: Page, view: gr.State, load) -> None:
             with gr.Column(scale=1):
                 info = gr.Markdown(elem_id="detail-info")
                 more_like = gr.Button("More like this", variant="primary", elem_id="more-like-this")
+                with gr.Row():
+                    thumbs_up = gr.Button("👍 More of this", size="sm", elem_id="thumbs-up")
+                    thumbs_down = gr.Button("👎 Less of this", size="sm", elem_id="thumbs-down")
                 close = gr.Button("Close", size="sm", elem_id="close-detail")
 
     large_view = [detail, large, info, view, gallery, grouped]
@@ -662,6 +709,11 @@ def search_tab(page: Page, view: gr.State, load) -> None:
                     api_visibility="private")
     more_like.click(shown_in_page(Page.results_error)(page.more_like_this), inputs=[view], outputs=shown,
                     api_visibility="private", scroll_to_output=True)
+    for button, verdict in ((thumbs_up, "liked"), (thumbs_down, "disliked")):
+        button.click(shown_in_page(Page.results_error)(lambda state, verdict=verdict: page.judge(state, verdict)),
+                     inputs=[view], outputs=shown, api_visibility="private")
+    more_like_these.click(shown_in_page(Page.results_error)(page.more_like_these), inputs=[view], outputs=shown,
+                          api_visibility="private", scroll_to_output=True)
 
     select = shown_in_page(Page.detail_error)(page.select)
 

@@ -15,7 +15,7 @@ from core import location
 from core.errors import CommandParser, UsageError, exit_on_user_error
 
 from .filters import date_range
-from .query import parse_query
+from .query import no_query
 from .serialize import stats_json, text_hit_json
 from .timeline import GROUPINGS, SORTS
 
@@ -115,6 +115,11 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image", metavar="PATH", help="a query image file (combined with the text when both are given)")
     p.add_argument("--like", metavar="PHOTO", help="an indexed photo (its path, or its id from --json): photos like "
                                                   "it (it is left out)")
+    p.add_argument("--liked", action="append", default=[], metavar="PHOTO",
+                   help="a result you want more of (path or id; repeatable): refines the query (Rocchio); alone, "
+                        "the liked photos are the query (more like these)")
+    p.add_argument("--disliked", action="append", default=[], metavar="PHOTO",
+                   help="a result you want less of (path or id; repeatable); it is left out")
     p.add_argument("--db", metavar="DIR", help=location.DB_HELP)
     location.add_storage_flag(p)
     p.add_argument("--top", type=int, default=10, metavar="N", help="how many results (default: %(default)s)")
@@ -210,7 +215,7 @@ def export_file(args, answer: dict):
 def reply_in_process(args, request: dict) -> dict:
     from .loopback import browse_reply, reply
 
-    if args.sort == "date" and not parse_query(args.query) and not args.image and not args.like:
+    if args.sort == "date" and no_query(args.query, args.image, args.like, args.liked):
         from store import Store, StoreError, no_index_message
 
         from .browser import Browser
@@ -220,7 +225,8 @@ def reply_in_process(args, request: dict) -> dict:
             if not store.exists():
                 raise StoreError(no_index_message(store.path))
             return browse_reply(Browser(store), request)
-    return reply(open_engine(args), request, image=args.image, like=args.like)
+    return reply(open_engine(args), request, image=args.image, like=args.like, liked=args.liked,
+                 disliked=args.disliked)
 
 
 def open_engine(args):
@@ -238,7 +244,8 @@ def photo_request(args) -> dict:
 def ask_server(args, request: dict) -> dict | None:
     """A running `glance serve` on this index answers a plain text search without loading anything here
     (search/loopback.py); None: search in process. Its user errors are ours."""
-    if args.image or args.like or args.vision_model or args.text_model or args.precision != "auto":
+    if args.image or args.like or args.liked or args.disliked or args.vision_model or args.text_model or \
+            args.precision != "auto":
         return None
     from store import db_location
 
@@ -289,8 +296,7 @@ def check_query_given(args) -> None:
         from .export import format_of
 
         format_of(args.export)
-    terms = parse_query(args.query)
-    if not terms and not args.image and not args.like and (args.sort != "date" or args.captions):
+    if no_query(args.query, args.image, args.like, args.liked) and (args.sort != "date" or args.captions):
         raise UsageError("empty query: give some words, --image PATH or --like ID, or browse with --sort date "
                          "(see --help)")
     date_range(args.date_from, args.date_to)

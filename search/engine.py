@@ -77,6 +77,11 @@ from .results import MAX_TOP, Hit, NotServable, PhotoDetails, Results, TextHit, 
 from .uploads import open_query_image
 from .vectors import QueryVectors
 
+# Rocchio's weights (the query itself counts 1): the usual choice for a few judged results, where what was liked
+# says more than what was not (Manning et al., Introduction to Information Retrieval, 9.1.1).
+ROCCHIO_LIKED = 0.75
+ROCCHIO_DISLIKED = 0.15
+MAX_JUDGED = 100
 COLLAPSE_POOL_FACTOR = 4  # collapsing needs a deeper pool: a page of groups holds several photos each
 POOL_BLOCK = 100  # candidates are fetched in blocks, so consecutive pages come from the same ranking
 CAPTION_ROUTE_DEPTH = 50  # captions the caption route reads
@@ -120,12 +125,15 @@ class Engine:
     @_index_errors
     def search(self, text: str = "", image=None, like: str | None = None, filters: Filters | None = None,
                top: int = 24, offset: int = 0, cutoff: bool = False, image_weight: float = 1.0,
-               tuning: bool = True, sort: str = "relevance", collapse: bool = False) -> Results:
+               tuning: bool = True, sort: str = "relevance", collapse: bool = False, liked=(), disliked=()) -> Results:
         """Photos for text (grammar), an image and/or an indexed photo, best first. See the module docstring.
 
         `image_weight` scales the query image in the sum (negative subtracts it); `like` counts once.
         `tuning=False` leaves the active tuning (glance tune) out of this query.
         `sort="date"`: the best DATE_SORT_POOL matches (with `cutoff`, those it kept), newest first.
+        `liked`/`disliked` (indexed photos: ids or paths) refine the query, Rocchio's way: query + ROCCHIO_LIKED x
+        mean(liked) - ROCCHIO_DISLIKED x mean(disliked); disliked photos are left out. Liked photos alone are
+        "more like these" (and, being the query, are left out too).
         `collapse`: near-duplicates (search/duplicates.py) become one hit, the best, carrying the others in its
         `duplicates`; paging counts groups.
         Cheap checks (paging, grammar, filters) run before anything is embedded.
@@ -136,10 +144,12 @@ class Engine:
         view = self.store.pinned()
         roots = view.photo_roots()
         user_filter = resolve(filters, roots)
-        if no_query(text, image, like):
+        if no_query(text, image, like, liked):
             raise UsageError("empty query: type some words (weights above 0), or give an image")
         tuned = self.vectors.tuning.name if tuning and terms and self.vectors.tuning else None
         parts, exclude = self._query_parts(view, terms, image, like, image_weight, bool(tuned))
+        feedback, left_out = self._feedback(view, liked, disliked, alone=not parts)
+        parts, exclude = parts + feedback, exclude + left_out
         where = resolve(filters, roots, exclude_ids=tuple(exclude))
         population = view.count_photos(where) if user_filter else max(view.count_photos() - len(exclude), 0)
         if population == 0:
@@ -284,6 +294,27 @@ class Engine:
             parts.append((self._stored_vector(view, like_id), 1.0))
             exclude.append(like_id)
         return parts, exclude
+
+    def _feedback(self, view: Store, liked, disliked, alone: bool) -> tuple[list, list[str]]:
+        """Rocchio's parts for the 👍 and 👎 photos, and the photos to leave out (the disliked, and the liked
+        when they are the whole query)."""
+        liked, disliked = (self._judged(view, photos, name) for photos, name in ((liked, "liked"),
+                                                                                 (disliked, "disliked")))
+        parts = []
+        if liked:
+            mean = np.mean([self._stored_vector(view, i) for i in liked], axis=0)
+            parts.append((mean, 1.0 if alone else ROCCHIO_LIKED))
+        if disliked:
+            parts.append((np.mean([self._stored_vector(view, i) for i in disliked], axis=0), -ROCCHIO_DISLIKED))
+        return parts, [*disliked, *(liked if alone else [])]
+
+    @staticmethod
+    def _judged(view: Store, photos, name: str) -> list[str]:
+        if isinstance(photos, str) or not all(isinstance(p, str) for p in photos):
+            raise UsageError(f"the {name} photos must be a list of photo ids")
+        if len(photos) > MAX_JUDGED:
+            raise UsageError(f"at most {MAX_JUDGED} {name} photos")
+        return list(dict.fromkeys(files.photo_id_for(view, p) for p in photos))
 
     def _caption_query(self, view: Store, terms: list[Term]) -> np.ndarray | None:
         """The query in the caption model's space, when this snapshot's captions have its vectors."""

@@ -16,7 +16,7 @@ in both places, so the output is the same either way.
 
 Only plain photo searches and browsing travel (text, filters, paging, --cutoff, --no-tuning, --sort, --group,
 --collapse):
-image files, --like, --captions and model overrides are read in process.
+image files, --like, --liked/--disliked, --captions and model overrides are read in process.
 """
 from __future__ import annotations
 
@@ -46,16 +46,18 @@ log = logging.getLogger("glance.loopback")
 
 # ------------------------------------------------------------------------------------------- the reply
 
-def reply(engine, request: dict, image=None, like: str | None = None) -> dict:
-    """What `glance search` prints for `request` (REQUEST_KEYS; in process also a query image or `like`), as
-    JSON-able data; raises GlanceError. No query at all browses the library (search/browser.py)."""
+def reply(engine, request: dict, image=None, like: str | None = None, liked=(), disliked=()) -> dict:
+    """What `glance search` prints for `request` (REQUEST_KEYS; in process also a query image, `like` and the
+    liked/disliked photos), as JSON-able data; raises GlanceError. No query at all browses the library
+    (search/browser.py)."""
     from .query import no_query
 
-    if no_query(request["query"], image, like):
+    if no_query(request["query"], image, like, liked):
         return browse_reply(engine.browser, request)
     results = engine.search(request["query"], image=image, like=like, filters=request_filters(request),
                             top=request["top"], offset=request["offset"], cutoff=request["cutoff"],
-                            tuning=request["tuning"], sort=request["sort"], collapse=request["collapse"])
+                            tuning=request["tuning"], sort=request["sort"], collapse=request["collapse"],
+                            liked=tuple(liked), disliked=tuple(disliked))
     return reply_json(results, request, engine.roots, engine.tuning_problem)
 
 

@@ -57,10 +57,10 @@ def check_length(text: str) -> None:
                          f"Use a few words: search works on meaning, not on whole documents")
 
 
-def no_query(text: str, image=None, like: str | None = None) -> bool:
-    """No words (of weight above 0), query image or indexed photo: the library itself is asked for, newest
-    first (search/browser.py)."""
-    return not parse_query(text) and image is None and not like
+def no_query(text: str, image=None, like: str | None = None, liked=()) -> bool:
+    """No words (of weight above 0), query image, indexed photo or liked photos: the library itself is asked
+    for, newest first (search/browser.py)."""
+    return not parse_query(text) and image is None and not like and not liked
 
 
 def parse_query(text: str) -> list[Term]:

@@ -22,7 +22,7 @@ from tests import app_server
 from tests.app_server import AUTH, REPO, login
 
 ENDPOINTS = {"/search_text", "/search_image", "/more_like_this", "/browse", "/search_captions", "/image_to_text",
-             "/duplicates", "/export", "/photo", "/stats"}
+             "/refine", "/duplicates", "/export", "/photo", "/stats"}
 # The dated photos of app_server.PHOTOS, newest first; the undated ones' file times (today) come before them.
 DATED_NEWEST_FIRST = ["2023/cyan.jpg", "2023/trip/gradient.jpg", "2023/trip/stripes.jpg", "nature/yellow.jpg",
                       "nature/green.jpg", "plain/sub/crimson.jpg", "plain/red.jpg"]
@@ -137,9 +137,22 @@ def test_near_duplicates_collapse_in_a_search_and_are_listed(client, app_library
     assert sorted(members) == sorted(h["id"] for h in flat)  # every photo once: shown, or under its group
     listed = client.predict(api_name="/duplicates")
     assert listed["threshold"]["precision"] == 1.0 and 0 < listed["threshold"]["recall"] <= 1
-    in_groups = [g["keep"]["id"] for g in listed["groups"]] + [d["id"] for g in listed["groups"] for d in g["duplicates"]]
+    groups = listed["groups"]
+    in_groups = [g["keep"]["id"] for g in groups] + [d["id"] for g in groups for d in g["duplicates"]]
     assert listed["photos_in_groups"] == len(in_groups) == len(set(in_groups))
     assert client.predict(folder="no/such/folder", api_name="/duplicates")["groups"] == []
+
+
+def test_thumbs_refine_a_query_and_liked_photos_alone_are_more_like_these(client, app_library):
+    red, crimson = app_library.ids["plain/red.jpg"], app_library.ids["plain/sub/crimson.jpg"]
+    before = [h["id"] for h in client.predict("a photo", top=100, api_name="/search_text")["hits"]]
+    refined = [h["id"] for h in client.predict("a photo", liked=[red], disliked=[crimson], top=100,
+                                               api_name="/refine")["hits"]]
+    assert crimson not in refined and refined.index(red) <= before.index(red)
+    these = client.predict(liked=[red, crimson], top=100, api_name="/refine")["hits"]
+    assert {red, crimson}.isdisjoint(h["id"] for h in these) and len(these) == len(before) - 2
+    with pytest.raises(AppError, match="give a query, or at least one liked photo"):
+        client.predict(disliked=[red], api_name="/refine")
 
 
 def test_a_result_list_exports_as_csv_and_json(client, app_library):

@@ -151,6 +151,16 @@ def test_browsing_from_the_cli_loads_no_model(library, engine, tmp_path):
     assert missing.returncode != 0 and missing.stderr.count("\n") == 1 and "Traceback" not in missing.stderr
 
 
+def test_the_cli_takes_liked_and_disliked_photos(library):
+    liked = glance("--db", library.db, "--liked", library.path("red"), "--liked", library.ids["blue"], "--json",
+                   "--top", "50")
+    assert liked.returncode == 0, liked.stderr
+    files = [hit["file"] for hit in json.loads(liked.stdout)]
+    assert str(library.path("red")) not in files and str(library.path("blue")) not in files and files
+    refined = glance("--db", library.db, "a photo", "--disliked", library.path("green"), "--json", "--top", "50")
+    assert refined.returncode == 0 and str(library.path("green")) not in refined.stdout
+
+
 def test_the_cli_asks_for_a_query_or_a_date_sort(library):
     done = glance("--db", library.db)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "browse with --sort date" in done.stderr

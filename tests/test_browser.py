@@ -239,3 +239,23 @@ def test_the_results_download_as_csv(page, app_library, tmp_path):
     assert all(row["path"].startswith(str(app_library.root)) for row in rows)
     kite = next(row for row in rows if row["path"].endswith("plain/red.jpg"))
     assert "a red kite on a sunny day" in kite["captions"]
+
+
+def test_thumbs_up_refines_the_results_and_more_like_the_liked(page, app_library):
+    page.fill("#query textarea", "a photo")
+    page.click("#search-button")
+    wait_for_status(page, "best first")
+    wait_for_thumbnails(page, 24)
+    before = [c.split(" · ")[1] for c in captions(page)]
+    page.locator("#gallery img").nth(5).click()
+    page.wait_for_selector("#detail-info h3", timeout=WAIT_MS)
+    liked = before[5]
+    page.click("#thumbs-up")
+    assert "refined by 1 👍 and 0 👎" in wait_for_status(page, "refined by 1 👍")
+    wait_for_thumbnails(page, 24)
+    after = [c.split(" · ")[1] for c in captions(page)]
+    assert liked in after and after.index(liked) <= 5
+    page.click("#more-like-these")
+    wait_for_status(page, "like the 1 liked photos")
+    wait_for_thumbnails(page, 24)
+    assert liked not in [c.split(" · ")[1] for c in captions(page)]  # the liked photo is the query

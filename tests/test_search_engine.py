@@ -22,7 +22,7 @@ from search.engine import Engine, NotServable
 from search.filters import Filters
 from store import SCHEMA_VERSION, Store, StoreError
 from tests.conftest import FIXTURE
-from tests.search_library import LIBRARY
+from tests.search_library import LIBRARY, stored_rows
 
 
 def unit(v):
@@ -374,3 +374,43 @@ def test_an_index_without_a_model_record_or_without_tables_is_refused(library, t
     with pytest.raises(StoreError, match="does not record its models"):
         Engine(copy, precision="fp32")
 
+
+
+# ------------------------------------------------------------------------------------- relevance feedback
+
+def stored_vectors(library) -> dict[str, np.ndarray]:
+    return {row["id"]: unit(row["vector"]) for row in stored_rows(library.db).values()}
+
+
+def test_liked_photos_alone_are_more_like_these(engine, library):
+    liked = [library.ids["red"], str(library.path("blue"))]  # an id or a path, as with --like
+    hits = engine.search(liked=liked, top=50).hits
+    ids = [h.id for h in hits]
+    assert library.ids["red"] not in ids and library.ids["blue"] not in ids  # they are the query
+    mean = unit(unit(library.vectors["red"]) + unit(library.vectors["blue"]))
+    stored = stored_vectors(library)
+    for hit in hits:
+        assert hit.score == pytest.approx(float(stored[hit.id] @ mean), abs=1e-4)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_thumbs_up_and_down_refine_the_query_rocchio_s_way(engine, library):
+    from search import engine as engine_module
+    from search.query import Term
+
+    text = unit(engine.vectors.terms([Term("a photo")])[0])
+    red, blue = (unit(library.vectors[n]) for n in ("red", "blue"))
+    refined = engine.search("a photo", top=50, liked=[library.ids["red"]], disliked=[library.ids["blue"]])
+    expected = unit(text + engine_module.ROCCHIO_LIKED * red - engine_module.ROCCHIO_DISLIKED * blue)
+    assert library.ids["blue"] not in {h.id for h in refined.hits}  # a 👎 photo is left out
+    assert library.ids["red"] in {h.id for h in refined.hits}  # a 👍 photo stays
+    stored = stored_vectors(library)
+    for hit in refined.hits:
+        assert hit.score == pytest.approx(float(stored[hit.id] @ expected), abs=1e-4)
+    before = [h.id for h in engine.search("a photo", top=50).hits]
+    after = [h.id for h in refined.hits]
+    assert after.index(library.ids["red"]) <= before.index(library.ids["red"])
+    with pytest.raises(UsageError, match="must be a list of photo ids"):
+        engine.search("a photo", liked="red")
+    with pytest.raises(UsageError, match="at most 100 liked photos"):
+        engine.search("a photo", liked=[library.ids["red"]] * 101)
