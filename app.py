@@ -65,6 +65,7 @@ from search.live import IndexMissing, Library  # noqa: E402
 from search.loopback import LoopbackServer  # noqa: E402
 from search.preview import Pictures  # noqa: E402
 from search.export import export_rows, export_text  # noqa: E402
+from search.saved import Saved  # noqa: E402
 from search.serialize import duplicates_json, hit_json, photo_json, results_json, stats_json, text_hit_json  # noqa: E402
 from search.uploads import MAX_UPLOAD_BYTES  # noqa: E402
 from server.guard import LoginRequired, RefuseRemoteFiles  # noqa: E402
@@ -75,7 +76,8 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 PAGE_SIZE = 24  # photos per page of results ("Load more" fetches the next one)
 GENERIC_ERROR = "something went wrong on the server; the details are in its log"
 API_ENDPOINTS = ("/search_text", "/search_image", "/more_like_this", "/browse", "/search_captions", "/image_to_text",
-                 "/refine", "/duplicates", "/export", "/photo", "/stats")
+                 "/refine", "/duplicates", "/export", "/saved", "/save_search", "/run_saved", "/delete_saved", "/photo",
+                 "/stats")
 SORT_CHOICES = [("Relevance", "relevance"), ("Date, newest first", "date")]
 GROUP_CHOICES = [("None", ""), ("Day", "day"), ("Month", "month")]
 # Text queries are embedded in batches (search/batching.py): these endpoints let many requests in at once so that
@@ -103,6 +105,7 @@ class Query:
     collapse: bool = False  # near-duplicates as one tile (search/duplicates.py)
     liked: tuple = ()  # 👍 photo ids: the query moves towards them (Rocchio); alone, "more like these"
     disliked: tuple = ()  # 👎 photo ids: away from them, and left out
+    saved: str | None = None  # opened from this saved search: pages come from Engine.run_saved (its image too)
 
     @property
     def browsing(self) -> bool:
@@ -157,6 +160,8 @@ def uploaded_file(payload) -> str | None:
 
 
 def run_query(engine, query: Query, offset: int, top: int = PAGE_SIZE):
+    if query.saved:
+        return engine.run_saved(query.saved, top=top, offset=offset)
     if query.browsing:
         return engine.browse(query.filters, top=top, offset=offset)
     return engine.search(query.text, image=upload_bytes(query.image), like=query.like, filters=query.filters,
@@ -192,6 +197,21 @@ def file_size(size) -> str:
     if size < 1000:
         return f"{size} bytes"
     return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.0f} kB"
+
+
+def save_query(engine, name: str, query: Query) -> Saved:
+    """Keep a page or API query as a saved search (search/saved.py): its filters are checked first."""
+    engine.check_filters(query.filters)
+    f = query.filters
+    return engine.saved.save(Saved(name, query.text, liked=query.liked, disliked=query.disliked, folder=f.folder,
+                                   date_from=f.date_from, date_to=f.date_to, has_caption=f.has_caption,
+                                   sort=query.sort), image=upload_bytes(query.image))
+
+
+def saved_query(saved: Saved) -> Query:
+    """The page's query for a saved search: run through Engine.run_saved, which has its image."""
+    return Query(saved.query, filters=saved.filters, sort=saved.sort, liked=saved.liked, disliked=saved.disliked,
+                 saved=saved.name)
 
 
 def export_table(engine, hits: list, fmt: str) -> str:
@@ -449,6 +469,37 @@ class Page:
         engine = self.library.engine()
         return self.show(View(query, group=view.group), run_query(engine, query, 0), engine)
 
+    # ----- saved searches: the list, and opening one
+
+    @staticmethod
+    def saved_error(message: str):
+        return gr.skip(), error_status(message)
+
+    def save(self, view: View, name):
+        if view.query is None:
+            raise UsageError("search first, then save the search")
+        engine = self.library.engine()
+        saved = save_query(engine, as_text(name, "name"), replace(view.query, saved=None))
+        return (gr.update(choices=[s.name for s in engine.saved.all()], value=saved.name),
+                f"Saved “{md_escape(saved.name)}”: opening it searches the index as it is then")
+
+    def saved_choices(self):
+        try:
+            return gr.update(choices=[s.name for s in self.library.engine().saved.all()])
+        except GlanceError:  # no index yet, or one in object storage: no list
+            return gr.update(choices=[])
+
+    @staticmethod
+    def open_error(message: str):
+        return (*Page.results_error(message), *[gr.skip()] * 5)
+
+    def open_saved(self, name):
+        engine = self.library.engine()
+        saved = engine.saved.get(as_text(name, "saved search"))
+        query = saved_query(saved)
+        shown = self.show(View(query), run_query(engine, query, 0), engine)
+        return (*shown, saved.query, saved.folder or "", saved.date_from or "", saved.date_to or "", saved.sort)
+
     # ----- the large view: panel, image, details, view
 
     @staticmethod
@@ -570,6 +621,30 @@ class Api:
             raise UsageError("give a query, or at least one liked photo")
         return self._results(q, top, offset)
 
+    def saved(self) -> list[dict]:
+        """The saved searches (kept in the index folder), by name."""
+        return [s.as_json() for s in self.library.engine().saved.all()]
+
+    def save_search(self, name: str, query: str = "", folder: str = "", date_from: str = "", date_to: str = "",
+                    with_captions: bool = False, sort: str = "relevance", liked: list[str] | None = None,
+                    disliked: list[str] | None = None) -> dict:
+        """Save a search under a name (replacing one of that name); no query and no liked photos: the filters
+        alone, newest first. It re-runs on the index as it is then (/run_saved)."""
+        q = Query(as_text(query, "query"), filters=make_filters(folder, date_from, date_to, with_captions),
+                  sort=as_text(sort, "sort"), liked=tuple(liked or ()), disliked=tuple(disliked or ()))
+        return save_query(self.library.engine(), as_text(name, "name"), q).as_json()
+
+    def run_saved(self, name: str, top: int = PAGE_SIZE, offset: int = 0) -> dict:
+        """A saved search's results, on the index as it is now."""
+        results = self.library.engine().run_saved(as_text(name, "name"), top=top, offset=offset)
+        return results_json(results)
+
+    def delete_saved(self, name: str) -> dict:
+        """Delete a saved search; the remaining ones."""
+        engine = self.library.engine()
+        engine.saved.delete(as_text(name, "name"))
+        return {"saved": [s.name for s in engine.saved.all()]}
+
     def duplicates(self, folder: str = "", date_from: str = "", date_to: str = "") -> dict:
         """Near-duplicate groups across the library (bursts, re-encodes, crops): each group's photo to keep (the
         most pixels) and the others, biggest groups first, with the thresholds used. Nothing is deleted."""
@@ -665,6 +740,11 @@ def search_tab(page: Page, view: gr.State, load) -> None:
                 group = gr.Radio(GROUP_CHOICES, value="", label="Group by", elem_id="group")
         image = gr.Image(label="Query image: drop, upload or paste", sources=["upload", "clipboard"],
                          type="filepath", image_mode=None, height=200, scale=1, elem_id="query-image")
+    with gr.Row():
+        save_name = gr.Textbox(show_label=False, placeholder="name this search", scale=2, elem_id="save-name")
+        save_button = gr.Button("Save search", size="sm", scale=1, elem_id="save-search")
+        saved_list = gr.Dropdown(choices=[], label="Saved searches", scale=2, elem_id="saved-list")
+        open_button = gr.Button("Open", size="sm", scale=1, elem_id="open-saved")
     status = gr.Markdown(elem_id="status")
     gallery = gr.Gallery(label="Results", columns=6, height="auto", allow_preview=False, object_fit="cover",
                          fit_columns=False, buttons=[], elem_id="gallery", interactive=False)
@@ -728,6 +808,11 @@ def search_tab(page: Page, view: gr.State, load) -> None:
         return on_group_select
 
     gallery.select(on_select, inputs=[view], outputs=large_view, api_visibility="private", scroll_to_output=True)
+    save_button.click(shown_in_page(Page.saved_error)(page.save), inputs=[view, save_name],
+                      outputs=[saved_list, status], api_visibility="private")
+    open_button.click(shown_in_page(Page.open_error)(page.open_saved), inputs=[saved_list],
+                      outputs=[*shown, query, folder, date_from, date_to, sort], api_visibility="private")
+    load(page.saved_choices, outputs=[saved_list], api_visibility="private")
     for button, fmt in ((export_csv, "csv"), (export_json, "json")):
         button.click(shown_in_page(Page.export_error)(lambda state, fmt=fmt: page.export(state, fmt)), inputs=[view],
                      outputs=[exported, status], api_visibility="private")

@@ -26,6 +26,7 @@ start here:
   glance serve                            the search page on http://127.0.0.1:7860/
   glance stats                            what the index holds
   glance duplicates                       near-duplicate groups (bursts, re-encodes), for cleaning up
+  glance saved                            saved searches: list, add, run, remove
   glance models                           the model presets, their licences and costs
   glance eval                             how well search finds your captioned photos (recall, MRR)
   glance tune                             adapt text search to your captioned photos
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_parser(commands)
     indexer_cli.add_stats_parser(commands)
     search_cli.add_duplicates_parser(commands)
+    search_cli.add_saved_parser(commands)
     search_cli.add_eval_parser(commands)
     search_cli.add_tune_parser(commands)
     indexer_cli.add_remove_parser(commands)

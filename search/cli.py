@@ -110,6 +110,106 @@ def run_duplicates(args) -> int:
     return 0 if groups else 1
 
 
+SAVED_DESCRIPTION = """\
+Saved searches: a query kept under a name in the index folder, re-run on the index as it is now (so new photos
+show up after every glance index). The page and the API list, save and open the same searches.
+
+  glance saved                                    list them (name, then what it asks)
+  glance saved add beach "beach -people" --folder 2023 --sort date
+  glance saved add summer --from 2023-06 --to 2023-08      no query: the photos of those dates, newest first
+  glance saved add cats --liked a.jpg --liked b.jpg        more like these photos
+  glance saved run beach [--top N] [--json]       its results, printed as glance search prints them
+  glance saved remove beach
+
+exit status: 0 done (run: with results), 1 run found nothing, 2 an error (one line on stderr)
+"""
+
+
+def add_saved_parser(verbs) -> None:
+    p = verbs.add_parser("saved", help="saved searches: list, add, run, remove", description=SAVED_DESCRIPTION,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    add = actions.add_parser("add", help="save a search under a name (replacing one of that name)")
+    add.add_argument("name")
+    add.add_argument("query", nargs="?", default="", help="the query text (may be empty: the filters alone)")
+    add.add_argument("--liked", action="append", default=[], metavar="PHOTO", help="a photo to find more of")
+    add.add_argument("--disliked", action="append", default=[], metavar="PHOTO", help="a photo to find less of")
+    add.add_argument("--folder", metavar="F")
+    add.add_argument("--from", dest="date_from", metavar="DATE")
+    add.add_argument("--to", dest="date_to", metavar="DATE")
+    add.add_argument("--sort", choices=SORTS, default="relevance")
+    run_saved = actions.add_parser("run", help="run a saved search on the index as it is now")
+    run_saved.add_argument("name")
+    run_saved.add_argument("--top", type=int, default=10, metavar="N")
+    run_saved.add_argument("--offset", type=int, default=0, metavar="N")
+    run_saved.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    remove = actions.add_parser("remove", help="delete a saved search")
+    remove.add_argument("name")
+    p.add_argument("--db", metavar="DIR", help=location.DB_HELP)
+    for sub in (add, run_saved, remove):  # either place: `glance saved --db X run N` or `glance saved run N --db X`
+        sub.add_argument("--db", metavar="DIR", help=location.DB_HELP, default=argparse.SUPPRESS)
+    p.add_argument("--json", action="store_true", help="list as JSON")
+    p.set_defaults(run=run_saved_command)
+
+
+def run_saved_command(args) -> int:
+    from store import Store, StoreError, no_index_message
+
+    from .saved import Saved, SavedSearches
+
+    if args.action == "run":
+        from .engine import Engine
+        from .loopback import reply_json
+
+        engine = Engine(args.db)
+        results = engine.run_saved(args.name, top=args.top, offset=args.offset)
+        return print_reply(reply_json(results, {"group": None}, engine.roots, engine.tuning_problem), args.json)
+    store = Store(args.db)
+    if not store.remote and not store.exists():
+        raise StoreError(no_index_message(store.path))
+    saved = SavedSearches(store)
+    if args.action == "add":
+        date_range(args.date_from, args.date_to)
+        ids = [_photo_id(store, p) for p in args.liked], [_photo_id(store, p) for p in args.disliked]
+        kept = saved.save(Saved(args.name, args.query, liked=tuple(ids[0]), disliked=tuple(ids[1]),
+                                folder=args.folder, date_from=args.date_from, date_to=args.date_to, sort=args.sort))
+        print(f"{PROGRAM}: saved {kept.name!r}; run it with: glance saved run {_quoted(kept.name)}", file=sys.stderr)
+    elif args.action == "remove":
+        saved.delete(args.name)
+        print(f"{PROGRAM}: removed {args.name!r}", file=sys.stderr)
+    elif args.json:
+        print(json.dumps([s.as_json() for s in saved.all()], ensure_ascii=False, indent=1))
+    else:
+        for search in saved.all():
+            print(f"{search.name}\t{describe_saved(search)}")
+    return 0
+
+
+def describe_saved(saved) -> str:
+    from .filters import describe
+
+    asked = [f"“{saved.query}”" if saved.query else "", "a query image" if saved.image else "",
+             f"{len(saved.liked)} liked" if saved.liked else "", f"{len(saved.disliked)} disliked" if saved.disliked
+             else ""]
+    browsing = not any(asked[:3])
+    where = describe(saved.filters) if not saved.filters.is_empty() else ("the whole library" if browsing else "")
+    order = "newest first" if browsing or saved.sort == "date" else ""
+    return ", ".join(p for p in (*asked, where, order) if p)
+
+
+def _photo_id(store, photo: str) -> str:
+    from . import files
+
+    with store.lance_errors():
+        return files.photo_id_for(store.pinned(), photo)
+
+
+def _quoted(name: str) -> str:
+    import shlex
+
+    return shlex.quote(name)
+
+
 def add_search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("query", nargs="?", default="", help="text query in the grammar below (may be empty with --image/--like)")
     p.add_argument("--image", metavar="PATH", help="a query image file (combined with the text when both are given)")

@@ -73,6 +73,7 @@ from .filters import Filters, resolve
 from .filters import describe as describe_filters
 from .query import Term, combine, no_query, parse_query
 from .timeline import DATE_SORT_POOL
+from .saved import SavedSearches
 from .results import MAX_TOP, Hit, NotServable, PhotoDetails, Results, TextHit, check_paging  # noqa: F401 - types
 from .uploads import open_query_image
 from .vectors import QueryVectors
@@ -211,6 +212,25 @@ class Engine:
                                       [h.taken_at for h in hits], self.duplicate_threshold())
         return [replace(hits[group[0]], duplicates=tuple(hits[i] for i in group[1:]))
                 for group in duplicates.cluster(list(order), pairs)]
+
+    @_index_errors
+    def check_filters(self, filters: Filters | None) -> None:
+        """Raise UsageError for filters a search would refuse (bad dates, a folder outside the roots)."""
+        resolve(filters, self.store.pinned().photo_roots())
+
+    @property
+    def saved(self) -> SavedSearches:
+        return SavedSearches(self.store)
+
+    @_index_errors
+    def run_saved(self, name: str, top: int = 24, offset: int = 0) -> Results:
+        """A saved search (search/saved.py) run on the index as it is now."""
+        saved = self.saved.get(name)
+        image = self.saved.image_bytes(saved)
+        if no_query(saved.query, image, None, saved.liked):
+            return self.browse(saved.filters, top, offset)
+        return self.search(saved.query, image=image, liked=saved.liked, disliked=saved.disliked,
+                           filters=saved.filters, top=top, offset=offset, sort=saved.sort)
 
     @_index_errors
     def browse(self, filters: Filters | None = None, top: int = 24, offset: int = 0) -> Results:

@@ -22,7 +22,8 @@ from tests import app_server
 from tests.app_server import AUTH, REPO, login
 
 ENDPOINTS = {"/search_text", "/search_image", "/more_like_this", "/browse", "/search_captions", "/image_to_text",
-             "/refine", "/duplicates", "/export", "/photo", "/stats"}
+             "/refine", "/duplicates", "/export", "/saved", "/save_search", "/run_saved", "/delete_saved", "/photo",
+             "/stats"}
 # The dated photos of app_server.PHOTOS, newest first; the undated ones' file times (today) come before them.
 DATED_NEWEST_FIRST = ["2023/cyan.jpg", "2023/trip/gradient.jpg", "2023/trip/stripes.jpg", "nature/yellow.jpg",
                       "nature/green.jpg", "plain/sub/crimson.jpg", "plain/red.jpg"]
@@ -153,6 +154,26 @@ def test_thumbs_refine_a_query_and_liked_photos_alone_are_more_like_these(client
     assert {red, crimson}.isdisjoint(h["id"] for h in these) and len(these) == len(before) - 2
     with pytest.raises(AppError, match="give a query, or at least one liked photo"):
         client.predict(disliked=[red], api_name="/refine")
+
+
+def test_a_saved_search_is_listed_and_re_runs_live(client, app_library):
+    saved = client.predict("api trip", "a photo", folder="2023", sort="date", api_name="/save_search")
+    assert saved["name"] == "api trip" and saved["folder"] == "2023" and saved["sort"] == "date"
+    assert "api trip" in [s["name"] for s in client.predict(api_name="/saved")]
+    ran = client.predict("api trip", top=50, api_name="/run_saved")
+    direct = client.predict("a photo", folder="2023", sort="date", top=50, api_name="/search_text")
+    assert [h["id"] for h in ran["hits"]] == [h["id"] for h in direct["hits"]] and ran["sort"] == "date"
+    client.predict("api browse", folder="nature", api_name="/save_search")  # no query: the folder, newest first
+    browsed = client.predict("api browse", top=50, api_name="/run_saved")
+    assert [h["id"] for h in browsed["hits"]] == [h["id"] for h in client.predict(
+        folder="nature", top=50, api_name="/browse")["hits"]]
+    for name in ("api trip", "api browse"):
+        client.predict(name, api_name="/delete_saved")
+    assert not {"api trip", "api browse"} & {s["name"] for s in client.predict(api_name="/saved")}
+    with pytest.raises(AppError, match="no saved search is called 'api trip'"):
+        client.predict("api trip", api_name="/run_saved")
+    with pytest.raises(AppError, match="invalid from date"):
+        client.predict("bad", "x", date_from="2021-13", api_name="/save_search")
 
 
 def test_a_result_list_exports_as_csv_and_json(client, app_library):

@@ -161,6 +161,31 @@ def test_the_cli_takes_liked_and_disliked_photos(library):
     assert refined.returncode == 0 and str(library.path("green")) not in refined.stdout
 
 
+def saved_cli(*args):
+    return subprocess.run([sys.executable, "-m", "glance", "saved", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_glance_saved_adds_lists_runs_and_removes(library, tmp_path):
+    db = tmp_path / "index"
+    shutil.copytree(library.db, db)  # saved searches live in the index folder
+    added = saved_cli("add", "trip", "red", "--folder", "2023", "--sort", "date", "--db", db)
+    assert added.returncode == 0 and "saved 'trip'" in added.stderr
+    assert saved_cli("add", "newest", "--db", db).returncode == 0
+    listed = saved_cli("--db", db)
+    assert listed.stdout.splitlines() == ["newest\tthe whole library, newest first",
+                                          "trip\t“red”, folder 2023, newest first"]
+    ran = saved_cli("run", "trip", "--db", db, "--json")
+    direct = glance("--db", db, "red", "--folder", "2023", "--sort", "date", "--json")
+    assert ran.returncode == 0 and json.loads(ran.stdout) == json.loads(direct.stdout)
+    assert json.loads(saved_cli("--db", db, "--json").stdout)[1]["folder"] == "2023"
+    assert saved_cli("remove", "trip", "--db", db).returncode == 0
+    missing = saved_cli("run", "trip", "--db", db)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "no saved search" in missing.stderr
+    bad = saved_cli("add", "x", "--from", "2021-13", "--db", db)
+    assert bad.returncode == 2 and "invalid from date" in bad.stderr
+
+
 def test_the_cli_asks_for_a_query_or_a_date_sort(library):
     done = glance("--db", library.db)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "browse with --sort date" in done.stderr

@@ -259,3 +259,30 @@ def test_thumbs_up_refines_the_results_and_more_like_the_liked(page, app_library
     wait_for_status(page, "like the 1 liked photos")
     wait_for_thumbnails(page, 24)
     assert liked not in [c.split(" · ")[1] for c in captions(page)]  # the liked photo is the query
+
+
+def test_a_saved_search_opens_with_its_query_and_filters(page, app_library):
+    page.fill("#query textarea", "a photo")
+    page.click("#filters")
+    page.fill("#folder textarea, #folder input", "plain")
+    page.click("#search-button")
+    wait_for_status(page, "best first")
+    first = captions(page)
+    page.fill("#save-name textarea, #save-name input", "browser plain")
+    page.click("#save-search")
+    wait_for_status(page, "Saved “browser plain”")
+    page.reload()
+    page.wait_for_selector("#query textarea", timeout=WAIT_MS)
+    wait_for_status(page, "newest first")  # the page opens on the library again
+    page.locator("#saved-list input").click()
+    page.get_by_role("option", name="browser plain").click()
+    page.click("#open-saved")
+    wait_for_status(page, "best first")
+    assert captions(page) == first
+    assert page.input_value("#query textarea") == "a photo"
+    page.click("#filters")
+    assert page.input_value("#folder textarea, #folder input") == "plain"
+    from search.saved import SavedSearches
+    from store import Store
+
+    SavedSearches(Store(app_library.db)).delete("browser plain")  # the shared index, as it was
