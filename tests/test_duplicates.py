@@ -9,7 +9,6 @@ import sys
 from datetime import timedelta
 
 import numpy as np
-import pytest
 
 from search import duplicates
 from search.engine import Engine
