@@ -66,7 +66,8 @@ from search.loopback import LoopbackServer  # noqa: E402
 from search.preview import Pictures  # noqa: E402
 from search.export import export_rows, export_text  # noqa: E402
 from search.saved import Saved  # noqa: E402
-from search.serialize import duplicates_json, hit_json, photo_json, results_json, stats_json, text_hit_json  # noqa: E402
+from search.serialize import (caption_report_json, duplicates_json, hit_json, photo_json, results_json,  # noqa: E402
+                              stats_json, text_hit_json)
 from search.uploads import MAX_UPLOAD_BYTES  # noqa: E402
 from server.guard import LoginRequired, RefuseRemoteFiles  # noqa: E402
 
@@ -76,7 +77,8 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 PAGE_SIZE = 24  # photos per page of results ("Load more" fetches the next one)
 GENERIC_ERROR = "something went wrong on the server; the details are in its log"
 API_ENDPOINTS = ("/search_text", "/search_image", "/more_like_this", "/browse", "/search_captions", "/image_to_text",
-                 "/refine", "/duplicates", "/export", "/saved", "/save_search", "/run_saved", "/delete_saved", "/photo",
+                 "/refine", "/duplicates", "/export", "/saved", "/save_search", "/run_saved", "/delete_saved",
+                 "/check_captions", "/photo",
                  "/stats")
 SORT_CHOICES = [("Relevance", "relevance"), ("Date, newest first", "date")]
 GROUP_CHOICES = [("None", ""), ("Day", "day"), ("Month", "month")]
@@ -469,6 +471,21 @@ class Page:
         engine = self.library.engine()
         return self.show(View(query, group=view.group), run_query(engine, query, 0), engine)
 
+    # ----- the Index tab's caption check: table, status
+
+    @staticmethod
+    def check_error(message: str):
+        return gr.update(visible=False), error_status(message)
+
+    def check_captions(self):
+        report = self.library.engine().check_captions(top=100)
+        rows = [[round(c.z, 2), c.path, c.text, " | ".join(c.suggestions)] for c in report.flagged]
+        if report.checked < 10:
+            return gr.update(visible=False), f"{report.checked} captions: too few to judge (10 or more are needed)"
+        summary = f"{len(rows)} of {report.checked:,} captions fit their photo worse than most " \
+                  f"(median cosine {report.median:.3f})"
+        return gr.update(value=rows, visible=bool(rows)), summary
+
     # ----- saved searches: the list, and opening one
 
     @staticmethod
@@ -645,6 +662,11 @@ class Api:
         engine.saved.delete(as_text(name, "name"))
         return {"saved": [s.name for s in engine.saved.all()]}
 
+    def check_captions(self, top: int = 50) -> dict:
+        """The captions that match their own photo worse than most (robust z <= -3), furthest first, each with
+        the captions of the nearest captioned photos as suggestions."""
+        return caption_report_json(self.library.engine().check_captions(top=top))
+
     def duplicates(self, folder: str = "", date_from: str = "", date_to: str = "") -> dict:
         """Near-duplicate groups across the library (bursts, re-encodes, crops): each group's photo to keep (the
         most pixels) and the others, biggest groups first, with the thresholds used. Nothing is deleted."""
@@ -704,10 +726,23 @@ def build_ui(library: Library, pictures: Pictures) -> gr.Blocks:
                 image_to_text_tab(page)
             with gr.Tab("Index", id="index") as index:
                 index_outputs = [gr.Markdown(elem_id="stats"), *evaluation_section()]
+                caption_check_section(page)
         # the tab too: a server outlives indexing and evaluation runs, and opening the tab should show their results
         for trigger in (demo.load, reload_button.click, index.select):
             trigger(page.status, outputs=[banner, *index_outputs], api_visibility="private")
     return demo
+
+
+def caption_check_section(page: Page) -> None:
+    gr.Markdown("### Captions that do not fit their photo\nCaptions that match their own photo worse than most "
+                "captions do (3 or more spreads below the median cosine), the furthest first, with the captions "
+                "of the nearest photos as suggestions.")
+    button = gr.Button("Check captions", size="sm", elem_id="check-captions")
+    status = gr.Markdown(elem_id="check-status")
+    table = gr.Dataframe(headers=["z", "photo", "caption", "suggestions"], datatype=["number", "str", "str", "str"],
+                         interactive=False, wrap=True, visible=False, elem_id="check-table")
+    button.click(shown_in_page(Page.check_error)(page.check_captions), outputs=[table, status],
+                 api_visibility="private")
 
 
 def evaluation_section() -> list:

@@ -110,6 +110,54 @@ def run_duplicates(args) -> int:
     return 0 if groups else 1
 
 
+CHECK_DESCRIPTION = """\
+List the captions that match their own photo worse than most of the library's captions do: likely mislabelled
+photos, swapped captions or boilerplate, in an image-caption dataset. Each caption's cosine to its photo is
+judged against the others (a robust z score: how many spreads below the median); those 3 or more below are
+listed, the furthest first, each with the captions of the 3 nearest captioned photos as suggestions. Needs only
+the index (no model is loaded).
+
+Prints `z<TAB>path<TAB>caption` per line, then `  suggestion: ...` lines; --json prints one object.
+
+exit status: 0 none flagged, 1 some flagged, 2 an error (one line on stderr)
+"""
+
+
+def add_check_captions_parser(verbs) -> None:
+    p = verbs.add_parser("check-captions", help="captions that match their photo worse than most",
+                         description=CHECK_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--db", metavar="DIR", help=location.DB_HELP)
+    location.add_storage_flag(p)
+    p.add_argument("--top", type=int, default=50, metavar="N", help="at most N captions (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.set_defaults(run=run_check_captions)
+
+
+def run_check_captions(args) -> int:
+    from store import Store, StoreError, no_index_message
+
+    from .consistency import check_captions
+    from .results import check_paging
+    from .serialize import caption_report_json
+
+    top, _ = check_paging(args.top, 0)
+    location.configure_from(args)
+    store = Store(args.db)
+    with store.lance_errors():
+        if not store.exists():
+            raise StoreError(no_index_message(store.path))
+        report = caption_report_json(check_captions(store.pinned(), top))
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=1))
+    else:
+        for caption in report["flagged"]:
+            print(f"{caption['z']:.2f}\t{caption['file']}\t{caption['text']}")
+            for suggestion in caption["suggestions"]:
+                print(f"  suggestion: {suggestion}")
+        print(f"{PROGRAM}: {len(report['flagged'])} of {report['checked']} captions flagged", file=sys.stderr)
+    return 1 if report["flagged"] else 0
+
+
 SAVED_DESCRIPTION = """\
 Saved searches: a query kept under a name in the index folder, re-run on the index as it is now (so new photos
 show up after every glance index). The page and the API list, save and open the same searches.

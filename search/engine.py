@@ -68,6 +68,7 @@ from store import CAPTION_VECTOR, CAPTIONS, IMAGES, Store, StoreError, no_index_
 from . import captions, duplicates, files, timeline
 from .batching import SearchBatcher
 from .browser import PHOTO_COLUMNS, Browser, hit_from_row
+from .consistency import CaptionReport, check_captions, vector_matrix
 from .cutoff import WINDOW, adaptive_cutoff
 from .filters import Filters, resolve
 from .filters import describe as describe_filters
@@ -188,8 +189,8 @@ class Engine:
         hits = [hit_from_row({**row, "score": 0.0}) for row in rows]
         order = sorted(range(len(hits)), key=lambda i: (-(hits[i].width or 0) * (hits[i].height or 0),
                                                          -_timestamp(timeline.photo_date(hits[i])), hits[i].id))
-        groups = self._groups(hits, _vectors(table), [duplicates.layout(t) for t in table["thumb"].to_pylist()],
-                              order)
+        layouts = [duplicates.layout(thumb) for thumb in table["thumb"].to_pylist()]
+        groups = self._groups(hits, vector_matrix(table["vector"]), layouts, order)
         return sorted((g for g in groups if g.duplicates), key=lambda g: (-len(g.duplicates), g.path))
 
     def duplicate_threshold(self) -> duplicates.Threshold:
@@ -212,6 +213,12 @@ class Engine:
                                       [h.taken_at for h in hits], self.duplicate_threshold())
         return [replace(hits[group[0]], duplicates=tuple(hits[i] for i in group[1:]))
                 for group in duplicates.cluster(list(order), pairs)]
+
+    @_index_errors
+    def check_captions(self, top: int = 50) -> CaptionReport:
+        """The captions that match their own photo worse than most (search/consistency.py)."""
+        top, _ = check_paging(top, 0)
+        return check_captions(self.store.pinned(), top)
 
     @_index_errors
     def check_filters(self, filters: Filters | None) -> None:
@@ -402,11 +409,6 @@ class Engine:
 
 
 # ------------------------------------------------------------------------------------------ helpers
-
-
-def _vectors(table) -> np.ndarray:
-    column = table["vector"].combine_chunks()
-    return column.values.to_numpy(zero_copy_only=False).reshape(len(column), -1).astype(np.float32)
 
 
 def _timestamp(moment) -> float:

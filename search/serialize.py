@@ -18,6 +18,17 @@ def hit_json(hit) -> dict:
             **({"duplicates": [hit_json(d) for d in hit.duplicates]} if hit.duplicates else {})}
 
 
+def caption_report_json(report) -> dict:
+    """`glance check-captions --json` and /check_captions."""
+    def number(x):
+        return None if x != x else round(x, 6)  # NaN: too few captions to judge
+
+    return {"checked": report.checked, "median_cosine": number(report.median), "mad": number(report.mad),
+            "flagged": [{"text": c.text, "source": c.source, "image_id": c.image_id, "file": c.path,
+                         "cosine": round(c.cosine, 6), "z": round(c.z, 3), "suggestions": list(c.suggestions)}
+                        for c in report.flagged]}
+
+
 def duplicates_json(groups, threshold) -> dict:
     """`glance duplicates --json` and /duplicates: each group's photo to keep and its near-duplicates."""
     return {"groups": [{"keep": hit_json(g), "duplicates": [hit_json(d) for d in g.duplicates]} for g in groups],

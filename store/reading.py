@@ -147,6 +147,13 @@ class ReadingQueries:
         found = self.captions.search().where(f"image_id = {_sql(photo_id)}").select(["text", "source"])
         return [(c["text"], c["source"] or "") for c in found.limit(1000).to_arrow().to_pylist()]
 
+    def captions_with_vectors(self) -> pa.Table:
+        """image_id, text, source, vector of every caption that belongs to a photo (free texts left out)."""
+        if self.captions is None:
+            return pa.table({"image_id": [], "text": [], "source": [], "vector": []})
+        return self.captions.search().where("image_id != ''").select(["image_id", "text", "source", "vector"]) \
+            .limit(None).to_arrow()
+
     def caption_texts(self, photo_ids: list[str]) -> dict[str, list[str]]:
         """The captions of these photos: id -> texts (an export's captions column)."""
         if self.captions is None or not photo_ids:

@@ -22,8 +22,8 @@ from tests import app_server
 from tests.app_server import AUTH, REPO, login
 
 ENDPOINTS = {"/search_text", "/search_image", "/more_like_this", "/browse", "/search_captions", "/image_to_text",
-             "/refine", "/duplicates", "/export", "/saved", "/save_search", "/run_saved", "/delete_saved", "/photo",
-             "/stats"}
+             "/refine", "/duplicates", "/export", "/saved", "/save_search", "/run_saved", "/delete_saved",
+             "/check_captions", "/photo", "/stats"}
 # The dated photos of app_server.PHOTOS, newest first; the undated ones' file times (today) come before them.
 DATED_NEWEST_FIRST = ["2023/cyan.jpg", "2023/trip/gradient.jpg", "2023/trip/stripes.jpg", "nature/yellow.jpg",
                       "nature/green.jpg", "plain/sub/crimson.jpg", "plain/red.jpg"]
@@ -174,6 +174,17 @@ def test_a_saved_search_is_listed_and_re_runs_live(client, app_library):
         client.predict("api trip", api_name="/run_saved")
     with pytest.raises(AppError, match="invalid from date"):
         client.predict("bad", "x", date_from="2021-13", api_name="/save_search")
+
+
+def test_the_caption_check_answers_as_the_index_says(client, app_library):
+    from search.consistency import check_captions
+    from search.serialize import caption_report_json
+    from store import Store
+
+    answer = client.predict(top=20, api_name="/check_captions")
+    assert answer == json.loads(json.dumps(caption_report_json(check_captions(Store(app_library.db).pinned(), 20))))
+    with pytest.raises(AppError, match="top must be"):
+        client.predict(top=0, api_name="/check_captions")
 
 
 def test_a_result_list_exports_as_csv_and_json(client, app_library):
