@@ -191,3 +191,16 @@ def describe_error(exc: Exception) -> str:
     """An exception as `Type: first line`, at most 200 characters: what a one-line refusal quotes."""
     message = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {message}"[:200] if message else type(exc).__name__
+
+
+THUMB_SIZE = 256  # longest side, px
+THUMB_QUALITY = 80
+
+
+def thumbnail(image: Image.Image) -> bytes:
+    """The JPEG thumbnail the index stores for a photo (and the near-duplicate layouts are read from)."""
+    small = image.copy()
+    small.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    out = io.BytesIO()
+    small.save(out, format="JPEG", quality=THUMB_QUALITY)
+    return out.getvalue()

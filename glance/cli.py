@@ -28,6 +28,7 @@ start here:
   glance duplicates                       near-duplicate groups (bursts, re-encodes), for cleaning up
   glance saved                            saved searches: list, add, run, remove
   glance check-captions                   captions that match their photo worse than most (dataset cleaning)
+  glance map                              the 2-D map of the collection (UMAP or PCA)
   glance models                           the model presets, their licences and costs
   glance eval                             how well search finds your captioned photos (recall, MRR)
   glance tune                             adapt text search to your captioned photos
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     search_cli.add_duplicates_parser(commands)
     search_cli.add_saved_parser(commands)
     search_cli.add_check_captions_parser(commands)
+    search_cli.add_map_parser(commands)
     search_cli.add_eval_parser(commands)
     search_cli.add_tune_parser(commands)
     indexer_cli.add_remove_parser(commands)

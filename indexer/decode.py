@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import io
 import os
 import re
 import stat
@@ -23,12 +22,10 @@ from datetime import datetime
 from PIL import Image
 
 from core import location
-from core.images import LIBRARY_MAX_MEGAPIXELS, ImageRefused, describe_error, open_for_model, upright
+from core.images import LIBRARY_MAX_MEGAPIXELS, ImageRefused, describe_error, open_for_model, thumbnail, upright
 from models.preprocess import Preprocess, to_rgb
 from store import display_name as display_path  # noqa: F401 - one rule for showing odd names
 
-THUMB_SIZE = 256  # longest side, px
-THUMB_QUALITY = 80
 # Files up to this size are read into memory once (hash and decode from the same bytes); larger ones are
 # hashed as a stream and decoded from disk.
 READ_WHOLE_MAX = 64 << 20
@@ -58,7 +55,7 @@ class FileBytes:
 @dataclass
 class Decoded:
     pixels: Image.Image  # RGB at the model's input size, ready for Preprocess.to_tensor
-    thumb: bytes  # JPEG, longest side THUMB_SIZE
+    thumb: bytes  # JPEG, longest side THUMB_SIZE (core/images.py thumbnail)
     width: int  # upright, in the original's pixels
     height: int
     taken_at: datetime | None
@@ -187,14 +184,6 @@ def _finish(image: Image.Image, preprocess: Preprocess, width: int, height: int)
         pixels=preprocess.resize(image), thumb=thumbnail(thumb_source), width=width, height=height,
         taken_at=_taken_at(exif), camera=_camera(exif), descriptions=descriptions(image, exif),
         decoded_size=decoded_size)
-
-
-def thumbnail(image: Image.Image) -> bytes:
-    small = image.copy()
-    small.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.BICUBIC, reducing_gap=3.0)
-    out = io.BytesIO()
-    small.save(out, format="JPEG", quality=THUMB_QUALITY)
-    return out.getvalue()
 
 
 def _has_alpha(image: Image.Image) -> bool:

@@ -39,7 +39,7 @@ from models.device import available_memory, check_device
 from models.preprocess import Preprocess
 from store import Store
 
-from . import caption_space, reconcile
+from . import caption_space, collection_map, reconcile
 from .bookkeeping import ModelChoice, check_compatible, choose_models
 from .captions import Entry, load_caption_files, read_sidecar
 from .decode import DEFAULT_MAX_MEGAPIXELS, BadFile, Decoded, FileBytes, decode, display_path, read_file
@@ -200,6 +200,10 @@ class Indexer:
             self.store.publish()
             self.store.write_meta({st.LAST_INDEXED: _iso_now(), st.ROOTS: roots.all(known)})
             self.summary.maintenance = self.store.ensure_indexes()
+            changed = self.summary.added + self.summary.updated + self.summary.moved + self.summary.removed
+            mapped = collection_map.refresh(self.store, changed=bool(changed))
+            if mapped:
+                self.summary.maintenance.append(mapped)
             self.summary.vector_index_note = self.store.vector_index_note()
             self.store.publish()
             self.summary.images_total = self.store.photo_count()

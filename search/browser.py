@@ -4,6 +4,8 @@ It needs the store and nothing else, so `glance search --sort date` with no quer
 keeps one Browser for the page and the API.
 
     Browser(store).browse(filters, top, offset) -> Results (mode "browse", sort "date", scores 0)
+    Browser(store).collection_map(filters)       -> CollectionMap: the photos where the map of the collection
+                                                    (indexer/collection_map.py) puts them
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from store import Store
 
 from . import files, timeline
 from .filters import Filters, describe, resolve
-from .results import Hit, Results, check_paging
+from .results import CollectionMap, Hit, MapPoint, Results, check_paging
 
 MAX_BROWSE_OFFSET = 100_000_000  # browsing pages through the whole library, not a ranking's head
 DATE_ORDERS_KEPT = 4  # browsing orders kept (per snapshot and filter): a million ids are ~50 MB
@@ -40,6 +42,21 @@ class Browser:
         rows = {row["id"]: row for row in view.photo_rows(page, None, PHOTO_COLUMNS)}
         hits = [hit_from_row({**rows[i], "score": 0.0}) for i in page if i in rows]
         return Results(hits, offset, top, len(order) > offset + top, len(order), mode="browse", sort="date")
+
+    def collection_map(self, filters: Filters | None = None) -> CollectionMap:
+        view = self.store.pinned()
+        where = resolve(filters, view.photo_roots())
+        found = view.read_map()
+        if found is None:
+            return CollectionMap([], None, 0, view.count_photos())
+        table, info = found
+        place = dict(zip(table["id"].to_pylist(), zip(table["x"].to_pylist(), table["y"].to_pylist())))
+        rows = view.photo_columns(where, PHOTO_COLUMNS).to_pylist()
+        points = [MapPoint(row["id"], *place[row["id"]], files.display_path(row["root"], row["relpath"]),
+                           timeline.photo_date(hit_from_row({**row, "score": 0.0})))
+                  for row in rows if row["id"] in place]
+        unmapped = sum(1 for photo_id in view.photo_columns(None, ["id"])["id"].to_pylist() if photo_id not in place)
+        return CollectionMap(points, info.get("method"), len(place), unmapped)
 
     def _date_order(self, view: Store, where):
         """The snapshot's photos newest first, kept per (table version, filter): "load more" pages through one

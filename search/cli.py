@@ -110,6 +110,53 @@ def run_duplicates(args) -> int:
     return 0 if groups else 1
 
 
+MAP_DESCRIPTION = """\
+The map of the collection: every photo's vector projected to 2-D (UMAP from 500 photos on, PCA below), where
+similar photos sit together. glance index computes it after a run and again once the library has changed by
+more than a tenth; photos indexed since then join it then. Prints `x<TAB>y<TAB>path` per photo (x, y in
+[0, 1]); --json prints one object (method, counts, points). Needs only the index (no model is loaded).
+"""
+
+
+def add_map_parser(verbs) -> None:
+    p = verbs.add_parser("map", help="the 2-D map of the collection (UMAP or PCA), as computed after indexing",
+                         description=MAP_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--db", metavar="DIR", help=location.DB_HELP)
+    location.add_storage_flag(p)
+    p.add_argument("--folder", metavar="F", help="only photos in this folder")
+    p.add_argument("--from", dest="date_from", metavar="DATE", help="taken on or after DATE")
+    p.add_argument("--to", dest="date_to", metavar="DATE", help="taken on or before DATE")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.set_defaults(run=run_map)
+
+
+def run_map(args) -> int:
+    from store import Store, StoreError, no_index_message
+
+    from .browser import Browser
+    from .filters import Filters
+    from .serialize import map_json
+
+    date_range(args.date_from, args.date_to)
+    location.configure_from(args)
+    store = Store(args.db)
+    with store.lance_errors():
+        if not store.exists():
+            raise StoreError(no_index_message(store.path))
+        answer = map_json(Browser(store).collection_map(Filters(args.folder, args.date_from, args.date_to)))
+    if args.json:
+        print(json.dumps(answer, ensure_ascii=False, indent=1))
+    else:
+        for point in answer["points"]:
+            print(f"{point['x']:.5f}\t{point['y']:.5f}\t{point['file']}")
+    if answer["method"] is None:
+        print(f"{PROGRAM}: no map yet: glance index makes one after its next run", file=sys.stderr)
+    elif answer["unmapped"]:
+        print(f"{PROGRAM}: {answer['unmapped']} photos indexed since the map was made are not on it yet",
+              file=sys.stderr)
+    return 0 if answer["points"] else 1
+
+
 CHECK_DESCRIPTION = """\
 List the captions that match their own photo worse than most of the library's captions do: likely mislabelled
 photos, swapped captions or boilerplate, in an image-caption dataset. Each caption's cosine to its photo is

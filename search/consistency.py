@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from store import vector_matrix
+
 from . import files
 
 CHECK_Z = -3.0  # beyond the noise: about 1 caption in 700 of a normal spread
@@ -81,11 +83,3 @@ def _suggestions(owner: str, vectors: np.ndarray, row_of: dict, captioned: list[
         if photo_id in nearest and photo_id not in by_photo:
             by_photo[photo_id] = text
     return tuple(by_photo[p] for p in nearest if p in by_photo)
-
-
-def vector_matrix(column) -> np.ndarray:
-    """An Arrow column of fixed-size vectors as a float32 matrix [rows, dim]."""
-    column = column.combine_chunks()
-    if len(column) == 0:
-        return np.zeros((0, 0), np.float32)
-    return column.values.to_numpy(zero_copy_only=False).reshape(len(column), -1).astype(np.float32)

@@ -29,6 +29,8 @@ from datetime import datetime
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance
 
+from core.images import thumbnail  # the layout is read from the thumbnail the indexer stores
+
 BURST_SECONDS = 300
 SCENES = 10
 SCENE_SIZE = (640, 480)
@@ -107,8 +109,6 @@ def burst(image: Image.Image) -> list[Image.Image]:
 
 def measure(embed_images, scenes: int = SCENES) -> Threshold:
     """The thresholds for a model whose `embed_images(list of PIL images)` gives unit vectors [N, dim]."""
-    from indexer.decode import thumbnail  # the layout is read from the thumbnail the indexer stores
-
     images, labels = [], []
     for number in range(scenes):
         shots = burst(scene(1000 + number))

@@ -63,19 +63,19 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import UsageError
-from store import CAPTION_VECTOR, CAPTIONS, IMAGES, Store, StoreError, no_index_message
+from store import CAPTION_VECTOR, CAPTIONS, IMAGES, Store, StoreError, no_index_message, vector_matrix
 
 from . import captions, duplicates, files, timeline
 from .batching import SearchBatcher
 from .browser import PHOTO_COLUMNS, Browser, hit_from_row
-from .consistency import CaptionReport, check_captions, vector_matrix
+from .consistency import CaptionReport, check_captions
 from .cutoff import WINDOW, adaptive_cutoff
 from .filters import Filters, resolve
 from .filters import describe as describe_filters
 from .query import Term, combine, no_query, parse_query
 from .timeline import DATE_SORT_POOL
 from .saved import SavedSearches
-from .results import MAX_TOP, Hit, NotServable, PhotoDetails, Results, TextHit, check_paging  # noqa: F401 - types
+from .results import MAX_TOP, CollectionMap, Hit, NotServable, PhotoDetails, Results, TextHit, check_paging  # noqa: F401 - types
 from .uploads import open_query_image
 from .vectors import QueryVectors
 
@@ -213,6 +213,11 @@ class Engine:
                                       [h.taken_at for h in hits], self.duplicate_threshold())
         return [replace(hits[group[0]], duplicates=tuple(hits[i] for i in group[1:]))
                 for group in duplicates.cluster(list(order), pairs)]
+
+    @_index_errors
+    def collection_map(self, filters: Filters | None = None) -> CollectionMap:
+        """The photos that pass the filters, where the map of the collection puts them (search/browser.py)."""
+        return self.browser.collection_map(filters)
 
     @_index_errors
     def check_captions(self, top: int = 50) -> CaptionReport:

@@ -116,3 +116,22 @@ class PhotoDetails:
     has_caption: bool
     indexed_at: datetime | None
     captions: list[tuple[str, str]]  # (text, source)
+
+
+@dataclass(frozen=True)
+class MapPoint:
+    """A photo on the map of the collection: x, y in [0, 1] (indexer/collection_map.py)."""
+    id: str
+    x: float
+    y: float
+    path: str
+    date: datetime | None
+
+
+@dataclass(frozen=True)
+class CollectionMap:
+    points: list[MapPoint]  # those that pass the filters
+    method: str | None  # "UMAP" or "PCA"; None: no map yet
+    mapped: int  # photos on the map (when it was made)
+    unmapped: int  # photos indexed since (they join when the map is made again)
+

@@ -18,6 +18,13 @@ def hit_json(hit) -> dict:
             **({"duplicates": [hit_json(d) for d in hit.duplicates]} if hit.duplicates else {})}
 
 
+def map_json(collection_map) -> dict:
+    """/map and `glance map --json`: the method, the counts and every point (x, y in [0, 1])."""
+    return {"method": collection_map.method, "mapped": collection_map.mapped, "unmapped": collection_map.unmapped,
+            "points": [{"id": p.id, "x": round(p.x, 5), "y": round(p.y, 5), "file": p.path, "date": iso(p.date)}
+                       for p in collection_map.points]}
+
+
 def caption_report_json(report) -> dict:
     """`glance check-captions --json` and /check_captions."""
     def number(x):

@@ -1,5 +1,6 @@
-"""Files an index keeps beside its tables: tunings (`glance tune`, safetensors) and the latest evaluation
-(`glance eval`, JSON). They live in `<index>/extras/`; LanceDB ignores folders that are not tables.
+"""Files an index keeps beside its tables: tunings (`glance tune`, safetensors), the latest evaluation (`glance
+eval`, JSON) and the map of the collection (Arrow). They live in `<index>/extras/`; LanceDB ignores folders that
+are not tables.
 
 Each file is written whole and then renamed into place, so a reader sees the old file or the new one, never half
 of one. For an index in object storage the same files are objects under `<index>/extras/`, each written in one PUT,
@@ -16,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from core import location
 
@@ -23,6 +25,8 @@ from .schema import TUNING
 
 EXTRAS_DIR = "extras"
 TUNING_INFO = "glance_tuning"  # the safetensors metadata key holding the tuning's JSON description
+MAP_FILE = "map.arrow"
+MAP_INFO = "glance_map"
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
 
 
@@ -80,6 +84,26 @@ class ExtrasQueries:
             return json.loads(data)
         except ValueError:
             return None  # written by something else: as good as none
+
+    # ----- the map of the collection (indexer/collection_map.py) ------------------------------------------
+    def write_map(self, points: pa.Table, info: dict) -> Path | str:
+        """id, x, y per photo (an Arrow IPC file), with `info` (method, photos) in its schema metadata."""
+        points = points.replace_schema_metadata({MAP_INFO: json.dumps(info)})
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_file(sink, points.schema) as writer:
+            writer.write_table(points)
+        return self.write_extra(MAP_FILE, sink.getvalue().to_pybytes())
+
+    def read_map(self) -> tuple[pa.Table, dict] | None:
+        data = self.read_extra(MAP_FILE)
+        if data is None:
+            return None
+        try:
+            points = pa.ipc.open_file(pa.BufferReader(data)).read_all()
+            info = json.loads((points.schema.metadata or {}).get(MAP_INFO.encode(), b"{}"))
+        except (pa.ArrowInvalid, ValueError):
+            return None  # damaged or foreign: as good as none, and the next index run writes it again
+        return points.replace_schema_metadata(None), info
 
     # ----- tunings -----------------------------------------------------------------------------------------
     def save_tuning(self, name: str, tensors: dict[str, np.ndarray], info: dict) -> Path:

@@ -42,6 +42,10 @@ class IndexingQueries:
     def has_rows(self) -> bool:
         return any(self.table(name).count_rows() for name in (IMAGES, CAPTIONS) if name in self.table_names())
 
+    def latest_photo_columns(self, columns: list[str]) -> pa.Table:
+        """These columns of every photo in the latest version (the writer's view, not the published pair)."""
+        return self._select(IMAGES, columns)
+
     def photo_count(self) -> int:
         return self.table(IMAGES).count_rows()
 

@@ -361,3 +361,9 @@ def _value_counts(column) -> dict:
     return {r["values"]: r["counts"] for r in pc.value_counts(column).to_pylist()}
 
 
+def vector_matrix(column) -> np.ndarray:
+    """An Arrow column of fixed-size vectors as a float32 matrix [rows, dim]."""
+    column = column.combine_chunks()
+    if len(column) == 0:
+        return np.zeros((0, 0), np.float32)
+    return column.values.to_numpy(zero_copy_only=False).reshape(len(column), -1).astype(np.float32)
