@@ -19,6 +19,7 @@ login nothing but the login page answers (server/guard.py LoginRequired); gradio
 Bad input gets a one-line message in the page and an error from the API, never a stack trace.
 """
 import argparse
+import html
 import logging
 import os
 import signal
@@ -66,8 +67,8 @@ from search.loopback import LoopbackServer  # noqa: E402
 from search.preview import Pictures  # noqa: E402
 from search.export import export_rows, export_text  # noqa: E402
 from search.saved import Saved  # noqa: E402
-from search.serialize import (caption_report_json, duplicates_json, hit_json, photo_json, results_json,  # noqa: E402
-                              stats_json, text_hit_json)
+from search.serialize import (caption_report_json, duplicates_json, hit_json, map_json, photo_json,  # noqa: E402
+                              results_json, stats_json, text_hit_json)
 from search.uploads import MAX_UPLOAD_BYTES  # noqa: E402
 from server.guard import LoginRequired, RefuseRemoteFiles  # noqa: E402
 
@@ -75,10 +76,12 @@ from server.guard import LoginRequired, RefuseRemoteFiles  # noqa: E402
 # serves the page, only plainer.
 ASSETS = Path(__file__).resolve().parent / "assets"
 PAGE_SIZE = 24  # photos per page of results ("Load more" fetches the next one)
+MAP_DRAWN = 4000  # points the Map tab draws at most (an even sample of a larger library)
+MAX_MAP_SELECTION = 100  # photos a box on the map may ask for more of
 GENERIC_ERROR = "something went wrong on the server; the details are in its log"
 API_ENDPOINTS = ("/search_text", "/search_image", "/more_like_this", "/browse", "/search_captions", "/image_to_text",
                  "/refine", "/duplicates", "/export", "/saved", "/save_search", "/run_saved", "/delete_saved",
-                 "/check_captions", "/photo",
+                 "/check_captions", "/map", "/photo",
                  "/stats")
 SORT_CHOICES = [("Relevance", "relevance"), ("Date, newest first", "date")]
 GROUP_CHOICES = [("None", ""), ("Day", "day"), ("Month", "month")]
@@ -214,6 +217,14 @@ def saved_query(saved: Saved) -> Query:
     """The page's query for a saved search: run through Engine.run_saved, which has its image."""
     return Query(saved.query, filters=saved.filters, sort=saved.sort, liked=saved.liked, disliked=saved.disliked,
                  saved=saved.name)
+
+
+def map_svg(points) -> str:
+    """Points (x, y in [0, 1]) as SVG circles carrying their ids; each names its photo and date on hover."""
+    circles = "".join(
+        f'<circle cx="{20 + p.x * 960:.1f}" cy="{20 + (1 - p.y) * 960:.1f}" r="6" data-id="{html.escape(p.id)}">'
+        f"<title>{html.escape(Path(p.path).name)} · {when(p.date)}</title></circle>" for p in points)
+    return f'<svg viewBox="0 0 1000 1000" xmlns="http://www.w3.org/2000/svg" role="img">{circles}</svg>'
 
 
 def export_table(engine, hits: list, fmt: str) -> str:
@@ -471,6 +482,44 @@ class Page:
         engine = self.library.engine()
         return self.show(View(query, group=view.group), run_query(engine, query, 0), engine)
 
+    # ----- the Map tab: the picture; a click or a box from it
+
+    def map_picture(self):
+        """The map as an SVG of up to MAP_DRAWN points, and a line on what it shows."""
+        found = self.library.engine().collection_map()
+        if found.method is None:
+            return "", "No map yet: `glance index` makes one after its next run."
+        points = found.points
+        if len(points) > MAP_DRAWN:  # an even sample: the browser stays quick
+            points = points[::-(-len(points) // MAP_DRAWN)]
+        note = f" ({found.unmapped:,} photos indexed since join it when the map is made again)" if found.unmapped \
+            else ""
+        return map_svg(points), (f"{len(points):,} of {found.mapped:,} photos, placed by {found.method}{note}. "
+                                 "Click a point to open the photo; draw a box for more like those photos.")
+
+    def from_map(self, selection, view: View):
+        """The photos a click (one) or a box (several) chose on the map: the Search tab, with their results."""
+        ids = [i for i in as_text(selection, "selection").split(",") if i][:MAX_MAP_SELECTION]
+        if not ids:
+            raise UsageError("click a point or draw a box around some")
+        engine = self.library.engine()
+        if len(ids) == 1:
+            photo = engine.photo(ids[0])
+            query = Query(like=photo.id, like_name=photo.relpath)
+            shown = self.show(View(query), run_query(engine, query, 0), engine)
+            image, note = self.pictures.preview(engine, photo.id)
+            info = photo_markdown(photo, None) + (f"\n\n_{md_escape(note)}_" if note else "")
+            opened = replace(shown[2], selected=photo.id)
+            return (shown[0], shown[1], opened, shown[3], gr.update(visible=True), shown[5], image, info,
+                    gr.Tabs(selected="search"))
+        query = Query(liked=tuple(ids))
+        shown = self.show(View(query), run_query(engine, query, 0), engine)
+        return (*shown, gr.skip(), gr.skip(), gr.Tabs(selected="search"))
+
+    @staticmethod
+    def map_error(message: str):
+        return (*Page.results_error(message), gr.skip(), gr.skip(), gr.skip())
+
     # ----- the Index tab's caption check: table, status
 
     @staticmethod
@@ -667,6 +716,11 @@ class Api:
         the captions of the nearest captioned photos as suggestions."""
         return caption_report_json(self.library.engine().check_captions(top=top))
 
+    def map(self, folder: str = "", date_from: str = "", date_to: str = "") -> dict:
+        """The map of the collection: each photo's x, y in [0, 1] (UMAP or PCA of the vectors, made after
+        indexing), through the filters; photos indexed since it was made are counted in "unmapped"."""
+        return map_json(self.library.engine().collection_map(make_filters(folder, date_from, date_to, False)))
+
     def duplicates(self, folder: str = "", date_from: str = "", date_to: str = "") -> dict:
         """Near-duplicate groups across the library (bursts, re-encodes, crops): each group's photo to keep (the
         most pixels) and the others, biggest groups first, with the thresholds used. Nothing is deleted."""
@@ -719,9 +773,11 @@ def build_ui(library: Library, pictures: Pictures) -> gr.Blocks:
         banner = gr.Markdown("Opening the index…", elem_id="banner")
         view = gr.State(View())
         Api(library).register()  # first, so that the endpoints keep their names (UI events are named after theirs)
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("Search", id="search"):
-                search_tab(page, view, demo.load)
+                search_outputs = search_tab(page, view, demo.load)
+            with gr.Tab("Map", id="map") as map_page:
+                map_tab(page, view, search_outputs, tabs, map_page)
             with gr.Tab("Image → Text", id="image-to-text"):
                 image_to_text_tab(page)
             with gr.Tab("Index", id="index") as index:
@@ -755,7 +811,8 @@ def evaluation_section() -> list:
     return [text, table, plot]
 
 
-def search_tab(page: Page, view: gr.State, load) -> None:
+def search_tab(page: Page, view: gr.State, load) -> list:
+    """The Search tab; returns what the Map tab writes into: the results' outputs, the large image and its info."""
     with gr.Row():
         with gr.Column(scale=3):
             query = gr.Textbox(label="Search", placeholder="beach -people +sunset 2:dog", elem_id="query",
@@ -852,6 +909,18 @@ def search_tab(page: Page, view: gr.State, load) -> None:
         button.click(shown_in_page(Page.export_error)(lambda state, fmt=fmt: page.export(state, fmt)), inputs=[view],
                      outputs=[exported, status], api_visibility="private")
     close.click(lambda: gr.update(visible=False), outputs=[detail], api_visibility="private")
+    return [*shown, large, info]
+
+
+def map_tab(page: Page, view: gr.State, search_outputs: list, tabs: gr.Tabs, tab: gr.Tab) -> None:
+    status = gr.Markdown("Opening the map…", elem_id="map-status")
+    picture = gr.HTML(elem_id="map")
+    selection = gr.Textbox(show_label=False, container=False, elem_id="map-selection")  # filled by assets/map.js
+    go = gr.Button("Show", elem_id="map-go")
+    tab.select(shown_in_page(lambda message: ("", error_status(message)))(page.map_picture),
+               outputs=[picture, status], api_visibility="private")
+    go.click(shown_in_page(Page.map_error)(page.from_map), inputs=[selection, view],
+             outputs=[*search_outputs, tabs], api_visibility="private", scroll_to_output=True)
 
 
 def image_to_text_tab(page: Page) -> None:
@@ -891,6 +960,7 @@ def launch(demo: gr.Blocks, host: str, port: int, auth) -> None:
                 show_error=False, max_file_size=MAX_UPLOAD_BYTES, ssr_mode=False, mcp_server=False, pwa=False,
                 enable_monitoring=False, strict_cors=True, footer_links=["api"], theme=theme, run_history=False,
                 css_paths=[css for css in [ASSETS / "glance.css"] if css.is_file()],
+                head_paths=[script for script in [ASSETS / "map.js"] if script.is_file()],
                 auth_message="Glance: log in to search the photos.",
                 app_kwargs={"middleware": [Middleware(LoginRequired), Middleware(RefuseRemoteFiles)],
                             "openapi_url": None})  # FastAPI's own schema would list every route to anyone

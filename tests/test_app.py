@@ -23,7 +23,7 @@ from tests.app_server import AUTH, REPO, login
 
 ENDPOINTS = {"/search_text", "/search_image", "/more_like_this", "/browse", "/search_captions", "/image_to_text",
              "/refine", "/duplicates", "/export", "/saved", "/save_search", "/run_saved", "/delete_saved",
-             "/check_captions", "/photo", "/stats"}
+             "/check_captions", "/map", "/photo", "/stats"}
 # The dated photos of app_server.PHOTOS, newest first; the undated ones' file times (today) come before them.
 DATED_NEWEST_FIRST = ["2023/cyan.jpg", "2023/trip/gradient.jpg", "2023/trip/stripes.jpg", "nature/yellow.jpg",
                       "nature/green.jpg", "plain/sub/crimson.jpg", "plain/red.jpg"]
@@ -185,6 +185,15 @@ def test_the_caption_check_answers_as_the_index_says(client, app_library):
     assert answer == json.loads(json.dumps(caption_report_json(check_captions(Store(app_library.db).pinned(), 20))))
     with pytest.raises(AppError, match="top must be"):
         client.predict(top=0, api_name="/check_captions")
+
+
+def test_the_map_places_every_photo(client, app_library):
+    answer = client.predict(api_name="/map")
+    assert answer["method"] == "PCA" and answer["unmapped"] == 0 and answer["mapped"] == len(app_library.ids)
+    assert {p["id"] for p in answer["points"]} == set(app_library.ids.values())
+    assert all(0 <= p["x"] <= 1 and 0 <= p["y"] <= 1 for p in answer["points"])
+    in_2023 = client.predict(folder="2023", api_name="/map")["points"]
+    assert {p["id"] for p in in_2023} == {i for rel, i in app_library.ids.items() if rel.startswith("2023/")}
 
 
 def test_a_result_list_exports_as_csv_and_json(client, app_library):

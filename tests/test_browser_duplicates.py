@@ -60,3 +60,32 @@ def test_a_burst_is_one_tile_that_opens_on_click(page, bursts):
     assert len(group_names) == members and all(name.startswith("shot") for name in group_names)
     page.wait_for_selector("#detail-info h3", timeout=WAIT_MS)
     assert str(root) in page.inner_text("#detail-info")
+
+
+def test_a_box_on_the_map_asks_for_more_like_those_photos(page, bursts):
+    root, db, expected, lone = bursts
+    page.get_by_role("tab", name="Map").click()
+    total = sum(map(len, expected.values())) + len(lone)
+    page.wait_for_function(f"document.querySelectorAll('#map circle').length == {total}", timeout=WAIT_MS)
+    assert f"{total} of {total} photos, placed by PCA" in page.inner_text("#map-status")
+    frame = page.locator("#map svg").bounding_box()
+    inside = page.evaluate("[...document.querySelectorAll('#map circle')].filter(c => +c.getAttribute('cx') < 480)"
+                           ".length")
+    assert 0 < inside < total
+    page.mouse.move(frame["x"] + 2, frame["y"] + 2)  # a box around the left half of the map
+    page.mouse.down()
+    page.mouse.move(frame["x"] + frame["width"] / 4, frame["y"] + frame["height"] / 2, steps=5)
+    page.mouse.move(frame["x"] + frame["width"] * 0.48, frame["y"] + frame["height"] - 2, steps=5)
+    page.mouse.up()
+    status = wait_for_status(page, "like the .* liked photos")
+    assert f"{total - inside} of {total - inside} photos like the {inside} liked photos" in status
+    page.get_by_role("tab", name="Map").click()
+    page.wait_for_function(f"document.querySelectorAll('#map circle').length == {total}", timeout=WAIT_MS)
+    spot = page.locator("#map circle").first.bounding_box()
+    x, y = spot["x"] + spot["width"] / 2, spot["y"] + spot["height"] / 2
+    name = page.evaluate("([x, y]) => document.elementFromPoint(x, y).closest('circle').querySelector('title')"
+                         ".textContent", [x, y]).split(" · ")[0]  # the point on top there
+    page.mouse.click(x, y)
+    wait_for_status(page, f"like .*{name}")
+    page.wait_for_function("n => document.querySelector('#detail-info')?.innerText.includes(n)", arg=name,
+                           timeout=WAIT_MS)
