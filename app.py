@@ -28,6 +28,7 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from functools import wraps
 from pathlib import Path
+from urllib.parse import urlencode
 
 from core.errors import PROGRAM, CommandParser, UsageError, exit_on_user_error
 from search import server_options
@@ -217,6 +218,23 @@ def saved_query(saved: Saved) -> Query:
     """The page's query for a saved search: run through Engine.run_saved, which has its image."""
     return Query(saved.query, filters=saved.filters, sort=saved.sort, liked=saved.liked, disliked=saved.disliked,
                  saved=saved.name)
+
+
+URL_KEYS = ("q", "folder", "from", "to", "captioned", "cutoff", "sort", "group", "collapse", "saved", "photo")
+
+
+def page_address(view: View) -> str:
+    """The page's state as its URL's query (what open_url reads back); "" leaves the address as it is."""
+    query = view.query
+    if query is None:
+        return ""
+    f = query.filters
+    asked = {"saved": query.saved} if query.saved else {
+        "q": query.text, "folder": f.folder, "from": f.date_from, "to": f.date_to,
+        "captioned": "1" if f.has_caption else None, "cutoff": "1" if query.cutoff else None,
+        "sort": query.sort if query.sort != "relevance" else None, "collapse": "1" if query.collapse else None}
+    asked.update({"group": view.group or None, "photo": view.selected})
+    return "?" + urlencode({key: value for key, value in asked.items() if value})
 
 
 def map_svg(points) -> str:
@@ -481,6 +499,37 @@ class Page:
                       sort=asked.sort, collapse=asked.collapse)
         engine = self.library.engine()
         return self.show(View(query, group=view.group), run_query(engine, query, 0), engine)
+
+    # ----- the page's address: opening one
+
+    @staticmethod
+    def url_error(message: str):
+        return (*[gr.skip()] * 9, *Page.results_error(message), gr.skip(), gr.skip())
+
+    def open_url(self, request: gr.Request):
+        """The search the address names (URL_KEYS), its photo opened; no parameters: the library, newest first."""
+        asked = {key: value for key, value in request.query_params.items() if key in URL_KEYS}
+        flag = lambda key: asked.get(key) == "1"  # noqa: E731
+        values = (asked.get("q", ""), asked.get("folder", ""), asked.get("from", ""), asked.get("to", ""),
+                  flag("captioned"), flag("cutoff"), asked.get("sort", "relevance"), asked.get("group", ""),
+                  flag("collapse"))
+        if asked.get("saved"):
+            opened = self.open_saved(asked["saved"])
+            shown, values = opened[:6], (*opened[6:10], False, False, opened[10], "", False)
+        else:
+            shown = self.search(values[0], None, *values[1:])
+        large = info = gr.skip()
+        view = shown[2]
+        if asked.get("photo"):
+            index = next((i for i, hit in enumerate(view.shown()) if hit.id == asked["photo"]), None)
+            if index is not None:
+                detail, large, info, opened, gallery, grouped = self.select(view, index)
+                expanded = opened.expanded != view.expanded  # a collapsed group's tile opens its group
+                shown = (gallery if expanded else shown[0], shown[1], opened, shown[3], detail,
+                         grouped if expanded else shown[5])
+        if not asked:  # leave the boxes alone: someone may have started typing while the page opened
+            values = tuple(gr.skip() for _ in values)
+        return (*values, *shown, large, info)
 
     # ----- the Map tab: the picture; a click or a box from it
 
@@ -873,8 +922,7 @@ def search_tab(page: Page, view: gr.State, load) -> list:
     shown = [gallery, status, view, load_more, detail, grouped]
     search_inputs = [query, image, folder, date_from, date_to, captioned, cutoff, sort, group, collapse]
     run_search = shown_in_page(Page.results_error)(page.search)
-    # with nothing asked yet, the page opens on the library itself, newest first
-    for trigger in (search_button.click, query.submit, image.upload, sort.input, group.input, collapse.input, load):
+    for trigger in (search_button.click, query.submit, image.upload, sort.input, group.input, collapse.input):
         # preprocess=False: the upload reaches Engine.check_image as it is, so a corrupt file gets its message
         trigger(run_search, inputs=search_inputs, outputs=shown, preprocess=False, api_visibility="private")
     load_more.click(shown_in_page(Page.results_error)(page.load_more), inputs=[view], outputs=shown,
@@ -909,6 +957,15 @@ def search_tab(page: Page, view: gr.State, load) -> list:
         button.click(shown_in_page(Page.export_error)(lambda state, fmt=fmt: page.export(state, fmt)), inputs=[view],
                      outputs=[exported, status], api_visibility="private")
     close.click(lambda: gr.update(visible=False), outputs=[detail], api_visibility="private")
+    # the page's state lives in its URL (a search can be bookmarked or shared; the login still applies): the
+    # address opens the search it names, or with nothing asked the library itself, newest first
+    url_inputs = [query, folder, date_from, date_to, captioned, cutoff, sort, group, collapse]
+    load(shown_in_page(Page.url_error)(page.open_url), outputs=[*url_inputs, *shown, large, info],
+         api_visibility="private")
+    address = gr.Textbox(show_label=False, container=False, elem_id="address")  # hidden (assets/glance.css)
+    view.change(page_address, inputs=[view], outputs=[address], api_visibility="private")
+    address.change(None, inputs=[address], js="(a) => { if (a) history.replaceState(null, '', a); return a; }",
+                   api_visibility="private")
     return [*shown, large, info]
 
 

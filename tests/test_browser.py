@@ -261,7 +261,7 @@ def test_thumbs_up_refines_the_results_and_more_like_the_liked(page, app_library
     assert liked not in [c.split(" · ")[1] for c in captions(page)]  # the liked photo is the query
 
 
-def test_a_saved_search_opens_with_its_query_and_filters(page, app_library):
+def test_a_saved_search_opens_with_its_query_and_filters(page, app, app_library):
     page.fill("#query textarea", "a photo")
     page.click("#filters")
     page.fill("#folder textarea, #folder input", "plain")
@@ -271,7 +271,7 @@ def test_a_saved_search_opens_with_its_query_and_filters(page, app_library):
     page.fill("#save-name textarea, #save-name input", "browser plain")
     page.click("#save-search")
     wait_for_status(page, "Saved “browser plain”")
-    page.reload()
+    page.goto(app.url)  # the bare address (the page's own names this search)
     page.wait_for_selector("#query textarea", timeout=WAIT_MS)
     wait_for_status(page, "newest first")  # the page opens on the library again
     page.locator("#saved-list input").click()
@@ -286,3 +286,25 @@ def test_a_saved_search_opens_with_its_query_and_filters(page, app_library):
     from store import Store
 
     SavedSearches(Store(app_library.db)).delete("browser plain")  # the shared index, as it was
+
+
+def test_the_address_keeps_the_search_and_the_open_photo(page, app, app_library):
+    page.fill("#query textarea", "a photo")
+    page.click("#filters")
+    page.fill("#folder textarea, #folder input", "plain")
+    page.locator("#sort label", has_text="Date").click()
+    wait_for_status(page, "newest first among")
+    page.locator("#gallery img").nth(1).click()
+    page.wait_for_selector("#detail-info h3", timeout=WAIT_MS)
+    opened = page.inner_text("#detail-info h3")
+    page.wait_for_function("document.location.search.includes('photo=')", timeout=WAIT_MS)
+    address = page.url
+    assert "q=a+photo" in address and "folder=plain" in address and "sort=date" in address
+    shown = captions(page)
+    again = page.context.new_page()  # the address alone, in a new tab
+    again.goto(address)
+    wait_for_status(again, "newest first among")
+    assert captions(again) == shown and again.input_value("#query textarea") == "a photo"
+    again.wait_for_selector("#detail-info h3", timeout=WAIT_MS)
+    assert again.inner_text("#detail-info h3") == opened
+    again.close()
