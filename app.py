@@ -23,6 +23,7 @@ import html
 import logging
 import os
 import signal
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass, field, replace
@@ -79,6 +80,7 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 PAGE_SIZE = 24  # photos per page of results ("Load more" fetches the next one)
 MAP_DRAWN = 4000  # points the Map tab draws at most (an even sample of a larger library)
 MAX_MAP_SELECTION = 100  # photos a box on the map may ask for more of
+MINI_MAP_DRAWN = 600  # points of the large view's small map
 GENERIC_ERROR = "something went wrong on the server; the details are in its log"
 API_ENDPOINTS = ("/search_text", "/search_image", "/more_like_this", "/browse", "/search_captions", "/image_to_text",
                  "/refine", "/duplicates", "/export", "/saved", "/save_search", "/run_saved", "/delete_saved",
@@ -237,12 +239,22 @@ def page_address(view: View) -> str:
     return "?" + urlencode({key: value for key, value in asked.items() if value})
 
 
-def map_svg(points) -> str:
-    """Points (x, y in [0, 1]) as SVG circles carrying their ids; each names its photo and date on hover."""
-    circles = "".join(
-        f'<circle cx="{20 + p.x * 960:.1f}" cy="{20 + (1 - p.y) * 960:.1f}" r="6" data-id="{html.escape(p.id)}">'
-        f"<title>{html.escape(Path(p.path).name)} · {when(p.date)}</title></circle>" for p in points)
+def map_svg(points, here=None) -> str:
+    """Points (x, y in [0, 1]) as SVG circles carrying their ids; each names its photo and date on hover. `here`:
+    one more point, drawn last and marked (the large view's photo)."""
+    def circle(p, marked: bool = False) -> str:
+        mark = ' class="here" r="18"' if marked else ' r="6"'
+        return (f'<circle cx="{20 + p.x * 960:.1f}" cy="{20 + (1 - p.y) * 960:.1f}"{mark} '
+                f'data-id="{html.escape(p.id)}"><title>{html.escape(Path(p.path).name)} · {when(p.date)}</title>'
+                "</circle>")
+    circles = "".join(circle(p) for p in points) + (circle(here, True) if here is not None else "")
     return f'<svg viewBox="0 0 1000 1000" xmlns="http://www.w3.org/2000/svg" role="img">{circles}</svg>'
+
+
+def exif_markdown(fields: list[tuple[str, str]]) -> str:
+    if not fields:
+        return ""
+    return "\n\n**EXIF** · " + " · ".join(f"{md_escape(label)}: {md_escape(value)}" for label, value in fields)
 
 
 def export_table(engine, hits: list, fmt: str) -> str:
@@ -500,6 +512,33 @@ class Page:
         engine = self.library.engine()
         return self.show(View(query, group=view.group), run_query(engine, query, 0), engine)
 
+    def step(self, view: View, delta: int):
+        """The previous (-1) or next (+1) photo of the results in the large view (the ← and → keys)."""
+        shown = view.shown()
+        at = next((i for i, hit in enumerate(shown) if hit.id == view.selected), None)
+        if at is None:
+            raise UsageError("click a photo first")
+        return self.select(view, min(max(at + delta, 0), len(shown) - 1))
+
+    def download_original(self, view: View):
+        """The open photo's original file, to download: only from inside an indexed folder, behind the login."""
+        if not view.selected:
+            raise UsageError("click a photo first")
+        source = self.library.engine().file_path(view.selected)  # refused outside the indexed folders
+        copy = Path(tempfile.mkdtemp(prefix="glance-original-", dir=self.exports)) / source.name
+        shutil.copyfile(source, copy)  # gradio serves files from its own folders; the library stays untouched
+        return gr.update(value=str(copy), visible=True)
+
+    def where_on_map(self, view: View):
+        """A small map of the collection with the open photo marked (its place among similar photos)."""
+        found = self.library.engine().collection_map()
+        here = next((p for p in found.points if p.id == view.selected), None)
+        if here is None:
+            return ""
+        others = found.points[::-(-len(found.points) // MINI_MAP_DRAWN)] if len(found.points) > MINI_MAP_DRAWN \
+            else found.points
+        return map_svg([p for p in others if p.id != here.id], here=here)
+
     # ----- the page's address: opening one
 
     @staticmethod
@@ -631,7 +670,8 @@ class Page:
         hit = shown[index]
         engine = self.library.engine()
         image, note = self.pictures.preview(engine, hit.id)
-        info = photo_markdown(engine.photo(hit.id), hit.score) + (f"\n\n_{md_escape(note)}_" if note else "")
+        info = photo_markdown(engine.photo(hit.id), hit.score) + exif_markdown(engine.exif(hit.id)) + \
+            (f"\n\n_{md_escape(note)}_" if note else "")
         gallery = grouped = gr.skip()
         if hit.duplicates and hit.id not in view.expanded:
             view = replace(view, expanded=view.expanded | {hit.id})
@@ -790,7 +830,9 @@ class Api:
 
     def photo(self, photo_id: str) -> dict:
         """Everything the index knows about one photo, captions included."""
-        return photo_json(self.library.engine().photo(as_text(photo_id, "photo id")))
+        engine = self.library.engine()
+        photo_id = as_text(photo_id, "photo id")
+        return {**photo_json(engine.photo(photo_id)), "exif": dict(engine.exif(photo_id))}
 
     def stats(self) -> dict:
         """What the index holds: counts, models, folders, last indexed."""
@@ -916,7 +958,13 @@ def search_tab(page: Page, view: gr.State, load) -> list:
                 with gr.Row():
                     thumbs_up = gr.Button("👍 More of this", size="sm", elem_id="thumbs-up")
                     thumbs_down = gr.Button("👎 Less of this", size="sm", elem_id="thumbs-down")
-                close = gr.Button("Close", size="sm", elem_id="close-detail")
+                with gr.Row():
+                    previous = gr.Button("‹ Previous", size="sm", elem_id="prev-photo")
+                    following = gr.Button("Next ›", size="sm", elem_id="next-photo")
+                close = gr.Button("Close (Esc)", size="sm", elem_id="close-detail")
+                download = gr.Button("Download original", size="sm", elem_id="download-original")
+                original = gr.File(label="Original", visible=False, interactive=False, elem_id="original-file")
+                mini_map = gr.HTML(elem_id="detail-map")
 
     large_view = [detail, large, info, view, gallery, grouped]
     shown = [gallery, status, view, load_more, detail, grouped]
@@ -947,7 +995,18 @@ def search_tab(page: Page, view: gr.State, load) -> list:
                           else -1)
         return on_group_select
 
-    gallery.select(on_select, inputs=[view], outputs=large_view, api_visibility="private", scroll_to_output=True)
+    opening = gallery.select(on_select, inputs=[view], outputs=large_view, api_visibility="private",
+                             scroll_to_output=True)
+    openings = [opening]
+    for button, delta in ((previous, -1), (following, 1)):
+        openings.append(button.click(shown_in_page(Page.detail_error)(lambda state, d=delta: page.step(state, d)),
+                                     inputs=[view], outputs=large_view, api_visibility="private"))
+    for event in openings:  # where the photo sits on the map, and no stale download link
+        event.then(shown_in_page(lambda message: ("", gr.update(visible=False)))(
+            lambda state: (page.where_on_map(state), gr.update(visible=False))), inputs=[view],
+            outputs=[mini_map, original], api_visibility="private")
+    download.click(shown_in_page(Page.export_error)(lambda state: (page.download_original(state), gr.skip())),
+                   inputs=[view], outputs=[original, info], api_visibility="private")
     save_button.click(shown_in_page(Page.saved_error)(page.save), inputs=[view, save_name],
                       outputs=[saved_list, status], api_visibility="private")
     open_button.click(shown_in_page(Page.open_error)(page.open_saved), inputs=[saved_list],
@@ -972,7 +1031,7 @@ def search_tab(page: Page, view: gr.State, load) -> list:
 def map_tab(page: Page, view: gr.State, search_outputs: list, tabs: gr.Tabs, tab: gr.Tab) -> None:
     status = gr.Markdown("Opening the map…", elem_id="map-status")
     picture = gr.HTML(elem_id="map")
-    selection = gr.Textbox(show_label=False, container=False, elem_id="map-selection")  # filled by assets/map.js
+    selection = gr.Textbox(show_label=False, container=False, elem_id="map-selection")  # filled by assets/glance.js
     go = gr.Button("Show", elem_id="map-go")
     tab.select(shown_in_page(lambda message: ("", error_status(message)))(page.map_picture),
                outputs=[picture, status], api_visibility="private")
@@ -1017,7 +1076,7 @@ def launch(demo: gr.Blocks, host: str, port: int, auth) -> None:
                 show_error=False, max_file_size=MAX_UPLOAD_BYTES, ssr_mode=False, mcp_server=False, pwa=False,
                 enable_monitoring=False, strict_cors=True, footer_links=["api"], theme=theme, run_history=False,
                 css_paths=[css for css in [ASSETS / "glance.css"] if css.is_file()],
-                head_paths=[script for script in [ASSETS / "map.js"] if script.is_file()],
+                head_paths=[script for script in [ASSETS / "glance.js"] if script.is_file()],
                 auth_message="Glance: log in to search the photos.",
                 app_kwargs={"middleware": [Middleware(LoginRequired), Middleware(RefuseRemoteFiles)],
                             "openapi_url": None})  # FastAPI's own schema would list every route to anyone

@@ -284,6 +284,11 @@ class Engine:
         return files.details(self.store.pinned(), photo_id)
 
     @_index_errors
+    def exif(self, photo_id: str) -> list[tuple[str, str]]:
+        """The original's EXIF fields worth showing (search/files.py EXIF_SHOWN), as (label, text)."""
+        return files.exif_details(self.store.pinned(), photo_id)
+
+    @_index_errors
     def thumbnail(self, photo_id: str) -> bytes:
         return files.thumbnail(self.store.pinned(), photo_id)
 

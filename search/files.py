@@ -78,6 +78,40 @@ def details(store: Store, photo_id: str) -> PhotoDetails:
                         row["camera"], bool(row["has_caption"]), row["indexed_at"], store.captions_of(row["id"]))
 
 
+EXIF_SHOWN = {  # EXIF tag -> label, in the order the large view lists them (0x8769 is the Exif sub-IFD)
+    0x010F: "Make", 0x0110: "Model", 0xA434: "Lens", 0x829D: "Aperture (f/)", 0x829A: "Exposure (s)",
+    0x8827: "ISO", 0x920A: "Focal length (mm)", 0xA405: "Focal length, 35 mm", 0x9209: "Flash",
+    0x9003: "Taken", 0x0131: "Software",
+}
+
+
+def exif_details(store: Store, photo_id: str) -> list[tuple[str, str]]:
+    """(label, value) for the EXIF fields of EXIF_SHOWN that the original holds: its header only, through the
+    allow-listed decoders (no pixels are decoded); [] for a file that is gone, unreadable or in object storage."""
+    from PIL import Image
+
+    from core.images import readable_formats
+
+    try:
+        path = original(store, photo_id)
+        with Image.open(path, formats=readable_formats()) as image:
+            exif = image.getexif()
+            found = {**dict(exif), **dict(exif.get_ifd(0x8769))}
+    except (NotServable, OSError, ValueError, SyntaxError):
+        return []
+    return [(label, _exif_text(found[tag])) for tag, label in EXIF_SHOWN.items() if tag in found
+            and _exif_text(found[tag])]
+
+
+def _exif_text(value) -> str:
+    if isinstance(value, bytes):
+        return ""
+    if isinstance(value, float) or type(value).__name__ == "IFDRational":
+        number = float(value)
+        return f"1/{round(1 / number)}" if 0 < number < 0.5 else f"{number:g}"
+    return str(value).strip("\x00 ")[:100]
+
+
 def thumbnail(store: Store, photo_id: str) -> bytes:
     row = photo_row(store, photo_id, ["thumb"])
     if not row["thumb"]:

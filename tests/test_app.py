@@ -142,6 +142,8 @@ def test_near_duplicates_collapse_in_a_search_and_are_listed(client, app_library
     in_groups = [g["keep"]["id"] for g in groups] + [d["id"] for g in groups for d in g["duplicates"]]
     assert listed["photos_in_groups"] == len(in_groups) == len(set(in_groups))
     assert client.predict(folder="no/such/folder", api_name="/duplicates")["groups"] == []
+    kite = client.predict(app_library.ids["plain/red.jpg"], api_name="/photo")
+    assert kite["exif"]["Model"] == "Canon EOS 5D" and kite["exif"]["Taken"] == "2021:03:01 10:00:00"
 
 
 def test_thumbs_refine_a_query_and_liked_photos_alone_are_more_like_these(client, app_library):

@@ -308,3 +308,35 @@ def test_the_address_keeps_the_search_and_the_open_photo(page, app, app_library)
     again.wait_for_selector("#detail-info h3", timeout=WAIT_MS)
     assert again.inner_text("#detail-info h3") == opened
     again.close()
+
+
+def test_the_large_view_steps_with_the_keys_shows_exif_and_downloads_the_original(page, app_library, tmp_path):
+    page.fill("#query textarea", "a red kite")
+    page.click("#search-button")
+    wait_for_status(page, "best first")
+    wait_for_thumbnails(page, 24)
+    names = [c.split(" · ")[1] for c in captions(page)]
+    page.locator("#gallery img").nth(0).click()
+    page.wait_for_function("n => document.querySelector('#detail-info h3')?.innerText == n", arg=names[0],
+                           timeout=WAIT_MS)
+    page.locator("#status").click()  # the focus off the gallery, as after reading the page
+    for key, name in (("ArrowRight", names[1]), ("ArrowRight", names[2]), ("ArrowLeft", names[1])):
+        page.keyboard.press(key)
+        page.wait_for_function("n => document.querySelector('#detail-info h3')?.innerText == n", arg=name,
+                               timeout=WAIT_MS)
+    page.wait_for_function("document.querySelectorAll('#detail-map circle.here').length == 1", timeout=WAIT_MS)
+    red = names.index("red.jpg")
+    page.locator("#gallery img").nth(red).click()
+    page.wait_for_function("document.querySelector('#detail-info h3')?.innerText == 'red.jpg'", timeout=WAIT_MS)
+    assert "Model: Canon EOS 5D" in page.inner_text("#detail-info")
+    page.click("#download-original")
+    link = page.locator("#original-file a").first
+    link.wait_for(timeout=WAIT_MS)
+    with page.expect_download(timeout=WAIT_MS) as download:
+        link.click()
+    saved = tmp_path / "original.jpg"
+    download.value.save_as(saved)
+    assert saved.read_bytes() == app_library.path("plain/red.jpg").read_bytes()
+    page.locator("#status").click()
+    page.keyboard.press("Escape")
+    page.wait_for_function("!document.querySelector('#detail #detail-info')", timeout=WAIT_MS)  # closed

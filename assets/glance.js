@@ -1,6 +1,19 @@
 <script>
-// Glance: clicks and box selections on the map of the collection (app.py, map_tab). The listeners sit on the
-// document, so they work on whatever map gradio draws into #map. A click on a point opens that photo; a box
+// Glance's page script (app.py). The keys of the large view: ← and → step through the results, Esc closes it.
+// Then clicks and box selections on the map of the collection (map_tab). The listeners sit on the document,
+// so they work on whatever gradio draws.
+(() => {
+  document.addEventListener("keydown", (event) => {
+    const detail = document.querySelector("#detail");
+    if (!detail || detail.offsetParent === null || event.altKey || event.ctrlKey || event.metaKey) return;
+    if (event.target.closest && event.target.closest("input, textarea, select, [contenteditable]")) return;
+    const button = { ArrowLeft: "#prev-photo", ArrowRight: "#next-photo", Escape: "#close-detail" }[event.key];
+    if (!button) return;
+    event.preventDefault();
+    document.querySelector(button)?.click();
+  });
+})();
+// The map: a click on a point opens that photo; a box
 // drawn with the mouse asks for more like the photos inside it. Either way the chosen ids go into the hidden
 // #map-selection box and the hidden #map-go button sends them to the server.
 (() => {
