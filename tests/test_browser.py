@@ -202,12 +202,12 @@ def test_errors_are_shown_in_the_page(page, tmp_path):
     assert "10,000 characters" in wait_for_status(page, "characters")
 
 
-def save_screenshot(page, target: Path) -> None:
-    """To a temporary file, and to assets/screenshot.png (for the README) when that is missing or
+def save_screenshot(page, target: Path, asset: Path = SCREENSHOT) -> None:
+    """To a temporary file, and to `asset` in assets/ (for the README) when that is missing or
     GLANCE_UPDATE_SCREENSHOT=1, quantized to stay small: a test run does not rewrite a committed file."""
     page.screenshot(path=str(target), full_page=True)
     assert target.stat().st_size > 10_000
-    if SCREENSHOT.exists() and os.environ.get("GLANCE_UPDATE_SCREENSHOT") != "1":
+    if asset.exists() and os.environ.get("GLANCE_UPDATE_SCREENSHOT") != "1":
         return
     image = Image.open(target).convert("RGB")
     for colours in (256, 128, 64):
@@ -215,8 +215,8 @@ def save_screenshot(page, target: Path) -> None:
         image.quantize(colours, method=Image.Quantize.MEDIANCUT).save(out, "PNG", optimize=True)
         if out.tell() <= MAX_SCREENSHOT_BYTES:
             break
-    SCREENSHOT.write_bytes(out.getvalue())
-    assert SCREENSHOT.stat().st_size <= MAX_SCREENSHOT_BYTES
+    asset.write_bytes(out.getvalue())
+    assert asset.stat().st_size <= MAX_SCREENSHOT_BYTES
 
 
 def test_the_results_download_as_csv(page, app_library, tmp_path):

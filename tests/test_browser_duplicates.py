@@ -7,7 +7,8 @@ import pytest
 
 from tests import app_server
 from tests.app_server import AUTH
-from tests.test_browser import WAIT_MS, captions, log_in, wait_for_status
+from tests.app_server import REPO
+from tests.test_browser import WAIT_MS, captions, log_in, save_screenshot, wait_for_status
 
 
 def setup_module():
@@ -34,7 +35,7 @@ def page(tmp_path_factory, bursts):
     app_server.assert_no_unexpected_errors(server)
 
 
-def test_a_burst_is_one_tile_that_opens_on_click(page, bursts):
+def test_a_burst_is_one_tile_that_opens_on_click(page, bursts, tmp_path):
     root, db, expected, lone = bursts
     wait_for_status(page, "newest first")
     page.click("#filters")
@@ -60,14 +61,16 @@ def test_a_burst_is_one_tile_that_opens_on_click(page, bursts):
     assert len(group_names) == members and all(name.startswith("shot") for name in group_names)
     page.wait_for_selector("#detail-info h3", timeout=WAIT_MS)
     assert str(root) in page.inner_text("#detail-info")
+    save_screenshot(page, tmp_path / "duplicates.png", REPO / "assets" / "duplicates.png")
 
 
-def test_a_box_on_the_map_asks_for_more_like_those_photos(page, bursts):
+def test_a_box_on_the_map_asks_for_more_like_those_photos(page, bursts, tmp_path):
     root, db, expected, lone = bursts
     page.get_by_role("tab", name="Map").click()
     total = sum(map(len, expected.values())) + len(lone)
     page.wait_for_function(f"document.querySelectorAll('#map circle').length == {total}", timeout=WAIT_MS)
     assert f"{total} of {total} photos, placed by PCA" in page.inner_text("#map-status")
+    save_screenshot(page, tmp_path / "map.png", REPO / "assets" / "map.png")
     frame = page.locator("#map svg").bounding_box()
     inside = page.evaluate("[...document.querySelectorAll('#map circle')].filter(c => +c.getAttribute('cx') < 480)"
                            ".length")
