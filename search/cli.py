@@ -80,13 +80,29 @@ exit status:
 def add_duplicates_parser(verbs) -> None:
     p = verbs.add_parser("duplicates", help="list near-duplicate groups (bursts, re-encodes, crops)",
                          description=DUPLICATES_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_library_flags(p)
+    p.set_defaults(run=run_duplicates)
+
+
+def add_library_flags(p) -> None:
+    """--db, --storage-option, the folder and date filters and --json: the commands over the whole library."""
     p.add_argument("--db", metavar="DIR", help=location.DB_HELP)
     location.add_storage_flag(p)
     p.add_argument("--folder", metavar="F", help="only photos in this folder (relative to an indexed root, or absolute)")
     p.add_argument("--from", dest="date_from", metavar="DATE", help="taken on or after DATE (YYYY, YYYY-MM, YYYY-MM-DD)")
     p.add_argument("--to", dest="date_to", metavar="DATE", help="taken on or before DATE (the whole day/month/year)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    p.set_defaults(run=run_duplicates)
+
+
+def open_store(args):
+    """The index as a Store (no model), or a one-line StoreError where there is none."""
+    from store import Store, StoreError, no_index_message
+
+    store = Store(args.db)
+    with store.lance_errors():
+        if not store.exists():
+            raise StoreError(no_index_message(store.path))
+    return store
 
 
 def run_duplicates(args) -> int:
@@ -121,28 +137,19 @@ more than a tenth; photos indexed since then join it then. Prints `x<TAB>y<TAB>p
 def add_map_parser(verbs) -> None:
     p = verbs.add_parser("map", help="the 2-D map of the collection (UMAP or PCA), as computed after indexing",
                          description=MAP_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--db", metavar="DIR", help=location.DB_HELP)
-    location.add_storage_flag(p)
-    p.add_argument("--folder", metavar="F", help="only photos in this folder")
-    p.add_argument("--from", dest="date_from", metavar="DATE", help="taken on or after DATE")
-    p.add_argument("--to", dest="date_to", metavar="DATE", help="taken on or before DATE")
-    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    add_library_flags(p)
     p.set_defaults(run=run_map)
 
 
 def run_map(args) -> int:
-    from store import Store, StoreError, no_index_message
-
     from .browser import Browser
     from .filters import Filters
     from .serialize import map_json
 
     date_range(args.date_from, args.date_to)
     location.configure_from(args)
-    store = Store(args.db)
+    store = open_store(args)
     with store.lance_errors():
-        if not store.exists():
-            raise StoreError(no_index_message(store.path))
         answer = map_json(Browser(store).collection_map(Filters(args.folder, args.date_from, args.date_to)))
     if args.json:
         print(json.dumps(answer, ensure_ascii=False, indent=1))
@@ -181,18 +188,14 @@ def add_check_captions_parser(verbs) -> None:
 
 
 def run_check_captions(args) -> int:
-    from store import Store, StoreError, no_index_message
-
     from .consistency import check_captions
     from .results import check_paging
     from .serialize import caption_report_json
 
     top, _ = check_paging(args.top, 0)
     location.configure_from(args)
-    store = Store(args.db)
+    store = open_store(args)
     with store.lance_errors():
-        if not store.exists():
-            raise StoreError(no_index_message(store.path))
         report = caption_report_json(check_captions(store.pinned(), top))
     if args.json:
         print(json.dumps(report, ensure_ascii=False, indent=1))
@@ -248,8 +251,6 @@ def add_saved_parser(verbs) -> None:
 
 
 def run_saved_command(args) -> int:
-    from store import Store, StoreError, no_index_message
-
     from .saved import Saved, SavedSearches
 
     if args.action == "run":
@@ -259,9 +260,7 @@ def run_saved_command(args) -> int:
         engine = Engine(args.db)
         results = engine.run_saved(args.name, top=args.top, offset=args.offset)
         return print_reply(reply_json(results, {"group": None}, engine.roots, engine.tuning_problem), args.json)
-    store = Store(args.db)
-    if not store.remote and not store.exists():
-        raise StoreError(no_index_message(store.path))
+    store = open_store(args)
     saved = SavedSearches(store)
     if args.action == "add":
         date_range(args.date_from, args.date_to)
@@ -411,14 +410,10 @@ def reply_in_process(args, request: dict) -> dict:
     from .loopback import browse_reply, reply
 
     if args.sort == "date" and no_query(args.query, args.image, args.like, args.liked):
-        from store import Store, StoreError, no_index_message
-
         from .browser import Browser
 
-        store = Store(args.db)
+        store = open_store(args)
         with store.lance_errors():
-            if not store.exists():
-                raise StoreError(no_index_message(store.path))
             return browse_reply(Browser(store), request)
     return reply(open_engine(args), request, image=args.image, like=args.like, liked=args.liked,
                  disliked=args.disliked)

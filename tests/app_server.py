@@ -302,3 +302,29 @@ def logged_in_server(tmp_path_factory, library: Library, env: dict[str, str | No
     finally:
         server.stop()
     assert_no_unexpected_errors(server)
+
+
+def log_in(page, url: str) -> None:
+    """Fill in gradio's login form at `url` and wait for the search page."""
+    page.goto(url)
+    page.fill("input[type=password]", AUTH[1])
+    page.locator("input[type=text]").first.fill(AUTH[0])
+    page.get_by_role("button", name="Login").click()
+    page.wait_for_selector("#query textarea", timeout=60_000)
+
+
+@contextmanager
+def page_on_index(tmp_path_factory, db):
+    """A logged-in Chromium page on a real app over the index at `db` (not the shared library)."""
+    server = start_app(tmp_path_factory, "--db", str(db), "--auth", ":".join(AUTH))
+    try:
+        server.wait_ready()
+        with chromium() as browser:
+            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            page = context.new_page()
+            log_in(page, server.url)
+            yield page
+    finally:
+        server.stop()
+    assert_no_unexpected_errors(server)
+

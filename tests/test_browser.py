@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from tests import app_server
-from tests.app_server import AUTH, REPO
+from tests.app_server import REPO
 
 SCREENSHOT = REPO / "assets" / "screenshot.png"
 MAX_SCREENSHOT_BYTES = 300_000
@@ -47,11 +47,7 @@ def context(app):
 
 
 def log_in(page, app) -> None:
-    page.goto(app.url)
-    page.fill("input[type=password]", AUTH[1])
-    page.locator("input[type=text]").first.fill(AUTH[0])
-    page.get_by_role("button", name="Login").click()
-    page.wait_for_selector("#query textarea", timeout=WAIT_MS)
+    app_server.log_in(page, app.url)
     page.close()
 
 
@@ -219,20 +215,30 @@ def save_screenshot(page, target: Path, asset: Path = SCREENSHOT) -> None:
     assert asset.stat().st_size <= MAX_SCREENSHOT_BYTES
 
 
-def test_the_results_download_as_csv(page, app_library, tmp_path):
-    page.fill("#query textarea", "a red kite")
+def download(page, link_selector: str, target: Path) -> Path:
+    """Click the file link a component shows and save what the browser downloads."""
+    link = page.locator(link_selector).first
+    link.wait_for(timeout=WAIT_MS)
+    with page.expect_download(timeout=WAIT_MS) as started:
+        link.click()
+    started.value.save_as(target)
+    return target
+
+
+def first_page_of(page, text: str) -> list[str]:
+    """Search for `text`; the names on the first page of results, best first."""
+    page.fill("#query textarea", text)
     page.click("#search-button")
     wait_for_status(page, "best first")
     wait_for_thumbnails(page, 24)
-    shown = [c.split(" · ")[1] for c in captions(page)]
+    return [c.split(" · ")[1] for c in captions(page)]
+
+
+def test_the_results_download_as_csv(page, app_library, tmp_path):
+    shown = first_page_of(page, "a red kite")
     page.click("#export-csv")
     assert "24 results exported as CSV" in wait_for_status(page, "exported as CSV")
-    link = page.locator("#exported a").first
-    link.wait_for(timeout=WAIT_MS)
-    with page.expect_download(timeout=WAIT_MS) as download:
-        link.click()
-    saved = tmp_path / "results.csv"
-    download.value.save_as(saved)
+    saved = download(page, "#exported a", tmp_path / "results.csv")
     with saved.open(newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert [Path(row["path"]).name for row in rows] == shown
@@ -242,11 +248,7 @@ def test_the_results_download_as_csv(page, app_library, tmp_path):
 
 
 def test_thumbs_up_refines_the_results_and_more_like_the_liked(page, app_library):
-    page.fill("#query textarea", "a photo")
-    page.click("#search-button")
-    wait_for_status(page, "best first")
-    wait_for_thumbnails(page, 24)
-    before = [c.split(" · ")[1] for c in captions(page)]
+    before = first_page_of(page, "a photo")
     page.locator("#gallery img").nth(5).click()
     page.wait_for_selector("#detail-info h3", timeout=WAIT_MS)
     liked = before[5]
@@ -311,11 +313,7 @@ def test_the_address_keeps_the_search_and_the_open_photo(page, app, app_library)
 
 
 def test_the_large_view_steps_with_the_keys_shows_exif_and_downloads_the_original(page, app_library, tmp_path):
-    page.fill("#query textarea", "a red kite")
-    page.click("#search-button")
-    wait_for_status(page, "best first")
-    wait_for_thumbnails(page, 24)
-    names = [c.split(" · ")[1] for c in captions(page)]
+    names = first_page_of(page, "a red kite")
     page.locator("#gallery img").nth(0).click()
     page.wait_for_function("n => document.querySelector('#detail-info h3')?.innerText == n", arg=names[0],
                            timeout=WAIT_MS)
@@ -330,12 +328,7 @@ def test_the_large_view_steps_with_the_keys_shows_exif_and_downloads_the_origina
     page.wait_for_function("document.querySelector('#detail-info h3')?.innerText == 'red.jpg'", timeout=WAIT_MS)
     assert "Model: Canon EOS 5D" in page.inner_text("#detail-info")
     page.click("#download-original")
-    link = page.locator("#original-file a").first
-    link.wait_for(timeout=WAIT_MS)
-    with page.expect_download(timeout=WAIT_MS) as download:
-        link.click()
-    saved = tmp_path / "original.jpg"
-    download.value.save_as(saved)
+    saved = download(page, "#original-file a", tmp_path / "original.jpg")
     assert saved.read_bytes() == app_library.path("plain/red.jpg").read_bytes()
     page.locator("#status").click()
     page.keyboard.press("Escape")

@@ -7,8 +7,7 @@ import pytest
 from search.consistency import check_captions
 from store import Store
 from tests import app_server
-from tests.app_server import AUTH
-from tests.test_browser import WAIT_MS, log_in
+from tests.test_browser import WAIT_MS
 from tests.test_check_captions import build
 
 
@@ -21,26 +20,16 @@ def setup_module():
 def test_the_index_tab_lists_the_captions_that_do_not_fit(tmp_path_factory):
     db, _ = build(tmp_path_factory.mktemp("check-page"))
     expected = check_captions(Store(db).pinned(), top=100)
-    server = app_server.start_app(tmp_path_factory, "--db", str(db), "--auth", ":".join(AUTH))
-    try:
-        server.wait_ready()
-        with app_server.chromium() as browser:
-            context = browser.new_context(viewport={"width": 1280, "height": 900})
-            log_in(context.new_page(), server)
-            page = context.new_page()
-            page.goto(server.url)
-            page.get_by_role("tab", name="Index").click()
-            page.click("#check-captions")
-            page.wait_for_function("document.querySelector('#check-status')?.innerText.includes('fit their photo')",
-                                   timeout=WAIT_MS)
-            status = page.inner_text("#check-status")
-            last = expected.flagged[-1].text
-            page.wait_for_function("t => document.querySelector('#check-table')?.innerText.includes(t)", arg=last,
-                                   timeout=WAIT_MS)
-            table = page.inner_text("#check-table")
-    finally:
-        server.stop()
-    app_server.assert_no_unexpected_errors(server)
+    with app_server.page_on_index(tmp_path_factory, db) as page:
+        page.get_by_role("tab", name="Index").click()
+        page.click("#check-captions")
+        page.wait_for_function("document.querySelector('#check-status')?.innerText.includes('fit their photo')",
+                               timeout=WAIT_MS)
+        status = page.inner_text("#check-status")
+        last = expected.flagged[-1].text
+        page.wait_for_function("t => document.querySelector('#check-table')?.innerText.includes(t)", arg=last,
+                               timeout=WAIT_MS)
+        table = page.inner_text("#check-table")
     assert status.startswith(f"{len(expected.flagged)} of {expected.checked} captions")
     places = [table.index(f"\n{c.text}\n") for c in expected.flagged]  # a cell of its own
     assert places == sorted(places) and len(expected.flagged) == 3  # furthest first

@@ -6,9 +6,8 @@ from __future__ import annotations
 import pytest
 
 from tests import app_server
-from tests.app_server import AUTH
 from tests.app_server import REPO
-from tests.test_browser import WAIT_MS, captions, log_in, save_screenshot, wait_for_status
+from tests.test_browser import WAIT_MS, captions, save_screenshot, wait_for_status
 
 
 def setup_module():
@@ -19,20 +18,8 @@ def setup_module():
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory, bursts):
-    root, db, expected, lone = bursts
-    server = app_server.start_app(tmp_path_factory, "--db", str(db), "--auth", ":".join(AUTH))
-    try:
-        server.wait_ready()
-        with app_server.chromium() as browser:
-            context = browser.new_context(viewport={"width": 1280, "height": 900})
-            log_in(context.new_page(), server)
-            page = context.new_page()
-            page.goto(server.url)
-            page.wait_for_selector("#query textarea", timeout=WAIT_MS)
-            yield page
-    finally:
-        server.stop()
-    app_server.assert_no_unexpected_errors(server)
+    with app_server.page_on_index(tmp_path_factory, bursts[1]) as page:
+        yield page
 
 
 def test_a_burst_is_one_tile_that_opens_on_click(page, bursts, tmp_path):
