@@ -197,13 +197,11 @@ class Indexer:
             self.summary.captions_added += added
             self.summary.captions_removed += removed + reconcile.sweep(self.store)
             self.summary.captions_embedded = caption_space.fill(self.store, self.caption_choice)
+            changed = self.summary.added + self.summary.updated + self.summary.moved + self.summary.removed
+            mapped = collection_map.refresh(self.store, changed=bool(changed))  # before readers see the new photos
             self.store.publish()
             self.store.write_meta({st.LAST_INDEXED: _iso_now(), st.ROOTS: roots.all(known)})
-            self.summary.maintenance = self.store.ensure_indexes()
-            changed = self.summary.added + self.summary.updated + self.summary.moved + self.summary.removed
-            mapped = collection_map.refresh(self.store, changed=bool(changed))
-            if mapped:
-                self.summary.maintenance.append(mapped)
+            self.summary.maintenance = self.store.ensure_indexes() + ([mapped] if mapped else [])
             self.summary.vector_index_note = self.store.vector_index_note()
             self.store.publish()
             self.summary.images_total = self.store.photo_count()

@@ -19,14 +19,14 @@ from .filters import Filters, describe, resolve
 from .results import CollectionMap, Hit, MapPoint, Results, check_paging
 
 MAX_BROWSE_OFFSET = 100_000_000  # browsing pages through the whole library, not a ranking's head
-DATE_ORDERS_KEPT = 4  # browsing orders kept (per snapshot and filter): a million ids are ~50 MB
+KEPT = 4  # date orders and maps kept (per snapshot and filter): a million ids are ~50 MB
 PHOTO_COLUMNS = ["id", "root", "relpath", "taken_at", "camera", "width", "height", "has_caption", "mtime_ns"]
 
 
 class Browser:
     def __init__(self, store: Store):
         self.store = store
-        self._date_orders: OrderedDict = OrderedDict()
+        self._answers: OrderedDict = OrderedDict()  # date orders and maps, per snapshot and filter
         self._lock = threading.Lock()
 
     def browse(self, filters: Filters | None = None, top: int = 24, offset: int = 0) -> Results:
@@ -44,8 +44,14 @@ class Browser:
         return Results(hits, offset, top, len(order) > offset + top, len(order), mode="browse", sort="date")
 
     def collection_map(self, filters: Filters | None = None) -> CollectionMap:
+        """Kept per (table version, filter) like the date orders: the large view asks for it at every photo. The
+        indexer writes a new map before it publishes the snapshot it belongs to (indexer/pipeline.py)."""
         view = self.store.pinned()
         where = resolve(filters, view.photo_roots())
+        key = ("map", view.images.version, where)
+        return self._kept(key, lambda: self._collection_map(view, where), keep=lambda found: found.method is not None)
+
+    def _collection_map(self, view: Store, where) -> CollectionMap:
         found = view.read_map()
         if found is None:
             return CollectionMap([], None, 0, view.count_photos())
@@ -61,17 +67,21 @@ class Browser:
     def _date_order(self, view: Store, where):
         """The snapshot's photos newest first, kept per (table version, filter): "load more" pages through one
         order, and a new snapshot (new photos) orders afresh."""
-        key = (view.images.version, where)
+        return self._kept((view.images.version, where), lambda: timeline.newest_first(view.photo_dates(where)))
+
+    def _kept(self, key, compute, keep=lambda value: True):
+        """compute(), kept under `key` (a snapshot's version in it) among the last KEPT answers."""
         with self._lock:
-            if key in self._date_orders:
-                self._date_orders.move_to_end(key)
-                return self._date_orders[key]
-        order = timeline.newest_first(view.photo_dates(where))
-        with self._lock:
-            self._date_orders[key] = order
-            while len(self._date_orders) > DATE_ORDERS_KEPT:
-                self._date_orders.popitem(last=False)
-        return order
+            if key in self._answers:
+                self._answers.move_to_end(key)
+                return self._answers[key]
+        value = compute()
+        if keep(value):
+            with self._lock:
+                self._answers[key] = value
+                while len(self._answers) > KEPT:
+                    self._answers.popitem(last=False)
+        return value
 
 
 def hit_from_row(row: dict) -> Hit:
