@@ -604,6 +604,13 @@ class Page:
         shown = self.show(View(query), run_query(engine, query, 0), engine)
         return (*shown, gr.skip(), gr.skip(), gr.Tabs(selected="search"))
 
+    def map_preview(self, photo_id):
+        """The thumbnail of the point under the pointer, and its name and date."""
+        engine = self.library.engine()
+        photo = engine.photo(as_text(photo_id, "photo"))
+        return self.pictures.thumbnail(engine, photo.id), f"{md_escape(Path(photo.relpath).name)} · " \
+            f"{when(photo.taken_at)}"
+
     @staticmethod
     def map_error(message: str):
         return (*Page.results_error(message), gr.skip(), gr.skip(), gr.skip())
@@ -1030,9 +1037,18 @@ def search_tab(page: Page, view: gr.State, load) -> list:
 
 def map_tab(page: Page, view: gr.State, search_outputs: list, tabs: gr.Tabs, tab: gr.Tab) -> None:
     status = gr.Markdown("Opening the map…", elem_id="map-status")
-    picture = gr.HTML(elem_id="map")
+    with gr.Row():
+        picture = gr.HTML(elem_id="map")
+        with gr.Column(scale=0, min_width=220):
+            preview = gr.Image(label="Under the pointer", interactive=False, height=200, width=200,
+                               elem_id="map-preview", buttons=[])
+            preview_name = gr.Markdown(elem_id="map-preview-name")
     selection = gr.Textbox(show_label=False, container=False, elem_id="map-selection")  # filled by assets/glance.js
     go = gr.Button("Show", elem_id="map-go")
+    hovered = gr.Textbox(show_label=False, container=False, elem_id="map-hover")  # the same, on hover
+    peek = gr.Button("Peek", elem_id="map-peek")
+    peek.click(shown_in_page(lambda message: (None, error_status(message)))(page.map_preview), inputs=[hovered],
+               outputs=[preview, preview_name], api_visibility="private", trigger_mode="always_last")
     tab.select(shown_in_page(lambda message: ("", error_status(message)))(page.map_picture),
                outputs=[picture, status], api_visibility="private")
     go.click(shown_in_page(Page.map_error)(page.from_map), inputs=[selection, view],

@@ -26,12 +26,20 @@
     at.y = event.clientY;
     return at.matrixTransform(svg.getScreenCTM().inverse());
   };
-  const send = (ids) => {
-    const field = document.querySelector("#map-selection textarea, #map-selection input");
-    field.value = ids.join(",");
+  const ask = (fieldId, buttonId, text) => {
+    const field = document.querySelector(`${fieldId} textarea, ${fieldId} input`);
+    field.value = text;
     field.dispatchEvent(new Event("input", { bubbles: true }));
-    setTimeout(() => document.querySelector("#map-go").click(), 100);
+    setTimeout(() => document.querySelector(buttonId).click(), 100);
   };
+  const send = (ids) => ask("#map-selection", "#map-go", ids.join(","));
+  let hovering = null;
+  document.addEventListener("mouseover", (event) => {  // the thumbnail beside the map, once the pointer rests
+    const point = !drag && event.target.closest && event.target.closest("#map circle[data-id]");
+    if (!point || point.dataset.id === hovering) return;
+    hovering = point.dataset.id;
+    setTimeout(() => { if (hovering === point.dataset.id) ask("#map-hover", "#map-peek", hovering); }, 150);
+  });
   document.addEventListener("mousedown", (event) => {
     const svg = mapOf(event);
     if (!svg) return;

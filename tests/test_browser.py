@@ -178,6 +178,22 @@ def test_group_by_month_draws_dividers_and_opens_the_photo_clicked(page, app_lib
     page.wait_for_function("document.querySelectorAll('#groups .group-divider').length == 0", timeout=WAIT_MS)
 
 
+def test_group_by_day_draws_one_divider_per_day(page, app_library):
+    from datetime import datetime, timezone
+
+    wait_for_status(page, "newest first")
+    page.click("#filters")
+    page.fill("#folder textarea, #folder input", "2023")
+    page.locator("#group label", has_text="Day").click()
+    wait_for_status(page, "^5 of 5 photos, newest first")
+    page.wait_for_function("document.querySelectorAll('#groups .group-gallery img').length == 5", timeout=WAIT_MS)
+    dividers = [text.strip() for text in page.locator(outermost("group-divider")).all_inner_texts()]
+    written = {datetime.fromtimestamp(app_library.path(p).stat().st_mtime, timezone.utc).strftime("%Y-%m-%d")
+               for p in ("2023/trip/checker.png", "2023/trip-old/white.png")}  # no EXIF date: their file time
+    undated = [f"{day} · {2 if len(written) == 1 else 1}" for day in sorted(written, reverse=True)]
+    assert dividers == [*undated, "2023-12-31 · 1", "2023-07-11 · 1", "2023-07-10 · 1"]
+
+
 def outermost(css_class: str) -> str:
     """gradio puts elem_classes on a block and on its inner element: the blocks only."""
     return f"#groups .{css_class}:not(.{css_class} .{css_class})"

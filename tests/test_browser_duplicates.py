@@ -57,6 +57,11 @@ def test_a_box_on_the_map_asks_for_more_like_those_photos(page, bursts, tmp_path
     total = sum(map(len, expected.values())) + len(lone)
     page.wait_for_function(f"document.querySelectorAll('#map circle').length == {total}", timeout=WAIT_MS)
     assert f"{total} of {total} photos, placed by PCA" in page.inner_text("#map-status")
+    first = page.locator("#map circle").first.bounding_box()
+    page.mouse.move(first["x"] + first["width"] / 2, first["y"] + first["height"] / 2)  # hover: its thumbnail
+    page.wait_for_function("document.querySelector('#map-preview img')?.src", timeout=WAIT_MS)
+    page.wait_for_function("document.querySelector('#map-preview-name')?.innerText.includes('.jpg')",
+                           timeout=WAIT_MS)
     save_screenshot(page, tmp_path / "map.png", REPO / "assets" / "map.png")
     frame = page.locator("#map svg").bounding_box()
     inside = page.evaluate("[...document.querySelectorAll('#map circle')].filter(c => +c.getAttribute('cx') < 480)"

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from indexer.decode import THUMB_SIZE, BadFile, decode, descriptions, read_file, xmp_description
+from core.images import THUMB_SIZE
+from indexer.decode import BadFile, decode, descriptions, read_file, xmp_description
 from models.preprocess import Preprocess
 from tests.indexer_library import FIXTURE_IMAGES, bomb_png, exif_bytes, pattern, xmp_packet
 
