@@ -167,7 +167,7 @@ def test_a_tuning_is_refused_on_an_index_built_with_another_model(library, tuned
     db = tmp_path / "other-index"
     index(IndexOptions(paths=[str(photos)], db=db, encoders=other, precision="fp32"))
     source = Path(library[1]) / "extras" / f"{tuned['name']}.safetensors"
-    (db / "extras").mkdir()
+    (db / "extras").mkdir(exist_ok=True)  # the index made it already (its map, indexer/collection_map.py)
     shutil.copy(source, db / "extras" / source.name)
     store = Store(db)
     store.set_active_tuning(tuned["name"])
