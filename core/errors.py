@@ -78,6 +78,21 @@ def _tolerate_odd_names() -> None:
             pass
 
 
+def finish(status: int, as_program: bool, quick_exit: bool) -> None:
+    """End a command with `status`. A `quick_exit` command (one whose writes, if any, are all done and closed
+    when it returns: `glance search`) run as the program, not called by a test or other Python code, skips the
+    interpreter's teardown: unloading torch and LanceDB costs 0.3-0.5 s after a search that took ~2.3 s.
+    Output is flushed first, so nothing printed is lost."""
+    if as_program and quick_exit:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except BrokenPipeError:
+            _quiet_broken_pipe()
+        os._exit(status)
+    sys.exit(status)
+
+
 def _fail(program: str, message: str):
     print(f"{program}: error: {message}", file=sys.stderr)
     sys.exit(EXIT_USER_ERROR)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from core.errors import CommandParser, exit_on_user_error
+from core.errors import CommandParser, exit_on_user_error, finish
 from indexer import cli as indexer_cli
 from indexer import embed
 from search import cli as search_cli
@@ -122,4 +122,4 @@ def main(argv: list[str] | None = None) -> None:
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(stray)}")
     with exit_on_user_error():
         status = args.run(args)
-    sys.exit(status or 0)
+    finish(status or 0, as_program=argv is None, quick_exit=getattr(args, "quick_exit", False))

@@ -12,7 +12,7 @@ import json
 import sys
 
 from core import location
-from core.errors import CommandParser, UsageError, exit_on_user_error
+from core.errors import CommandParser, UsageError, exit_on_user_error, finish
 
 from .filters import date_range
 from .query import no_query
@@ -56,7 +56,7 @@ def add_search_parser(verbs) -> None:
     p = verbs.add_parser("search", help="search photos by text, by image, or both", description=DESCRIPTION,
                          epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_search_arguments(p)
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, quick_exit=True)
 
 
 DUPLICATES_DESCRIPTION = """\
@@ -359,7 +359,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     with exit_on_user_error():
         status = run(args)
-    sys.exit(status)
+    finish(status, as_program=argv is None, quick_exit=True)
 
 
 def run(args) -> int:
@@ -422,7 +422,7 @@ def reply_in_process(args, request: dict) -> dict:
 def open_engine(args):
     from .engine import Engine  # after argument checks: loading torch takes seconds
 
-    return Engine(args.db, args.vision_model, args.text_model, precision=args.precision)
+    return Engine(args.db, args.vision_model, args.text_model, precision=args.precision, single_query=True)
 
 
 def photo_request(args) -> dict:

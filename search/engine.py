@@ -100,16 +100,20 @@ def _index_errors(method):
 
 class Engine:
     def __init__(self, db: str | Path | None = None, vision_model: str | None = None, text_model: str | None = None,
-                 precision: str = "auto", threads: int | None = None, batching: bool = False):
+                 precision: str = "auto", threads: int | None = None, batching: bool = False,
+                 single_query: bool = False):
+        """`single_query`: this process answers one query and ends (`glance search`), so the text model loads
+        in the precision that costs least for one query (search/vectors.py SINGLE_QUERY_TEXT_PRECISION)."""
         self.store = Store(db)
         with self.store.lance_errors():
-            self._open(vision_model, text_model, precision, threads, batching)
+            self._open(vision_model, text_model, precision, threads, batching, single_query)
 
-    def _open(self, vision_model, text_model, precision, threads, batching) -> None:
+    def _open(self, vision_model, text_model, precision, threads, batching, single_query) -> None:
         if not self.store.exists():
             raise StoreError(no_index_message(self.store.path))
         self._check_vector_dim()
-        self.vectors = QueryVectors(self.store, vision_model, text_model, precision, threads, batching)
+        self.vectors = QueryVectors(self.store, vision_model, text_model, precision, threads, batching,
+                                    single_query)
         self._searches = SearchBatcher() if batching else None
         self.browser = Browser(self.store)
         self._threshold: duplicates.Threshold | None = None

@@ -122,6 +122,21 @@ def test_like_takes_an_indexed_photos_path_or_its_id(capsys, library):
     assert code == 2 and "is not an indexed photo" in one_error_line(err)
 
 
+def test_a_search_run_as_the_program_prints_and_writes_everything_before_it_ends(capsys, library, tmp_path):
+    """`glance search` as a process skips the interpreter's teardown (core/errors.finish): its output, its
+    export file and its exit status must all be whole, and equal to what the same search gives in process."""
+    query = ["search", "red", "--db", library.db, "--top", "3", "--json"]
+    done = glance_process(*query, "--export", tmp_path / "hits.json")
+    assert done.returncode == 0, done.stderr
+    printed = [hit["file"] for hit in json.loads(done.stdout)]
+    exported = [row["path"] for row in json.loads((tmp_path / "hits.json").read_text())]
+    code, out, err = glance(capsys, *query)
+    assert code == 0, err
+    assert printed == exported == [hit["file"] for hit in json.loads(out)] and len(printed) == 3
+    nothing = glance_process("search", "red", "--db", library.db, "--from", "2199")
+    assert nothing.returncode == 1 and "no results" in nothing.stderr and not nothing.stdout
+
+
 @pytest.mark.parametrize("command", [["search", "dog"], ["stats"], ["search", "--stats"], ["remove", "/x"]])
 def test_an_index_folder_that_does_not_exist_is_one_line(capsys, tmp_path, command):
     missing = tmp_path / "not" / "there"

@@ -39,6 +39,24 @@ def messages(done: subprocess.CompletedProcess) -> list[str]:
     return [line for line in done.stderr.splitlines() if not line.startswith("import time:")]
 
 
+def printed_scores(stdout: str) -> dict[str, float]:
+    """`score<TAB>path` lines, or --json's hits -> {path: score}."""
+    if stdout.startswith("["):
+        return {hit["file"]: hit["score"] for hit in json.loads(stdout)}
+    return {path: float(score) for score, path in (line.split("\t", 1) for line in stdout.splitlines())}
+
+
+def assert_same_up_to_precision(served: dict[str, float], own: dict[str, float], argv, tolerance=0.002) -> None:
+    """Common photos score alike; a photo only one side printed sat at the other's cut, in a near-tie (the tiny
+    test model's random weights put many photos within a few thousandths of each other)."""
+    assert len(served) == len(own), argv
+    for path in served.keys() & own.keys():
+        assert abs(served[path] - own[path]) <= tolerance, (argv, path)
+    for mine, theirs in ((served, own), (own, served)):
+        for path in mine.keys() - theirs.keys():
+            assert mine[path] <= min(theirs.values()) + 2 * tolerance, (argv, path)
+
+
 @pytest.fixture(scope="module")
 def in_process(app_library, tmp_path_factory):
     """What each search prints with no server around (an empty runtime folder)."""
@@ -66,8 +84,10 @@ def test_glance_search_through_the_server_prints_what_it_prints_in_process(serve
     for argv, expected in zip(SEARCHES, in_process):
         done = glance_search(*argv, "--db", app_library.db, runtime=os.environ["XDG_RUNTIME_DIR"])
         assert not imported_torch(done), argv  # the server answered: nothing heavy was loaded here
-        assert (done.returncode, done.stdout, messages(done)) == \
-            (expected.returncode, expected.stdout, messages(expected)), argv
+        assert (done.returncode, messages(done)) == (expected.returncode, messages(expected)), argv
+        # The same photos, their scores a precision apart: in process, one query loads the text model in fp32
+        # (search/vectors.py SINGLE_QUERY_TEXT_PRECISION); the server holds it as `auto` chose.
+        assert_same_up_to_precision(printed_scores(done.stdout), printed_scores(expected.stdout), argv)
     assert in_process[0].stdout.count("\n") == 10 and in_process[-1].returncode == 1
 
 

@@ -20,6 +20,7 @@ import store.reading as store_reading
 from core.errors import UsageError
 from search.engine import Engine, NotServable
 from search.filters import Filters
+from search.query import parse_query
 from store import SCHEMA_VERSION, Store, StoreError
 from tests.conftest import FIXTURE
 from tests.search_library import LIBRARY, stored_rows
@@ -130,6 +131,22 @@ def test_a_term_is_embedded_once_keyed_on_its_normalized_text(library, monkeypat
     assert embedded == ["a red apple", "A red apple", "green"]
     engine.search("green +a red apple", offset=24)  # paging and reordering embed nothing
     assert embedded == ["a red apple", "A red apple", "green"]
+
+
+def test_a_single_query_engine_holds_no_weights_and_ranks_as_a_server_does(library):
+    """`glance search` answers one query: its text model loads in fp32 (no int8 or bf16 weights to build), the
+    vision model keeps the precision asked for, and the ranking is the one a long-running engine gives."""
+    one = Engine(library.db, single_query=True)
+    served = Engine(library.db)
+    assert one.vectors.text.precision.path == "fp32"
+    assert one.vectors.precision == served.vectors.precision == "auto"  # what the vision model loads with
+    for query in ("red", "green stripes", "blue -red"):  # random tiny weights: near-ties below the top few
+        assert [h.id for h in one.search(query).hits[:3]] == [h.id for h in served.search(query).hits[:3]]
+        terms = parse_query(query)
+        for mine, theirs in zip(one.vectors.terms(terms), served.vectors.terms(terms)):
+            assert float(np.dot(unit(mine), unit(theirs))) >= 0.999
+    asked = Engine(library.db, precision="fp32", single_query=True)
+    assert asked.vectors.text.precision.path == "fp32"
 
 
 def test_text_and_image_together(engine, library, tiny_encoders):
