@@ -6,7 +6,10 @@ With the full-size Nomic v1.5 models cached on disk (random weights, bench/servi
   page_s          `python app.py` (what `glance serve` runs) until GET / answers 200 (the page, models loading);
   first_answer_s  the same start until the first /search_text answer (gradio_client, retried from the start);
   cli_search_s    one `glance search "cat"` with no server running (imports, text model, one search), wall time;
-  cli_search_via_server_s  the same while that server runs: it answers over loopback (search/loopback.py).
+  cli_search_via_server_s  the same while that server runs: it answers over loopback (search/loopback.py);
+  imports_s       the floor under first_answer_s: a fresh `python -c "import gradio, torch, lancedb"`, what the
+                  server must import before it can answer (one after the other: under the GIL, importing them
+                  from two threads took no less), and first_answer_over_imports, the ratio of the two.
 
 Each figure is the median of `--rounds` runs. Run from the repo root:
     python bench/cold_start.py
@@ -73,6 +76,13 @@ def cli_search(db: Path, runtime: Path) -> float:
     return elapsed
 
 
+def imports() -> float:
+    """Seconds for a fresh interpreter to import what the server needs before its first answer."""
+    began = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import gradio, torch, lancedb"], cwd=REPO, check=True, timeout=300)
+    return time.perf_counter() - began
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=5000, help="photo rows in the index (default: %(default)s)")
@@ -81,7 +91,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="glance-cold-"))
     figures: dict[str, list[float]] = {"page_s": [], "first_answer_s": [], "cli_search_s": [],
-                                       "cli_search_via_server_s": []}
+                                       "cli_search_via_server_s": [], "imports_s": []}
     try:
         db = build_index(work / "index", args.rows)
         alone, shared = work / "runtime-alone", work / "runtime-shared"
@@ -90,6 +100,7 @@ def main() -> None:
         cli_search(db, alone)  # the OS file cache holds the models from here on: "cached" as for any user
         for round_ in range(args.rounds):
             figures["cli_search_s"].append(cli_search(db, alone))
+            figures["imports_s"].append(imports())
             server, page_s, first_s = serve_start(db, work / f"logs-{round_}", shared)
             try:
                 wait_announced(server, shared)
@@ -101,6 +112,7 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report = {name: round(statistics.median(values), 2) for name, values in figures.items()}
+    report["first_answer_over_imports"] = round(report["first_answer_s"] / report["imports_s"], 2)
     report |= {"runs": {name: [round(v, 2) for v in values] for name, values in figures.items()},
                "rows": args.rows, "cpu": cpu_name()}
     if args.json:
@@ -109,6 +121,7 @@ def main() -> None:
     print(f"cold start, full-size models cached, {args.rows:,} photos; {report['cpu']}; median of {args.rounds}")
     for name in figures:
         print(f"  {name:<26} {report[name]:>6.2f} s   {report['runs'][name]}")
+    print(f"  first answer / imports     {report['first_answer_over_imports']:>6.2f}")
 
 
 def wait_announced(server: AppServer, runtime: Path, timeout: float = 60) -> None:

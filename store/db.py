@@ -273,8 +273,14 @@ class Store(IndexingQueries, ReadingQueries, VectorIndexQueries, ExtrasQueries):
         self.drop_extras()  # tunings and reports of the old models
 
     def ensure_indexes(self) -> list[str]:
-        """Build or refresh the cosine vector index (store/vector_index.py) and the captions FTS index, fold new
-        rows into them, and compact small fragments. Returns what was done, for the log."""
+        """Compact small fragments and fold new rows into the indexes, then build or rebuild what is missing: the
+        cosine vector index (store/vector_index.py), the filter indexes and the captions FTS index. Returns what
+        was done, for the log.
+
+        Compacting comes first: compacting fragments that an index covers rewrites (remaps) that index, and a
+        remapped IVF index searches several times slower than one built over the merged fragments (100k photos,
+        10 probes: 4.8 ms before, 11.6 ms after; 1M photos: 2.9 ms built after compacting, 33 ms remapped)."""
+        self.compact()
         done = [what for what in (self.ensure_vector_index(), self.ensure_filter_indexes()) if what]
         captions = self.table(CAPTIONS)
         if captions.count_rows() and not any(ix.columns == ["text"] for ix in captions.list_indices()):
@@ -282,7 +288,6 @@ class Store(IndexingQueries, ReadingQueries, VectorIndexQueries, ExtrasQueries):
 
             captions.create_index("text", config=FTS(), replace=True)
             done.append("built full-text index on captions")
-        self.compact()
         return done
 
     def ensure_filter_indexes(self) -> str | None:

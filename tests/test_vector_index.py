@@ -140,6 +140,20 @@ def test_a_compressed_index_finds_the_exact_top_hit_for_near_duplicates(clustere
         assert hits["score"][0].as_py() == pytest.approx(float(photos[row] @ query), abs=1e-5)
 
 
+def test_fragments_are_compacted_before_an_index_is_built_over_them(clustered, tmp_path, monkeypatch):
+    """Compacting fragments an IVF index covers remaps it, and a remapped index searches several times slower
+    (store/db.py ensure_indexes): the end of a run compacts first, then builds over the merged fragments."""
+    photos, captions = clustered
+    db = write_index(tmp_path / "index", photos, captions).path
+    calls = []
+    for name in ("compact", "ensure_vector_index", "ensure_filter_indexes"):
+        original = getattr(Store, name)
+        monkeypatch.setattr(Store, name, lambda self, _f=original, _n=name: calls.append(_n) or _f(self))
+    assert set_kind(db, "flat")[0].startswith("built vector index (IVF_FLAT")
+    assert calls == ["compact", "ensure_vector_index", "ensure_filter_indexes"]
+    assert listed_type(db) == "IvfFlat" and len(Store(db).table(IMAGES).to_lance().get_fragments()) == 1
+
+
 def test_auto_keeps_small_tables_exact_and_drops_an_index_of_another_kind(clustered, tmp_path):
     photos, captions = clustered
     db = write_index(tmp_path / "index", photos, captions).path
