@@ -112,7 +112,7 @@ def run_duplicates(args) -> int:
 
     date_range(args.date_from, args.date_to)
     location.configure_from(args)
-    engine = Engine(args.db)
+    engine = Engine(args.db, single_query=True)  # one answer from this process: no int8 packing to pay for
     groups = engine.duplicates(Filters(args.folder, args.date_from, args.date_to))
     answer = duplicates_json(groups, engine.duplicate_threshold())
     if args.json:
@@ -257,7 +257,7 @@ def run_saved_command(args) -> int:
         from .engine import Engine
         from .loopback import reply_json
 
-        engine = Engine(args.db)
+        engine = Engine(args.db, single_query=True)
         results = engine.run_saved(args.name, top=args.top, offset=args.offset)
         return print_reply(reply_json(results, {"group": None}, engine.roots, engine.tuning_problem), args.json)
     store = open_store(args)

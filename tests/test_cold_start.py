@@ -46,9 +46,10 @@ def test_truncation_keeps_the_separator():
 
 def glance_in_fresh_process(args: list[str], heavy: tuple[str, ...], env: dict | None = None):
     """`glance ARGS` in a new Python; its stdout ends with `LOADED [the heavy modules it imported] exit status`."""
-    probe = ("import runpy, sys\n"
-             "heavy, sys.argv = sys.argv[1].split(','), ['glance', *sys.argv[2:]]\n"
-             "try:\n    runpy.run_module('glance', run_name='__main__')\n"
+    # main(argv) as a caller, not as the program: the program would end without returning (core/errors.finish)
+    probe = ("import sys, glance.cli\n"
+             "heavy, argv = sys.argv[1].split(','), sys.argv[2:]\n"
+             "try:\n    glance.cli.main(argv)\n"
              "except SystemExit as done:\n    code = done.code\n"
              "print('LOADED', sorted(m for m in heavy if m in sys.modules), code)\n")
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", **(env or {})}
