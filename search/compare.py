@@ -25,7 +25,8 @@ from core.images import LIBRARY_MAX_MEGAPIXELS, ImageRefused, describe_error, op
 from models import (PRESETS, CheckpointMismatch, MismatchedModels, ModelSpec, ModelUnavailable, load_pair,
                     preprocess_of, resolve_pair)
 from models.dims import supported_dims
-from store import DIM, MODEL_KEYS, MODEL_VERSION, TEXT_MODEL, Store, StoreError, display_name, no_index_message
+from store import (DIM, MODEL_KEYS, MODEL_VERSION, TEXT_MODEL, Store, StoreError, display_name, no_index_message,
+                   vector_matrix)
 
 from . import evaluate
 from .files import original_of_row
@@ -119,9 +120,9 @@ def held_out_photos(view) -> HeldOut:
     keep = [row for row, photo_id in enumerate(caption_photo_ids) if photo_id in chosen]
     texts = captions["text"].to_pylist()
     return HeldOut(ids, len(captioned), len(held),
-                   evaluate.matrix(photos["vector"])[[row_of_photo[photo_id] for photo_id in ids]],
+                   vector_matrix(photos["vector"])[[row_of_photo[photo_id] for photo_id in ids]],
                    [caption_photo_ids[row] for row in keep], [texts[row] for row in keep],
-                   evaluate.matrix(captions["vector"])[keep])
+                   vector_matrix(captions["vector"])[keep])
 
 
 def locate(view, ids: list[str]) -> tuple[dict[str, Path], dict[str, str]]:

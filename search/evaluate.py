@@ -22,11 +22,10 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
 
 from core.errors import UsageError
 from models.dims import supported_dims
-from store import DIM, MODEL_KEYS, MODEL_VERSION, Store, StoreError, no_index_message
+from store import DIM, MODEL_KEYS, MODEL_VERSION, Store, StoreError, no_index_message, vector_matrix
 
 MIN_CAPTIONED_PHOTOS = 20
 KS = (1, 5, 10)
@@ -85,16 +84,9 @@ def load_pairs(store: Store) -> tuple[Pairs, dict]:
         meta = view.current_meta()
         photos = view.photo_vectors()
         captions = view.photo_caption_vectors()
-    pairs = build_pairs(photos["id"].to_pylist(), matrix(photos["vector"]), captions["image_id"].to_pylist(),
-                        captions["text"].to_pylist(), matrix(captions["vector"]))
+    pairs = build_pairs(photos["id"].to_pylist(), vector_matrix(photos["vector"]), captions["image_id"].to_pylist(),
+                        captions["text"].to_pylist(), vector_matrix(captions["vector"]))
     return pairs, meta
-
-
-def matrix(column: pa.ChunkedArray) -> np.ndarray:
-    """A fixed-size-list vector column as a (rows, dim) float32 array."""
-    array = column.combine_chunks()
-    dim = array.type.list_size
-    return array.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, dim)
 
 
 def unit(vectors: np.ndarray) -> np.ndarray:

@@ -27,10 +27,10 @@ from datetime import datetime, timezone
 import numpy as np
 
 from core.errors import UsageError
-from store import MODEL_KEYS, TUNING, Store, StoreError, no_index_message
+from store import MODEL_KEYS, TUNING, Store, StoreError, no_index_message, vector_matrix
 
 from . import heldout
-from .evaluate import KS, Pairs, build_pairs, first_positive_ranks, matrix, per_query_metrics, unit
+from .evaluate import KS, Pairs, build_pairs, first_positive_ranks, per_query_metrics, unit
 
 MIN_TRAIN_PHOTOS = 20
 MIN_HELD_OUT_PHOTOS = 5
@@ -102,8 +102,8 @@ def load_split(store: Store, seed: int) -> tuple[Split, dict]:
         view = store.pinned()
         meta = view.current_meta()
         photos, captions = view.photo_vectors(), view.photo_caption_vectors()
-    split = split_pairs(photos["id"].to_pylist(), matrix(photos["vector"]), captions["image_id"].to_pylist(),
-                        captions["text"].to_pylist(), matrix(captions["vector"]), seed)
+    split = split_pairs(photos["id"].to_pylist(), vector_matrix(photos["vector"]), captions["image_id"].to_pylist(),
+                        captions["text"].to_pylist(), vector_matrix(captions["vector"]), seed)
     check_enough(split, store)
     return split, meta
 
