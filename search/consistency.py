@@ -44,7 +44,7 @@ class CaptionReport:
 
 
 def check_captions(view, top: int = 50) -> CaptionReport:
-    captions = view.captions_with_vectors()
+    captions = view.photo_caption_vectors()
     if captions.num_rows < MIN_CAPTIONS:
         return CaptionReport(captions.num_rows, float("nan"), float("nan"), [])
     photos = view.photo_columns(None, ["id", "root", "relpath", "vector"])

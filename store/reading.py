@@ -147,13 +147,6 @@ class ReadingQueries:
         found = self.captions.search().where(f"image_id = {_sql(photo_id)}").select(["text", "source"])
         return [(c["text"], c["source"] or "") for c in found.limit(1000).to_arrow().to_pylist()]
 
-    def captions_with_vectors(self) -> pa.Table:
-        """image_id, text, source, vector of every caption that belongs to a photo (free texts left out)."""
-        if self.captions is None:
-            return pa.table({"image_id": [], "text": [], "source": [], "vector": []})
-        return self.captions.search().where("image_id != ''").select(["image_id", "text", "source", "vector"]) \
-            .limit(None).to_arrow()
-
     def caption_texts(self, photo_ids: list[str]) -> dict[str, list[str]]:
         """The captions of these photos: id -> texts (an export's captions column)."""
         if self.captions is None or not photo_ids:
@@ -234,13 +227,14 @@ class ReadingQueries:
         return self.images.search().where("vector IS NOT NULL").select(["id", "vector"]).limit(None).to_arrow()
 
     def photo_caption_vectors(self) -> pa.Table:
-        """image_id, text, vector of every caption that belongs to a photo (free-standing texts have image_id '')
-        and has a vector, from any source."""
+        """image_id, text, source, vector of every caption that belongs to a photo (free-standing texts have
+        image_id '') and has a vector, from any source."""
         if self.captions is None:
             return pa.table({"image_id": pa.array([], pa.string()), "text": pa.array([], pa.string()),
+                             "source": pa.array([], pa.string()),
                              "vector": pa.array([], self.images.schema.field("vector").type)})
         query = self.captions.search().where("image_id != '' AND vector IS NOT NULL")
-        return query.select(["image_id", "text", "vector"]).limit(None).to_arrow()
+        return query.select(["image_id", "text", "source", "vector"]).limit(None).to_arrow()
 
     def vector_dim(self) -> int | None:
         return getattr(self.images.schema.field("vector").type, "list_size", None)
