@@ -78,10 +78,15 @@ exit status:
 
 
 def add_duplicates_parser(verbs) -> None:
-    p = verbs.add_parser("duplicates", help="list near-duplicate groups (bursts, re-encodes, crops)",
-                         description=DUPLICATES_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_library_command(verbs, "duplicates", "list near-duplicate groups (bursts, re-encodes, crops)",
+                        DUPLICATES_DESCRIPTION, run_duplicates)
+
+
+def add_library_command(verbs, name: str, help: str, description: str, run) -> None:
+    """A subcommand over the whole library: its description as written, and the library flags."""
+    p = verbs.add_parser(name, help=help, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_library_flags(p)
-    p.set_defaults(run=run_duplicates)
+    p.set_defaults(run=run)
 
 
 def add_library_flags(p) -> None:
@@ -135,10 +140,8 @@ more than a tenth; photos indexed since then join it then. Prints `x<TAB>y<TAB>p
 
 
 def add_map_parser(verbs) -> None:
-    p = verbs.add_parser("map", help="the 2-D map of the collection (UMAP or PCA), as computed after indexing",
-                         description=MAP_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_library_flags(p)
-    p.set_defaults(run=run_map)
+    add_library_command(verbs, "map", "the 2-D map of the collection (UMAP or PCA), as computed after indexing",
+                        MAP_DESCRIPTION, run_map)
 
 
 def run_map(args) -> int:
