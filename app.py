@@ -251,6 +251,11 @@ def map_svg(points, here=None) -> str:
     return f'<svg viewBox="0 0 1000 1000" xmlns="http://www.w3.org/2000/svg" role="img">{circles}</svg>'
 
 
+def even_sample(points: list, at_most: int) -> list:
+    """Every k-th point, so that at most `at_most` are drawn and they spread over the whole list."""
+    return points[::-(-len(points) // at_most)] if len(points) > at_most else points
+
+
 def exif_markdown(fields: list[tuple[str, str]]) -> str:
     if not fields:
         return ""
@@ -535,9 +540,7 @@ class Page:
         here = next((p for p in found.points if p.id == view.selected), None)
         if here is None:
             return ""
-        others = found.points[::-(-len(found.points) // MINI_MAP_DRAWN)] if len(found.points) > MINI_MAP_DRAWN \
-            else found.points
-        return map_svg([p for p in others if p.id != here.id], here=here)
+        return map_svg([p for p in even_sample(found.points, MINI_MAP_DRAWN) if p.id != here.id], here=here)
 
     # ----- the page's address: opening one
 
@@ -577,9 +580,7 @@ class Page:
         found = self.library.engine().collection_map()
         if found.method is None:
             return "", "No map yet: `glance index` makes one after its next run."
-        points = found.points
-        if len(points) > MAP_DRAWN:  # an even sample: the browser stays quick
-            points = points[::-(-len(points) // MAP_DRAWN)]
+        points = even_sample(found.points, MAP_DRAWN)  # the browser stays quick
         note = f" ({found.unmapped:,} photos indexed since join it when the map is made again)" if found.unmapped \
             else ""
         return map_svg(points), (f"{len(points):,} of {found.mapped:,} photos, placed by {found.method}{note}. "
