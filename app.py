@@ -68,6 +68,7 @@ from search.live import IndexMissing, Library  # noqa: E402
 from search.loopback import LoopbackServer  # noqa: E402
 from search.preview import Pictures  # noqa: E402
 from search.export import export_rows, export_text  # noqa: E402
+from search.consistency import MIN_CAPTIONS  # noqa: E402
 from search.saved import Saved  # noqa: E402
 from search.serialize import (caption_report_json, duplicates_json, hit_json, map_json, photo_json,  # noqa: E402
                               results_json, stats_json, text_hit_json)
@@ -625,8 +626,9 @@ class Page:
     def check_captions(self):
         report = self.library.engine().check_captions(top=100)
         rows = [[round(c.z, 2), c.path, c.text, " | ".join(c.suggestions)] for c in report.flagged]
-        if report.checked < 10:
-            return gr.update(visible=False), f"{report.checked} captions: too few to judge (10 or more are needed)"
+        if report.checked < MIN_CAPTIONS:
+            return gr.update(visible=False), (f"{report.checked} captions: too few to judge ({MIN_CAPTIONS} or more "
+                                              "are needed)")
         summary = f"{len(rows)} of {report.checked:,} captions fit their photo worse than most " \
                   f"(median cosine {report.median:.3f})"
         return gr.update(value=rows, visible=bool(rows)), summary
