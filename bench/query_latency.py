@@ -13,9 +13,9 @@ cluster), a third between two clusters, a third text-like (weakly aligned, far f
     (query_embed_autocast_ms_p50, the path before) and fp32, with each one's cosine to fp32;
   * exact search (LanceDB brute force): p50/p95 and its recall@10 against the numpy ground truth (a check);
   * the index Glance builds (Store.ensure_vector_index: kind auto), its build time, and Store.nearest as the engine
-    calls it (a pool of 100): search_ms_p50 and recall_at_10, with a folder filter (~1%) and a date filter (~10%);
+    calls it (a pool of 100, ranked by row id): search_ms_p50 and recall_at_10, with a folder filter (~1%) and a date filter (~10%);
   * end to end: Engine.search("<query>") through the real engine (embedding a new text + count + indexed search of a
-    100-candidate pool + columns), first query after opening, then p50/p95 after Engine.warm_up(), without and with
+    100-candidate pool + the columns of the 24 hits shown), first query after opening, then p50/p95 after Engine.warm_up(), without and with
     filters, and a repeated text (its embedding cached);
   * with --compare, IVF_FLAT with lancedb's default partitions (what Glance built before); with --hnsw, IVF_HNSW_SQ.
 
@@ -87,17 +87,33 @@ def clustered(rng: np.random.Generator, centres: np.ndarray, count: int) -> np.n
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
+CAMERAS = ["Canon EOS R6", "iPhone 13", "Pixel 7", "NIKON D750", None, "iPhone 15 Pro", "ILCE-7M3"]  # None: no EXIF
+SIZES = [(4032, 3024), (3024, 4032), (6000, 4000), (1920, 1080), (4000, 3000)]
+
+
+def photo_id(i: int) -> str:
+    """The i-th photo's id: 40 hex digits that look random, as Glance's content hashes do (a bijection on i)."""
+    return f"{(i * 0x9E3779B97F4A7C15F39CC0605CEDC8341082276B) % (1 << 160):040x}"
+
+
 def images_rows(start: int, vectors: np.ndarray, dim: int) -> pa.Table:
-    """Rows in Glance's images schema (metadata is filler; the vector is what is measured)."""
+    """Rows in Glance's images schema. The vector is what is measured; the metadata looks like one library's (one
+    root, no captions, a few cameras and sizes, varied dates and times), because how Lance encodes a column, and
+    so what reading a hit's columns costs, depends on how its values repeat."""
     import store
 
     n = len(vectors)
-    ids = [f"{i:040x}" for i in range(start, start + n)]
+    index = range(start, start + n)
+    sizes = [SIZES[i * 7 // 3 % len(SIZES)] for i in index]
+    numbers = np.arange(start, start + n, dtype=np.int64)
     columns = {
-        "id": ids, "root": ["/photos"] * n, "relpath": [f"{(start + i) % 97:02d}/img{start + i}.jpg" for i in range(n)],
-        "size": [1_000_000] * n, "mtime_ns": [0] * n, "sha256": ["0" * 64] * n, "width": [4000] * n,
-        "height": [3000] * n, "taken_at": [FIRST_DAY + timedelta(days=(start + i) % 3650) for i in range(n)],
-        "camera": ["Bench"] * n,
+        "id": [photo_id(i) for i in index], "root": ["/photos"] * n,
+        "relpath": [f"{i % 97:02d}/img{i}.jpg" for i in index],
+        "size": (1_500_000 + numbers * 7919 % 3_000_000).tolist(),
+        "mtime_ns": (1_420_000_000_000_000_000 + numbers * 315_569_260_000).tolist(),
+        "sha256": [None] * n, "width": [w for w, _ in sizes], "height": [h for _, h in sizes],
+        "taken_at": [FIRST_DAY + timedelta(days=i % 3650, seconds=i * 7 % 86400) for i in index],
+        "camera": [CAMERAS[i * 5 // 7 % len(CAMERAS)] for i in index],
         "has_caption": [False] * n, "thumb": [None] * n, "indexed_at": [datetime(2024, 1, 1)] * n,
         "relpath_bytes": [None] * n,
     }
@@ -140,7 +156,7 @@ def build_table(db_path: Path, n: int, queries: np.ndarray, centres: np.ndarray,
         order = np.argsort(-merged_scores, axis=1)[:, :K]
         best_scores = np.take_along_axis(merged_scores, order, 1)
         best_ids = np.take_along_axis(merged_ids, order, 1)
-    return st, table, [{f"{i:040x}" for i in row} for row in best_ids]
+    return st, table, [{photo_id(int(i)) for i in row} for row in best_ids]
 
 
 def library(n: int, queries_count: int, text_dir: Path, vision_dir: Path, folder: Path):
@@ -255,7 +271,7 @@ def rebuild(st) -> float:
 def glance_index(st, queries, truth, repeats: int) -> dict:
     """The index the indexer builds, searched as the engine searches it: Store.nearest for a pool of POOL
     photos (recall@10 on its first 10), without and with a folder filter (~1%) and a date filter (one year, ~10%)."""
-    from store.reading import FolderScope, PhotoFilter
+    from store.reading import ROW_ID, FolderScope, PhotoFilter
     from store.vector_index import nprobes, partitions
 
     out = {"index_build_s": rebuild(st)}
@@ -265,15 +281,16 @@ def glance_index(st, queries, truth, repeats: int) -> dict:
     filters = {"": None, "_folder": PhotoFilter(folders=(FolderScope(None, "42"),)),
                "_date": PhotoFilter(taken_from=datetime(2020, 1, 1), taken_before=datetime(2021, 1, 1))}
     for suffix, where in filters.items():
-        def ask(i, where=where):
-            rows, mode = view.nearest("images", queries[i % len(queries)], where, POOL, ["id"])
+        def ask(i, where=where):  # ranked by row id, as Engine.search ranks its pool
+            rows, mode = view.nearest("images", queries[i % len(queries)], where, POOL, [ROW_ID])
             assert mode == "index", mode
-            return rows.column("id").to_pylist()[:K]
+            return rows.column(ROW_ID).to_pylist()[:K]
         times, outputs = timed(ask, repeats)
         out[f"search{suffix}_ms_p50"] = percentile_ms(times, 50)
         out[f"search{suffix}_ms_p95"] = percentile_ms(times, 95)
         if not suffix:
-            out["recall_at_10"] = recall(outputs, truth[:repeats])
+            ids = view.rows_at("images", [r for top in outputs for r in top], ["id"])
+            out["recall_at_10"] = recall([[ids[r]["id"] for r in top] for top in outputs], truth[:repeats])
     print(f"    {out['index_type']} ({out['partitions']} partitions, {out['nprobes']} probes), Store.nearest of "
           f"{POOL}: p50 {out['search_ms_p50']:.1f} ms (folder filter {out['search_folder_ms_p50']:.1f}, date filter "
           f"{out['search_date_ms_p50']:.1f})   recall@10 {out['recall_at_10']:.3f}", flush=True)
@@ -290,7 +307,8 @@ def write_meta(st, text_dir: Path, vision_dir: Path) -> None:
 
 
 def end_to_end(db_path: Path, args) -> dict:
-    """The real engine: Engine.search(text) = embed + count + indexed search of a 100-candidate pool + columns."""
+    """The real engine: Engine.search(text) = embed + count + indexed search of a 100-candidate pool + the columns
+    of the 24 hits shown."""
     from search.engine import Engine
     from search.filters import Filters
 

@@ -63,7 +63,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import UsageError
-from store import CAPTION_VECTOR, CAPTIONS, IMAGES, Store, StoreError, no_index_message, vector_matrix
+from store import CAPTION_VECTOR, CAPTIONS, IMAGES, ROW_ID, Store, StoreError, no_index_message, vector_matrix
 
 from . import captions, duplicates, files, timeline
 from .batching import SearchBatcher
@@ -164,19 +164,31 @@ class Engine:
         needed = DATE_SORT_POOL if sort == "date" else offset + top + 1  # a fixed pool: date pages stay consistent
         if collapse:
             needed = min(needed * COLLAPSE_POOL_FACTOR, MAX_TOP * COLLAPSE_POOL_FACTOR)
-        rows, mode = self._nearest(view, IMAGES, vector, where, _pool_size(needed, cutoff), PHOTO_COLUMNS)
-        hits = [hit_from_row(row) for row in rows.to_pylist()]
-        decision = adaptive_cutoff([h.score for h in hits], population) if cutoff else None
-        kept = hits[:decision.keep] if decision and decision.cut else hits
-        if image is None and not like:
-            kept = self._with_caption_route(view, terms, vector, where, kept)
-        if collapse:
-            kept = self._collapse(view, kept)
-        if sort == "date":
-            kept = timeline.by_date(kept[:DATE_SORT_POOL])
-        dropped = max(population - len(kept), 0) if decision and decision.cut else 0
-        return Results(kept[offset:offset + top], offset, top, len(kept) > offset + top, population,
+        rows, mode = self._nearest(view, IMAGES, vector, where, _pool_size(needed, cutoff), [ROW_ID])
+        ranked = rows.to_pylist()  # {_rowid, score}, best first
+        decision = adaptive_cutoff([r["score"] for r in ranked], population) if cutoff else None
+        ranked = ranked[:decision.keep] if decision and decision.cut else ranked
+        caption_vector = self._caption_route_vector(view, terms) if image is None and not like else None
+        if caption_vector is None and not collapse and sort == "relevance":  # the page is a slice of the ranking
+            kept, page = len(ranked), self._hits(view, ranked[offset:offset + top])
+        else:  # the whole pool is fused, grouped or reordered before it is paged
+            hits = self._hits(view, ranked)
+            if caption_vector is not None:
+                hits = self._with_caption_route(view, caption_vector, vector, where, hits)
+            if collapse:
+                hits = self._collapse(view, hits)
+            if sort == "date":
+                hits = timeline.by_date(hits[:DATE_SORT_POOL])
+            kept, page = len(hits), hits[offset:offset + top]
+        dropped = max(population - kept, 0) if decision and decision.cut else 0
+        return Results(page, offset, top, kept > offset + top, population,
                        decision, dropped, mode, query=terms, tuning=tuned, sort=sort)
+
+    @staticmethod
+    def _hits(view: Store, ranked: list[dict]) -> list[Hit]:
+        """Hits for ranked {_rowid, score} rows: their photo columns are read here, for these rows only."""
+        rows = view.rows_at(IMAGES, [r[ROW_ID] for r in ranked], PHOTO_COLUMNS)
+        return [hit_from_row({**rows[r[ROW_ID]], "score": r["score"]}) for r in ranked if r[ROW_ID] in rows]
 
     @_index_errors
     def duplicates(self, filters: Filters | None = None) -> list[Hit]:
@@ -364,14 +376,15 @@ class Engine:
             return None
         return combine([(v, t.weight) for t, v in zip(terms, vectors)])
 
-    def _with_caption_route(self, view: Store, terms: list[Term], vector: np.ndarray, where,
+    def _caption_route_vector(self, view: Store, terms: list[Term]) -> np.ndarray | None:
+        """The text in the caption model's space, when a search fuses in the caption route (_with_caption_route)."""
+        return self._caption_query(view, terms) if any(t.weight > 0 for t in terms) else None
+
+    def _with_caption_route(self, view: Store, caption_vector: np.ndarray, vector: np.ndarray, where,
                             direct: list[Hit]) -> list[Hit]:
         """The direct hits fused (reciprocal rank) with the photos whose captions match the text in the caption
         model's space. Only captions at least `match_cosine` close count: without that gate, every query would
         lift the few captioned photos of a mostly uncaptioned library."""
-        caption_vector = self._caption_query(view, terms) if any(t.weight > 0 for t in terms) else None
-        if caption_vector is None:
-            return direct
         rows, _ = self._nearest(view, CAPTIONS, caption_vector, None, CAPTION_ROUTE_DEPTH, ["image_id"],
                                 column=CAPTION_VECTOR)
         gate = self.vectors.caption_model.match_cosine

@@ -4,7 +4,7 @@ query string the project sends to LanceDB."""
 from .db import (Store, StoreError, build_command, check_preprocessing, db_location, default_db_path,
                  delete_in, lance_errors, newer_glance_message,
                  no_index_message, upsert)
-from .reading import FolderScope, PhotoFilter, photo_where, vector_matrix
+from .reading import ROW_ID, FolderScope, PhotoFilter, photo_where, vector_matrix
 from .schema import (CAPTION_DIM, CAPTION_MODEL, CAPTION_VECTOR, CAPTIONS, CONTENT_SOURCES, DIM,
                      ENCODER_KEYS, IMAGES, KEEP_OLD_VERSIONS, LAST_INDEXED, META, META_SCHEMA,
                      MODEL_KEYS, MODEL_VERSION, PREPROCESS_VERSION_KEY, ROOTS, SCHEMA_VERSION, SCHEMA_VERSION_KEY,

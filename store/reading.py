@@ -31,6 +31,10 @@ EXACT_MAX_ROWS = 5_000
 KEYWORD_SCAN_ROWS = 2000  # without a full-text index: captions read per keyword scan
 INDEX_INFO_TTL_S = 30.0
 PAIR_TTL_S = 1.0  # a reader looks for a newly published pair at most this often
+# A row's address in this snapshot. A search can rank by it alone (nearest(..., [ROW_ID])) and read the columns of
+# only the hits it shows (rows_at): a hit's columns are read row by row, 9 photo columns for a pool of 100 cost
+# ~20 ms of a 45 ms search at 1M photos, and a page shows 24 of them.
+ROW_ID = "_rowid"
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,14 @@ class ReadingQueries:
             return []
         sql = " AND ".join(c for c in (_sql_in("id", ids), photo_where(where)) if c)
         return self.images.search().where(sql).select(columns).limit(len(ids)).to_arrow().to_pylist()
+
+    def rows_at(self, table_name: str, row_ids: list[int], columns: list[str]) -> dict[int, dict]:
+        """Row id (from nearest(..., [ROW_ID]) on this snapshot) -> the row's columns."""
+        if not row_ids:
+            return {}
+        table = self.images if table_name == IMAGES else self.captions
+        rows = table.take_row_ids(list(row_ids)).select(columns).with_row_id().to_arrow().to_pylist()
+        return {row.pop(ROW_ID): row for row in rows}
 
     def photo_dates(self, where: PhotoFilter | None) -> pa.Table:
         """id, taken_at, mtime_ns of every photo that passes the filter: what browsing orders by date."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 import store as st
@@ -185,6 +186,41 @@ def test_one_search_for_many_vectors_answers_as_a_search_for_each(clustered, tmp
             assert rows["id"].to_pylist() == alone["id"].to_pylist() and rows.num_rows == 7
             np.testing.assert_allclose(rows["score"].to_numpy(), alone["score"].to_numpy(), atol=1e-6)
             assert where is None or all(rows["has_caption"].to_pylist())
+
+
+@pytest.mark.parametrize("kind", [None, "sq"])
+def test_a_ranking_by_row_id_reads_the_rows_of_its_own_snapshot(clustered, tmp_path, kind):
+    """Engine.search ranks its pool by row id and reads the columns of the hits it shows afterwards (store/reading.py
+    ROW_ID): those are the rows it ranked, as they were when it pinned, even after a writer has since replaced them
+    and compacted the table."""
+    photos, captions = clustered
+    store = write_index(tmp_path / "index", photos, captions)
+    if kind:
+        set_kind(store.path, kind)
+    pinned = store.pinned()
+    ranked, _ = pinned.nearest(IMAGES, photos[5], None, 12, [st.ROW_ID])
+    named, _ = pinned.nearest(IMAGES, photos[5], None, 12, ["id", "relpath"])
+    assert ranked.column_names == [st.ROW_ID, "score"] and ranked["score"].to_pylist() == named["score"].to_pylist()
+    moved = [{**row, "relpath": "moved/" + row["relpath"]} for row in
+             pinned.photo_rows(named["id"].to_pylist(), None, [f.name for f in st.images_schema(DIM_)])]
+    writer = Store(store.path)
+    with writer.writing():
+        writer.upsert_photos(pa.Table.from_pylist(moved, schema=st.images_schema(DIM_)))
+        writer.compact()
+        writer.publish()
+    rows = pinned.rows_at(IMAGES, ranked[st.ROW_ID].to_pylist(), ["id", "relpath"])
+    assert [rows[r] for r in ranked[st.ROW_ID].to_pylist()] == named.select(["id", "relpath"]).to_pylist()
+    fresh = Store(store.path).pinned()
+    assert fresh.photo_row(named["id"][0].as_py(), ["relpath"])["relpath"].startswith("moved/")
+
+
+def test_new_tables_are_written_in_the_format_whose_row_reads_were_measured_fastest(clustered, tmp_path):
+    from store.db import TABLE_FORMAT
+
+    photos, captions = clustered
+    store = write_index(tmp_path / "index", photos, captions)
+    assert {store.table(name).to_lance().data_storage_version for name in (IMAGES, st.CAPTIONS, st.META)} == \
+        {TABLE_FORMAT}
 
 
 # ----- glance eval ---------------------------------------------------------------------------------------------
