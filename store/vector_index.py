@@ -34,10 +34,12 @@ from .schema import IMAGES, VECTOR_INDEX, VECTOR_INDEX_ROWS
 
 # LanceDB's default, one IVF partition per ~8,192 rows, leaves ~12 partitions of 8,000 vectors at 100k photos: 20
 # probes scan them all (IVF_FLAT 30 ms, IVF_SQ 16 ms). sqrt(100k) = 316 partitions of ~316, one in 8 of them probed
-# (40): IVF_SQ 7.3 ms, recall@10 1.0, but 0.92 after another training; 20 more probes keep it above 0.95 (60 at
-# 100k, 145 at 1M; bench/query_latency.py, 1,000 clustered themes, text-like queries included).
-NPROBES = 20
-PROBE_SHARE = 8
+# (40): IVF_SQ 7.3 ms, recall@10 1.0, but 0.92 after another training. Measured over 300 queries (bench/query_latency.py
+# data: 1,000 clustered themes, text-like queries included), IVF_SQ with the engine's pool of 100: at 100k photos 40
+# probes gave recall@10 0.966, 60 0.987, 80 0.991; at 1M, 100 probes 0.977 (19.3 ms), 120 0.993 (22.2 ms), 145 1.0
+# (25.7 ms). One in 10 plus 30 probes 62 partitions at 100k and 130 at 1M.
+NPROBES = 30
+PROBE_SHARE = 10
 # Quantized indexes (SQ, PQ, RQ) re-rank at least REFINE_FACTOR x limit candidates exactly, and never fewer than
 # REFINE_MIN_CANDIDATES: at 50k photos IVF_PQ's top 50 by code held 78% of the true top 10, its top 200 all of
 # them (IVF_SQ's top 50 already did), for 1-2 ms more (bench/vector_index_kinds.py). The engine asks for a pool of
@@ -84,7 +86,7 @@ def partitions(rows: int) -> int:
 
 def nprobes(built_rows: int) -> int:
     """Partitions a search probes in an index built over `built_rows` photos: one in PROBE_SHARE, plus NPROBES.
-    One in 8 alone sits on the knee at 100k photos: recall@10 0.92-0.99 from one k-means training to the next."""
+    A share alone sits on the knee at 100k photos: recall@10 0.92-0.99 from one k-means training to the next."""
     return NPROBES + -(-partitions(built_rows) // PROBE_SHARE)
 
 

@@ -280,7 +280,7 @@ def test_growth_folds_new_photos_into_the_index_and_searches_go_on_while_it_is_r
     photos, captions = clustered
     db = write_index(tmp_path / "index", photos[:200], captions[:100]).path
     assert set_kind(db, "auto") and listed_type(db) == "IvfSq"  # auto: IVF_SQ, sqrt(rows) partitions
-    assert Store(db).built_rows() == 200 and partitions(200) == 14 and nprobes(200) == 22
+    assert Store(db).built_rows() == 200 and partitions(200) == 14 and nprobes(200) == 32
 
     add_photos(db, photos[200:PHOTOS], 200)  # grown by half: folded in, not retrained
     assert not set_kind(db, "auto")
