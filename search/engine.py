@@ -66,7 +66,7 @@ from core.errors import UsageError
 from store import CAPTION_VECTOR, CAPTIONS, IMAGES, ROW_ID, Store, StoreError, no_index_message, vector_matrix
 
 from . import captions, duplicates, files, timeline
-from .batching import SearchBatcher
+from .batching import RowsBatcher, SearchBatcher
 from .browser import PHOTO_COLUMNS, Browser, hit_from_row
 from .consistency import CaptionReport, check_captions
 from .cutoff import WINDOW, adaptive_cutoff
@@ -115,6 +115,7 @@ class Engine:
         self.vectors = QueryVectors(self.store, vision_model, text_model, precision, threads, batching,
                                     single_query)
         self._searches = SearchBatcher() if batching else None
+        self._reads = RowsBatcher() if batching else None
         self.browser = Browser(self.store)
         self._threshold: duplicates.Threshold | None = None
 
@@ -184,10 +185,10 @@ class Engine:
         return Results(page, offset, top, kept > offset + top, population,
                        decision, dropped, mode, query=terms, tuning=tuned, sort=sort)
 
-    @staticmethod
-    def _hits(view: Store, ranked: list[dict]) -> list[Hit]:
-        """Hits for ranked {_rowid, score} rows: their photo columns are read here, for these rows only."""
-        rows = view.rows_at(IMAGES, [r[ROW_ID] for r in ranked], PHOTO_COLUMNS)
+    def _hits(self, view: Store, ranked: list[dict]) -> list[Hit]:
+        """Hits for ranked {_rowid, score} rows: their photo columns are read here, for these rows only (together
+        with concurrent callers' when batching)."""
+        rows = self._rows_at(view, IMAGES, [r[ROW_ID] for r in ranked], PHOTO_COLUMNS)
         return [hit_from_row({**rows[r[ROW_ID]], "score": r["score"]}) for r in ranked if r[ROW_ID] in rows]
 
     @_index_errors
@@ -406,6 +407,12 @@ class Engine:
         if self._searches is None:
             return view.nearest(*search, **options)
         return self._searches.nearest(view, *search, **options)
+
+    def _rows_at(self, view: Store, *read):
+        """view.rows_at, shared with concurrent callers' reads when batching."""
+        if self._reads is None:
+            return view.rows_at(*read)
+        return self._reads.rows_at(view, *read)
 
     @staticmethod
     def _stored_vector(view: Store, photo: str) -> np.ndarray:

@@ -158,7 +158,8 @@ def engines(library):
 
 
 def summary(results):
-    return [(h.id, h.score) for h in results.hits], results.total_considered, results.has_more
+    return [(h.id, h.score) for h in results.hits], results.total_considered, results.has_more, \
+        [(h.path, h.taken_at, h.width, h.file_time) for h in results.hits]
 
 
 def test_concurrent_batched_searches_give_each_caller_the_unbatched_results(engines):
@@ -172,13 +173,14 @@ def test_concurrent_batched_searches_give_each_caller_the_unbatched_results(engi
 
     with ThreadPoolExecutor(len(QUERIES)) as pool:
         got = list(pool.map(search, QUERIES))
-    for query, (hits, total, more), (want_hits, want_total, want_more) in zip(QUERIES, got, expected):
+    for query, (hits, total, more, rows), (want_hits, want_total, want_more, want_rows) in zip(QUERIES, got, expected):
         assert [i for i, _ in hits] == [i for i, _ in want_hits], query
         np.testing.assert_allclose([s for _, s in hits], [s for _, s in want_hits], atol=1e-5)
-        assert (total, more) == (want_total, want_more)
+        assert (total, more) == (want_total, want_more) and rows == want_rows
     batchers = [b.__self__ for b in batched.vectors._embedders.values() if isinstance(b.__self__, EmbedBatcher)]
     assert sum(b.batches for b in batchers) < len(QUERIES)  # the concurrent queries shared forward passes
     assert batched._searches.batches < batched._searches.items  # ... and LanceDB searches
+    assert batched._reads.batches < batched._reads.items  # ... and the reads of the hits shown
 
 
 def test_concurrent_batched_caption_searches_match_unbatched(engines):
