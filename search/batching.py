@@ -172,11 +172,23 @@ class _Search:
         return id(pair[0]), id(pair[1]), self.table_name, self.where, self.limit, self.columns, self.column
 
 
+def by_snapshot(items: list, run_group: Callable[[list], list]) -> list:
+    """One result per item, in order: `run_group(members)` answers each group of items that agree on `shared()`."""
+    groups: dict[tuple, list[int]] = {}
+    for i, item in enumerate(items):
+        groups.setdefault(item.shared(), []).append(i)
+    results: list = [None] * len(items)
+    for members in groups.values():
+        for i, answer in zip(members, run_group([items[i] for i in members])):
+            results[i] = answer
+    return results
+
+
 class SearchBatcher(Batcher):
     """Concurrent `view.nearest(...)` calls that agree on everything but the vector become one `nearest_many`."""
 
     def __init__(self, **limits):
-        super().__init__(self._search_groups, **limits)
+        super().__init__(lambda searches: by_snapshot(searches, self._search_together), **limits)
 
     def nearest(self, view, table_name: str, vector: np.ndarray, where, limit: int, columns: list[str],
                 column: str = "vector"):
@@ -184,18 +196,10 @@ class SearchBatcher(Batcher):
         return self.submit([search])[0]
 
     @staticmethod
-    def _search_groups(searches: list[_Search]) -> list:
-        groups: dict[tuple, list[int]] = {}
-        for i, search in enumerate(searches):
-            groups.setdefault(search.shared(), []).append(i)
-        results: list = [None] * len(searches)
-        for members in groups.values():
-            first = searches[members[0]]
-            answers = first.view.nearest_many(first.table_name, [searches[i].vector for i in members], first.where,
-                                              first.limit, list(first.columns), first.column)
-            for i, answer in zip(members, answers):
-                results[i] = answer
-        return results
+    def _search_together(searches: list[_Search]) -> list:
+        first = searches[0]
+        return first.view.nearest_many(first.table_name, [s.vector for s in searches], first.where, first.limit,
+                                       list(first.columns), first.column)
 
 
 @dataclass(frozen=True)
@@ -215,21 +219,14 @@ class RowsBatcher(Batcher):
     hits of all its pages together (16 pages of 24 rows, 5,000 photos: 16 reads cost ~44 ms, one ~4 ms)."""
 
     def __init__(self, **limits):
-        super().__init__(self._read_groups, **limits)
+        super().__init__(lambda reads: by_snapshot(reads, self._read_together), **limits)
 
     def rows_at(self, view, table_name: str, row_ids: list[int], columns: list[str]) -> dict[int, dict]:
         return self.submit([_Read(view, table_name, tuple(row_ids), tuple(columns))])[0]
 
     @staticmethod
-    def _read_groups(reads: list[_Read]) -> list:
-        groups: dict[tuple, list[int]] = {}
-        for i, read in enumerate(reads):
-            groups.setdefault(read.shared(), []).append(i)
-        results: list = [None] * len(reads)
-        for members in groups.values():
-            first = reads[members[0]]
-            wanted = list(dict.fromkeys(row for i in members for row in reads[i].row_ids))
-            rows = first.view.rows_at(first.table_name, wanted, list(first.columns))
-            for i in members:
-                results[i] = {row: rows[row] for row in reads[i].row_ids if row in rows}
-        return results
+    def _read_together(reads: list[_Read]) -> list:
+        first = reads[0]
+        rows = first.view.rows_at(first.table_name, list(dict.fromkeys(r for read in reads for r in read.row_ids)),
+                                  list(first.columns))
+        return [{r: rows[r] for r in read.row_ids if r in rows} for read in reads]
