@@ -35,6 +35,7 @@ TEMPLATE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "nomi
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never reach for the network
 
 import numpy as np  # noqa: E402
+import core  # noqa: E402,F401 - its process settings come before torch, as in `glance index`
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402

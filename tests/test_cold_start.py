@@ -105,3 +105,31 @@ def test_precision_choice_is_cached_replayed_and_a_corrupt_cache_is_ignored(tmp_
     probed = models.TextEmbedder(str(TEXT_DIR), precision="auto")
     assert probed.precision == first.precision
     assert json.loads(cache_file().read_text())  # rewritten whole
+
+
+ORDER_PROBE = """
+import os, sys
+seen = []
+class Watch:
+    def find_spec(self, name, path=None, target=None):
+        if name in ("core", "torch") and name not in seen:
+            seen.append(name)
+            if name == "torch":
+                seen.append(os.environ.get("GOMP_SPINCOUNT"))
+sys.meta_path.insert(0, Watch())
+import {module}
+import torch
+print(seen)
+"""
+
+
+def test_every_entry_point_sets_the_openmp_spin_before_torch_loads_and_keeps_a_users_own():
+    """core/__init__.py: libgomp reads GOMP_SPINCOUNT once, when torch loads it."""
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    for module in ("glance.cli", "app", "search.engine", "indexer.pipeline"):
+        out = subprocess.run([sys.executable, "-c", ORDER_PROBE.format(module=module)], cwd=REPO, env=env,
+                             capture_output=True, text=True, check=True).stdout
+        assert out.split() == ["['core',", "'torch',", "'10000']"], (module, out)
+    mine = subprocess.run([sys.executable, "-c", ORDER_PROBE.format(module="app")], cwd=REPO,
+                          env={**env, "GOMP_SPINCOUNT": "500"}, capture_output=True, text=True, check=True).stdout
+    assert mine.split()[-1] == "'500']"
