@@ -166,10 +166,14 @@ class _Search:
     column: str
 
     def shared(self) -> tuple:
-        """What searches must have in common to run as one: the same snapshot (the pinned tables themselves),
-        table, filter, depth and columns."""
-        pair = self.view._pair()
-        return id(pair[0]), id(pair[1]), self.table_name, self.where, self.limit, self.columns, self.column
+        """What searches must have in common to run as one: the same snapshot, table, filter, depth and columns."""
+        return snapshot(self.view), self.table_name, self.where, self.limit, self.columns, self.column
+
+
+def snapshot(view) -> tuple[int, int]:
+    """A pinned view's snapshot: the pinned table objects themselves, which views of one moment share."""
+    images, captions, _ = view._pair()
+    return id(images), id(captions)
 
 
 def by_snapshot(items: list, run_group: Callable[[list], list]) -> list:
@@ -210,8 +214,7 @@ class _Read:
     columns: tuple[str, ...]
 
     def shared(self) -> tuple:
-        pair = self.view._pair()
-        return id(pair[0]), id(pair[1]), self.table_name, self.columns
+        return snapshot(self.view), self.table_name, self.columns
 
 
 class RowsBatcher(Batcher):

@@ -101,6 +101,10 @@ class ReadingQueries:
     def captions(self):
         return self._pair()[1]
 
+    def pinned_table(self, table_name: str):
+        """IMAGES or CAPTIONS at this snapshot's version (captions None before the table exists)."""
+        return self.images if table_name == IMAGES else self.captions
+
     # ----- photos --------------------------------------------------------------------------------------
     def count_photos(self, where: PhotoFilter | None = None) -> int:
         sql = photo_where(where)
@@ -128,7 +132,7 @@ class ReadingQueries:
         """Row id (from nearest(..., [ROW_ID]) on this snapshot) -> the row's columns."""
         if not row_ids:
             return {}
-        table = self.images if table_name == IMAGES else self.captions
+        table = self.pinned_table(table_name)
         rows = table.take_row_ids(list(row_ids)).select(columns).with_row_id().to_arrow().to_pylist()
         return {row.pop(ROW_ID): row for row in rows}
 
@@ -204,7 +208,7 @@ class ReadingQueries:
                      columns: list[str], column: str = "vector") -> list[tuple[pa.Table, str]]:
         """`nearest` for each vector, as one LanceDB search: the table is read once for all of them
         (16 exact searches of 5,000 rows: 51 ms together, 425 ms one by one)."""
-        table = self.images if table_name == IMAGES else self.captions
+        table = self.pinned_table(table_name)
         query = table.search(list(vectors), vector_column_name=column).distance_type("cosine")
         sql = photo_where(where)
         if sql:
@@ -228,7 +232,7 @@ class ReadingQueries:
 
     def samples(self, table_name: str, column: str, count: int = 3) -> list[dict]:
         """A few rows with a non-empty `column`, and their vectors (to check that a model reproduces them)."""
-        table = self.images if table_name == IMAGES else self.captions
+        table = self.pinned_table(table_name)
         if table is None:
             return []
         where = f"{column} IS NOT NULL" + (" AND text != ''" if column == "text" else "")
@@ -257,7 +261,7 @@ class ReadingQueries:
         cached = cache.get(table_name)
         if cached and time.monotonic() - cached[0] < INDEX_INFO_TTL_S:
             return cached[1]
-        table = self.images if table_name == IMAGES else self.captions
+        table = self.pinned_table(table_name)
         found = None if table is None else next(
             (str(i.index_type) for i in table.list_indices()
              if "vector" in i.columns and str(i.index_type).lower().startswith("ivf")), None)
