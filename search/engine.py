@@ -328,7 +328,9 @@ class Engine:
         """Run one text embedding and one vector search so the first user query does not pay for cold
         caches (LanceDB loads index partitions on first touch: ~0.2-1 s once). For servers; the CLI skips it."""
         vector = self.vectors.terms([Term("warm up")])[0]
-        self.store.nearest(IMAGES, vector, None, POOL_BLOCK, PHOTO_COLUMNS)
+        view = self.store.pinned()
+        ranked, _ = view.nearest(IMAGES, vector, None, POOL_BLOCK, [ROW_ID])  # ranked as search ranks, then read
+        self._hits(view, ranked.to_pylist())
         self.vectors.caption_terms([Term("warm up")])
         if vision:
             self.load_vision()
