@@ -8,14 +8,16 @@
 
 Public API (everything else is private):
 
-  Engine(db=None, vision_model=None, text_model=None, precision="auto", threads=None, batching=False)
+  Engine(db=None, vision_model=None, text_model=None, precision="auto", threads=None, batching=False,
+         fast_start=False)
       Opens the index and loads the text model recorded in it (a few seconds with cached models); the
       vision model loads on the first image query, or call `load_vision()` ahead (e.g. in a thread).
       `vision_model` / `text_model` override the recorded ones and are refused (StoreError) unless they
       reproduce the index's vectors (see search/modelmatch.py). Raises StoreError (no index, another
       model), ModelUnavailable (model not cached and offline), UsageError (bad argument). `batching` (servers):
       concurrent calls embed their text queries together, one forward pass per batch, and run their vector
-      searches together, one LanceDB search per batch (search/batching.py).
+      searches together, one LanceDB search per batch (search/batching.py). `fast_start` (a server starting):
+      the text model answers in fp32 until `finish_loading()` has loaded it in the precision asked for.
   search(text="", image=None, like=None, filters=None, top=24, offset=0, cutoff=False, image_weight=1.0)
       -> Results. Photos for a query in the grammar of search/query.py, a query image (file path, bytes
       or PIL image; never a URL), and/or `like` = an indexed photo's id or path ("more like this": that
@@ -43,6 +45,7 @@ Public API (everything else is private):
   stats() -> dict                          what the index holds (store.Store.stats: one set of keys)
   tuning_problem -> str | None             why the index's active tuning is not used (another model), if so
   load_vision() -> None                    load the vision model now instead of on first use
+  finish_loading() -> None                 after a fast start: the text model in the precision asked for
   warm_up(vision=False) -> None            one embedding + one search, so a server's first query is fast
 
 Every user mistake raises a core.errors.GlanceError with a one-line message; the engine never prints. Engine
@@ -101,19 +104,19 @@ def _index_errors(method):
 class Engine:
     def __init__(self, db: str | Path | None = None, vision_model: str | None = None, text_model: str | None = None,
                  precision: str = "auto", threads: int | None = None, batching: bool = False,
-                 single_query: bool = False):
+                 single_query: bool = False, fast_start: bool = False):
         """`single_query`: this process answers one query and ends (`glance search`), so the text model loads
         in the precision that costs least for one query (search/vectors.py SINGLE_QUERY_TEXT_PRECISION)."""
         self.store = Store(db)
         with self.store.lance_errors():
-            self._open(vision_model, text_model, precision, threads, batching, single_query)
+            self._open(vision_model, text_model, precision, threads, batching, single_query, fast_start)
 
-    def _open(self, vision_model, text_model, precision, threads, batching, single_query) -> None:
+    def _open(self, vision_model, text_model, precision, threads, batching, single_query, fast_start) -> None:
         if not self.store.exists():
             raise StoreError(no_index_message(self.store.path))
         self._check_vector_dim()
         self.vectors = QueryVectors(self.store, vision_model, text_model, precision, threads, batching,
-                                    single_query)
+                                    single_query, fast_start)
         self._searches = SearchBatcher() if batching else None
         self._reads = RowsBatcher() if batching else None
         self.browser = Browser(self.store)
@@ -323,6 +326,9 @@ class Engine:
 
     def load_vision(self) -> None:
         self.vectors.vision()
+
+    def finish_loading(self) -> None:
+        self.vectors.finish_loading()
 
     def warm_up(self, vision: bool = False) -> None:
         """Run one text embedding and one vector search so the first user query does not pay for cold

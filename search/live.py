@@ -65,7 +65,7 @@ class Library:
             self.startup_error = exc
         finally:
             self._started.set()
-        self._warm_vision()
+        self._in_background(self._finish_loading, "glance-finish-loading")
 
     def wait_started(self) -> BaseException | None:
         self._started.wait()
@@ -81,7 +81,7 @@ class Library:
                 self._engine = None
             if self._engine is None:
                 self._open()
-                self._in_background(self._warm_vision, "glance-warm-vision")
+                self._in_background(self._finish_loading, "glance-finish-loading")
             return self._engine
 
     def _in_background(self, target, name: str) -> None:
@@ -98,7 +98,7 @@ class Library:
         if not self._store.exists():
             raise IndexMissing(no_index_message(self.db))
         models = _models(self._store.meta())  # read first: a change made while the Engine opens is seen next time
-        self._engine = Engine(self.db, **self.overrides)
+        self._engine = Engine(self.db, **self.overrides, fast_start=True)  # answers first, then finish_loading
         self._opened_models = models
         self._checked_at = time.monotonic()
 
@@ -108,11 +108,16 @@ class Library:
         self._checked_at = time.monotonic()
         return not self._store.exists() or _models(self._store.meta()) != self._opened_models
 
-    def _warm_vision(self) -> None:
-        """Load the vision model now, so the first image query does not wait for it."""
+    def _finish_loading(self) -> None:
+        """Once the engine answers, in a thread of its own: the text model in the precision asked for, then the
+        vision model, so the first image query does not wait for it."""
         engine = self._engine
         if engine is None:
             return
+        try:
+            engine.finish_loading()
+        except Exception:  # the fp32 text model it started with goes on answering
+            log.warning("the text model did not load in the precision asked for", exc_info=True)
         try:
             engine.load_vision()
         except Exception:  # the first image query reports it to the user

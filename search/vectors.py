@@ -39,6 +39,10 @@ QUERY_THREADS = 1  # while other threads want the cores
 # the weights in int8 costs ~0.45 s at load (quantizing and oneDNN's packing) to save ~60 ms on that one query
 # (full-size Nomic text, Intel Xeon with AMX: load plus one query 0.10-0.13 s in fp32, 0.49-0.52 s in int8).
 SINGLE_QUERY_TEXT_PRECISION = "fp32"
+# What a starting server's text tower answers in until the precision asked for is ready (QueryVectors
+# fast_start): the same ~0.4 s of int8 packing would otherwise come before the first answer, whose text query
+# costs ~45 ms in fp32 against ~16 ms in int8 (full-size Nomic text, Intel Xeon with AMX).
+FAST_START_TEXT_PRECISION = "fp32"
 IDLE_QUERY_THREADS = 2  # while they do not: short texts give small matmuls, more threads only wait on each other
 WIDE_BATCH = 8  # texts in one forward pass from which it runs on several threads
 WIDE_THREADS = 4  # at most: measured on 2 cores only; short texts give small matmuls to split
@@ -48,8 +52,11 @@ TASKS = Path("/proc/self/task")
 
 
 class QueryVectors:
+    """`fast_start` (a server starting): the text model answers in fp32 at once, and `finish_loading()` later
+    loads it in the precision asked for and swaps it in; see FAST_START_TEXT_PRECISION."""
+
     def __init__(self, store: Store, vision_model: str | None, text_model: str | None, precision: str,
-                 threads: int | None, batching: bool = False, single_query: bool = False):
+                 threads: int | None, batching: bool = False, single_query: bool = False, fast_start: bool = False):
         if threads:
             torch.set_num_threads(threads)
         self.fixed_threads = threads
@@ -62,6 +69,9 @@ class QueryVectors:
         self.vision_choice = modelmatch.choose("vision", self.recorded.vision, vision_model, version, store.path)
         self.text_choice = modelmatch.choose("text", self.recorded.text, text_model, version, store.path)
         text_precision = SINGLE_QUERY_TEXT_PRECISION if single_query and self.precision == "auto" else self.precision
+        self._text_precision_later = None  # the precision finish_loading() loads the text model in
+        if fast_start and text_precision != FAST_START_TEXT_PRECISION:
+            self._text_precision_later, text_precision = text_precision, FAST_START_TEXT_PRECISION
         self.text = load(self.text_choice.model, text_precision)
         modelmatch.check_pair_and_dim(self.vision_choice, self.text_choice, self.text.dim, self.recorded, store.path)
         if self.text_choice.overridden:
@@ -82,10 +92,23 @@ class QueryVectors:
         if self.vision_choice.overridden:
             self.vision()  # prove the override matches before serving anything
         self.tuning, self.tuning_problem = tuning.active(store, store.current_meta())
+        self._add_lora(self.text)  # after the check above, which compares the base model with the index
+
+    def _add_lora(self, text) -> None:
+        """The active LoRA tuning's adapters into `text`, where there is one."""
         if self.tuning is not None and self.tuning.method == "lora":
             from models.lora import load_lora
 
-            load_lora(self.text, self.tuning.tensors)
+            load_lora(text, self.tuning.tensors)
+
+    def finish_loading(self) -> None:
+        """After a fast start: the text model in the precision asked for replaces the fp32 one, which answers
+        until then (a query being embedded keeps the model it began with). Nothing to do otherwise."""
+        if self._text_precision_later is None:
+            return
+        held = load(self.text_choice.model, self._text_precision_later)
+        self._add_lora(held)
+        self.text, self._text_precision_later = held, None
 
     @property
     def dim(self) -> int:
@@ -124,13 +147,14 @@ class QueryVectors:
                 self._in_flight -= 1
 
     def _embed_queries(self, texts: list[str], tuned: bool) -> np.ndarray:
+        text = self.text  # one model for the whole call: finish_loading may swap it meanwhile
         with torch_threads(self.wide_threads) if len(texts) >= WIDE_BATCH else self.embedding():
             if self.tuning is None or self.tuning.method != "lora":
-                return self.text.embed_queries(texts, dim=self.dim).numpy()
+                return text.embed_queries(texts, dim=self.dim).numpy()
             from models.lora import adapters_enabled
 
-            with adapters_enabled(self.text, tuned):
-                return self.text.embed_queries(texts, dim=self.dim).numpy()
+            with adapters_enabled(text, tuned):
+                return text.embed_queries(texts, dim=self.dim).numpy()
 
     def caption_terms(self, terms: list[Term]) -> list[np.ndarray] | None:
         """Term embeddings in the caption model's space, cached; None when the index has no caption model."""

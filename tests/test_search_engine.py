@@ -149,6 +149,31 @@ def test_a_single_query_engine_holds_no_weights_and_ranks_as_a_server_does(libra
     assert asked.vectors.text.precision.path == "fp32"
 
 
+def test_a_fast_start_answers_in_fp32_then_swaps_in_the_precision_asked_for(library):
+    """A starting server (search/live.py) answers at once with the fp32 text model; finish_loading() then puts the
+    precision asked for in its place, and the answers agree with an engine that loaded it directly."""
+    from search.live import Library
+
+    fast = Engine(library.db, precision="bf16", fast_start=True)
+    direct = Engine(library.db, precision="bf16")
+    assert fast.vectors.text.precision.path == "fp32" != direct.vectors.text.precision.path
+    started = fast.vectors.text
+    early = fast.search("green stripes")
+    fast.finish_loading()
+    assert fast.vectors.text is not started and fast.vectors.text.precision.path == direct.vectors.text.precision.path
+    fast.finish_loading()  # once only
+    later, straight = fast.search("red -blue"), direct.search("red -blue")
+    assert [h.id for h in later.hits[:3]] == [h.id for h in straight.hits[:3]]
+    assert [h.id for h in early.hits[:3]] == [h.id for h in direct.search("green stripes").hits[:3]]
+    asked = Engine(library.db, precision="fp32", fast_start=True)
+    asked.finish_loading()  # fp32 was asked for: the model it started with stays
+    assert asked.vectors.text.precision.path == "fp32"
+    server = Library(library.db, precision="bf16")  # a server finishes loading in a thread of its own
+    server.start()
+    server.stop()  # waits for that thread
+    assert server.engine().vectors.text.precision.path == direct.vectors.text.precision.path
+
+
 def test_text_and_image_together(engine, library, tiny_encoders):
     _, text = tiny_encoders
     dog = unit(text.embed_queries(["a dog"]).numpy()[0])

@@ -225,6 +225,14 @@ def test_lora_on_the_text_tower_learns_and_search_uses_it(library, untuned, tmp_
     stored = Engine(untuned, precision="fp32").vectors.text.embed_queries([terms[0].text]).numpy()[0]
     assert np.allclose(base, stored, atol=1e-5) and not np.allclose(mapped, base, atol=1e-3)
     assert engine.search(terms[0].text, top=3).tuning == report["name"]
+    served = Engine(db, precision="bf16", fast_start=True)  # a server's engine: fp32 first, then the LoRA on bf16
+    assert np.allclose(served.vectors.photo_terms(terms)[0], mapped, atol=1e-5)
+    served.finish_loading()
+    assert served.vectors.text.precision.path != "fp32"
+    fresh = [Term("a red circle, alone")]  # not in the term cache: embedded by the swapped-in model
+    held, held_base = served.vectors.photo_terms(fresh)[0], served.vectors.terms(fresh)[0]
+    assert float(np.dot(held, engine.vectors.photo_terms(fresh)[0])) > 0.99
+    assert not np.allclose(held, held_base, atol=1e-3)
 
 
 def test_a_running_server_follows_the_active_tuning(library, tuned, tmp_path, monkeypatch):
