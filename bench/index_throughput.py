@@ -19,6 +19,7 @@ Run from the repo root:
     python bench/index_throughput.py                       # 300 images (generated once, ~2 min; run ~2 min on 2 cores)
     python bench/index_throughput.py --images 40 --json
     python bench/index_throughput.py --workers 2 --threads 2 --batch-size 16
+    python bench/index_throughput.py --images 120 --compile on --json   # the tower through torch.compile
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from indexer.decode import decode, read_file  # noqa: E402
-from indexer.pipeline import IndexOptions, auto_batch_size, default_workers, index  # noqa: E402
+from indexer.pipeline import COMPILE_FROM, IndexOptions, auto_batch_size, default_workers, index  # noqa: E402
 from models import VisionEncoder  # noqa: E402
 from models.device import cpu_name  # noqa: E402
 from models.encoders import cpu_has_amx, set_threads  # noqa: E402
@@ -151,6 +152,9 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                         help="where the vision model runs (decoding stays on the CPU)")
+    parser.add_argument("--compile", default="auto", choices=("auto", "on", "off"),
+                        help="torch.compile the vision model, as `glance index --compile` (auto: from "
+                             f"{COMPILE_FROM} images); compiled before both timed runs, so neither counts it")
     parser.add_argument("--cache", type=Path, default=CACHE, help="where the generated JPEGs are kept")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -170,13 +174,17 @@ def main() -> None:
         started = time.perf_counter()
         import lancedb  # noqa: F401 - what the indexer's first table access would import inside the timed run
         import_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        compiled = (args.compile == "on" or (args.compile == "auto" and args.images >= COMPILE_FROM)) \
+            and vision.compile(batch)
+        compile_seconds = time.perf_counter() - started
         forward_before = model_only(vision, folder, batch, args.images)
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         start = time.perf_counter()
         summary = index(IndexOptions([str(folder)], db=tmp / "db", vision_model=str(vision_dir),
                                      text_model=str(text_dir), encoders=(vision, None), batch_size=batch,
                                      workers=workers, threads=args.threads, precision=args.precision,
-                                     device=args.device,
+                                     device=args.device, compile=args.compile,
                                      progress=sys.stderr.isatty()))
         seconds = time.perf_counter() - start
         assert summary.added == args.images and not summary.problems, summary.as_dict()
@@ -198,6 +206,7 @@ def main() -> None:
         "model_only_ips": round(forward, 2), "end_to_end_ips": round(end_to_end, 2),
         "end_to_end_ratio": round(end_to_end / forward, 3), "end_to_end_seconds": round(seconds, 1),
         "lancedb_import_seconds": round(import_seconds, 2),
+        "compiled": compiled, "compile_seconds": round(compile_seconds, 1),
         "matmul_bf16_gflops": round(bf16_peak, 1), "matmul_fp32_gflops": round(fp32_peak, 1),
         "peak_precision": "fp32" if peak is fp32_peak else "bf16", "model_gflop_per_image": round(gflop, 2),
         "model_gflops": round(forward * gflop), "model_fraction_of_peak": round(forward * gflop / peak, 3),
@@ -208,7 +217,8 @@ def main() -> None:
         print(json.dumps(result))
         return
     print(f"{args.images} JPEGs of {result['megapixels']:.0f} MP, batch {batch}, {workers} decoding thread(s), "
-          f"{result['torch_threads']} torch thread(s), {result['precision']}, {result['cpus']} CPUs "
+          f"{result['torch_threads']} torch thread(s), {result['precision']}"
+          f"{f', compiled in {compile_seconds:.1f} s' if compiled else ''}, {result['cpus']} CPUs "
           f"({result['cpu']}, AMX: {'yes' if result['cpu_amx'] else 'no'})")
     print(f"  model-only forward : {forward:7.2f} images/s  "
           f"({result['model_gflops']} GFLOP/s at {gflop:.1f} GFLOP/image)")

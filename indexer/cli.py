@@ -108,6 +108,9 @@ def add_index_parser(verbs) -> None:
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for the model (default: all cores)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                    help="auto: bf16 where the CPU has it and it stays within cosine 0.999 of fp32")
+    p.add_argument("--compile", default="auto", choices=("auto", "on", "off"),
+                   help="torch.compile the vision model on the CPU: ~30 s the first time on a machine, ~4 s after "
+                        "(cached), then ~25%% faster batches; auto: when 2,000 photos or more are to be embedded")
     p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                    help="decode and embed on Ray: alone, a local Ray instance; `auto` or ray://HOST:PORT joins a "
                         "cluster (the index is still written by this process; see README, Beyond one machine)")
@@ -167,7 +170,7 @@ def run_index(args) -> int:
         reindex=args.reindex, prune=args.prune,
         max_megapixels=args.max_megapixels,
         batch_size=args.batch_size, workers=args.workers, threads=args.threads, precision=args.precision,
-        device=args.device, ray=args.ray, ray_workers=args.ray_workers,
+        device=args.device, compile=args.compile, ray=args.ray, ray_workers=args.ray_workers,
         progress=sys.stderr.isatty() and not args.quiet, on_problem=show))
     if args.errors:
         write_errors(args.errors, summary.problems)

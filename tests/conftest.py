@@ -14,6 +14,8 @@ os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="glance-test-run-")
 
 # The precision probe's outcomes (models/precision_cache.py) go to a file of this run, not the user's cache.
 os.environ["GLANCE_PRECISION_CACHE"] = os.path.join(tempfile.mkdtemp(prefix="glance-test-cache-"), "precision.json")
+# And what torch.compile builds for the vision tower (models/compiled.py) to a folder of this run.
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="glance-test-inductor-")
 
 import pytest  # noqa: E402
 
