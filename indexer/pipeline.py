@@ -463,13 +463,8 @@ class Indexer:
         if not self._compile_decided:
             self._compile_decided = True
             if self.o.compile == "on" or (self.o.compile == "auto" and self._to_embed >= COMPILE_FROM):
-                self._compile_vision()
+                self._vision.compile(self.batch_size)
         return self._vision
-
-    def _compile_vision(self) -> None:
-        compile_ = getattr(self._vision, "compile", None)  # the Nomic tower has it; other families run eagerly
-        if compile_ is not None:
-            compile_(self.batch_size)
 
     @property
     def text(self):

@@ -56,6 +56,20 @@ class CompiledTower:
         return torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
+def compile_encoder(tower: Tower, batch_size: int, probe: torch.Tensor, reference: Callable[[], torch.Tensor],
+                    weights: Path, precision, device: torch.device) -> CompiledTower | None:
+    """A vision encoder's `tower` compiled in its `precision` (a models.encoders.Precision), on the CPU only; the
+    check against `reference()` (the probe through the fp32 tower) is kept per `weights` file, torch and CPU."""
+    from .encoders import MIN_COSINE_TO_FP32
+    from .precision_cache import machine_key, weights_key
+
+    if device.type != "cpu":
+        return None
+    check = {**weights_key(weights), **machine_key(), "compiled_batch": batch_size, "path": precision.path}
+    with torch.inference_mode(), precision.autocast():
+        return compile_tower(tower, batch_size, probe, reference, check, MIN_COSINE_TO_FP32)
+
+
 def compile_tower(tower: Tower, batch_size: int, probe: torch.Tensor, reference: Callable[[], torch.Tensor],
                   check_key: dict, min_cosine: float) -> CompiledTower | None:
     """`tower` compiled, or None where it cannot be here (no C++ compiler, an unsupported op) or strays from fp32.

@@ -93,3 +93,4 @@ def test_indexing_with_compile_on_stores_the_vectors_of_an_eager_run(towers, tmp
         vectors[compile_] = np.array([r["vector"] for r in rows])
     assert preloaded._compiled is not None  # the run compiled it
     assert (vectors["off"] * vectors["on"]).sum(-1).min() >= 0.999
+
