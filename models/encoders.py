@@ -17,8 +17,7 @@ from .errors import UnsupportedDim
 from .factory import TEXT, VISION, ModelSpec, resolve
 from .preprocess import PREPROCESS_VERSION, Preprocess
 from .text import QUERY_PREFIX, TextEncoder, with_prefix
-from .vision import NomicVisionModel, VisionConfig, official_keys
-from .weights import load_strict
+from .vision import NomicVisionModel, VisionConfig
 
 MIN_COSINE_TO_FP32 = 0.999
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -336,8 +335,7 @@ class VisionEncoder:
         self.config = VisionConfig.from_official(json.loads((self.folder / "config.json").read_text()))
         self.preprocess = Preprocess.from_folder(self.folder)
         self.device = resolve_device(device)
-        self.model = NomicVisionModel(self.config).eval()
-        load_strict(self.model, self.folder / "model.safetensors", torch.float32, key_map=official_keys)
+        self.model = NomicVisionModel.build(self.config, self.folder / "model.safetensors", torch.float32)
         self.model.to(self.device)
         self._compiled = None  # compile(): the tower through torch.compile
         self._probe = probe = self.preprocess(probe_images(self.preprocess.input_size)).to(self.device)
@@ -377,8 +375,7 @@ class VisionEncoder:
 
     def _fp32_probe(self, weights: Path) -> torch.Tensor:
         """The probe through a fresh fp32 copy of the tower (this one may hold bf16 weights)."""
-        reference = NomicVisionModel(self.config).eval()
-        load_strict(reference, weights, torch.float32, key_map=official_keys)
+        reference = NomicVisionModel.build(self.config, weights, torch.float32)
         with torch.inference_mode(), torch.autocast("cpu", enabled=False):
             return reference.embed(self._probe)
 

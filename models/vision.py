@@ -7,6 +7,7 @@ D hidden, H heads, hd = D / H head dim, G patch-grid side.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -59,14 +60,15 @@ def rope_2d_table(grid: int, head_dim: int, base: float) -> tuple[torch.Tensor, 
     duplicated into adjacent pairs (interleaved-pair rotation). CLS gets the identity (cos 1, sin 0).
     The sin is pre-signed so that rope(x) = x * cos + swap_pairs(x) * sin.
     """
-    quarter = head_dim // 4
-    bands = base ** (-torch.arange(quarter, dtype=torch.float64) / quarter)  # [hd/4]
-    angles = torch.outer(torch.arange(grid, dtype=torch.float64), bands).repeat_interleave(2, dim=-1)  # [G, hd/2]
+    quarter, cpu = head_dim // 4, torch.device("cpu")  # computed on the CPU even while the model is built on meta
+    bands = base ** (-torch.arange(quarter, dtype=torch.float64, device=cpu) / quarter)  # [hd/4]
+    positions = torch.arange(grid, dtype=torch.float64, device=cpu)
+    angles = torch.outer(positions, bands).repeat_interleave(2, dim=-1)  # [G, hd/2]
     rows = angles[:, None, :].expand(grid, grid, -1)
     cols = angles[None, :, :].expand(grid, grid, -1)
     table = torch.cat([rows, cols], dim=-1).reshape(grid * grid, head_dim)  # [G*G, hd]
-    table = torch.cat([torch.zeros(1, head_dim, dtype=table.dtype), table])  # CLS row: no rotation
-    sign = torch.tensor([-1.0, 1.0], dtype=table.dtype).repeat(head_dim // 2)  # rot(x)[2j] = -x[2j+1]
+    table = torch.cat([torch.zeros(1, head_dim, dtype=table.dtype, device=cpu), table])  # CLS row: no rotation
+    sign = torch.tensor([-1.0, 1.0], dtype=table.dtype, device=cpu).repeat(head_dim // 2)  # rot(x)[2j] = -x[2j+1]
     return table.cos().float(), (table.sin() * sign).float()
 
 
@@ -175,6 +177,16 @@ class NomicVisionModel(nn.Module):
         cos, sin = rope_2d_table(cfg.grid, cfg.hidden // cfg.heads, cfg.rope_base)
         self.register_buffer("rope_cos", cos, persistent=False)  # [N, hd]
         self.register_buffer("rope_sin", sin, persistent=False)
+
+    @classmethod
+    def build(cls, cfg: VisionConfig, path: Path, dtype: torch.dtype) -> "NomicVisionModel":
+        """The model with the official weights of `path`, built without initialising the parameters they replace."""
+        from .weights import load_strict
+
+        with torch.device("meta"):
+            model = cls(cfg)
+        load_strict(model, path, dtype, key_map=official_keys, assign=True)  # the RoPE tables are on the CPU already
+        return model.eval()
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """pixels [B, 3, S, S] normalized -> unnormalized embedding [B, D] (= trunk CLS + selector output)."""

@@ -12,8 +12,9 @@ from .errors import CheckpointMismatch
 
 
 def load_strict(module: nn.Module, path: Path, dtype: torch.dtype,
-                key_map: Callable[[list[str]], dict[str, list[str]]] | None = None) -> None:
-    """Copy a safetensors file into `module`, cast to `dtype`.
+                key_map: Callable[[list[str]], dict[str, list[str]]] | None = None, assign: bool = False) -> None:
+    """Copy a safetensors file into `module`, cast to `dtype`; with `assign`, the file's tensors become the
+    parameters (a module built on the meta device then never initialises nor copies them).
 
     key_map(native keys) -> {native key: [official keys concatenated along dim 0]}; identity if None.
     Missing, unexpected or mis-shaped keys raise CheckpointMismatch naming them (official names).
@@ -33,4 +34,4 @@ def load_strict(module: nn.Module, path: Path, dtype: torch.dtype,
                  for label, keys in (("missing", missing), ("unexpected", unexpected),
                                      ("wrong shape", wrong_shape)) if keys]
         raise CheckpointMismatch(f"{path} does not match the model ({'; '.join(parts)})")
-    module.load_state_dict({k: v.to(dtype) for k, v in native.items()}, strict=True)
+    module.load_state_dict({k: v.to(dtype) for k, v in native.items()}, strict=True, assign=assign)
