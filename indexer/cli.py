@@ -109,7 +109,7 @@ def add_index_parser(verbs) -> None:
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                    help="auto: bf16 where the CPU has it and it stays within cosine 0.999 of fp32")
     p.add_argument("--compile", default="auto", choices=("auto", "on", "off"),
-                   help="torch.compile the vision model on the CPU: ~30 s the first time on a machine, ~4 s after "
+                   help="torch.compile the vision model on the CPU: ~30 s the first time on a machine, ~5 s after "
                         "(cached), then ~25%% faster batches; auto: when 2,000 photos or more are to be embedded")
     p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                    help="decode and embed on Ray: alone, a local Ray instance; `auto` or ray://HOST:PORT joins a "

@@ -49,8 +49,8 @@ from .scan import Problem, scan
 
 MAX_BATCH = 32  # CPU throughput is flat beyond this; smaller batches lose less work to a kill
 MAX_GPU_BATCH = 256  # a GPU keeps gaining up to a few hundred images per call
-# Photos to embed from which `--compile auto` compiles the vision model (models/compiled.py): ~4 s with inductor's
-# cache warm, saving ~7 ms a photo (full-size Nomic, bf16, Intel Xeon with AMX), so it gains from ~600 photos on;
+# Photos to embed from which `--compile auto` compiles the vision model (models/compiled.py): ~5 s with inductor's
+# cache warm, saving ~7 ms a photo (full-size Nomic, bf16, Intel Xeon with AMX), so it gains from ~700 photos on;
 # the first compile on a machine (~30 s) is paid back over the next runs.
 COMPILE_FROM = 2000
 COMPACT_EVERY = 100  # batches; a compaction takes well under a second, 100 batches take minutes
@@ -165,6 +165,7 @@ class Indexer:
         self._vision, self._text = options.encoders or (None, None)
         self._to_embed = 0  # photos this run reads and embeds (the compile decision)
         self._compile_decided = False
+        self._bar_for_files = None  # the files' progress bar, while _process runs
         self.commits = 0
         self._model_idle = threading.Event()  # decoding threads start a file only while the model is not running
         self._model_idle.set()
@@ -296,7 +297,7 @@ class Indexer:
             from .ray_index import process_on_ray
 
             return process_on_ray(self, todo)
-        bar = self._bar(todo.num_rows)
+        bar = self._bar_for_files = self._bar(todo.num_rows)
         try:
             with ThreadPoolExecutor(self.o.workers or default_workers(), thread_name_prefix="glance-decode") as pool, \
                     closing(self._decoded(pool, _iter_todo(todo))) as results:
@@ -463,8 +464,17 @@ class Indexer:
         if not self._compile_decided:
             self._compile_decided = True
             if self.o.compile == "on" or (self.o.compile == "auto" and self._to_embed >= COMPILE_FROM):
-                self._vision.compile(self.batch_size)
+                self._compile_vision()
         return self._vision
+
+    def _compile_vision(self) -> None:
+        """The bar says why it stands still: seconds, or half a minute the first time on a machine."""
+        bar = self._bar_for_files
+        if bar is not None:
+            bar.set_description_str("compiling the model")
+        self._vision.compile(self.batch_size)
+        if bar is not None:
+            bar.set_description_str("indexing")
 
     @property
     def text(self):

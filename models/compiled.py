@@ -5,7 +5,7 @@ full-size Nomic tower (batch 32, Intel Xeon with AMX, torch.profiler) those pass
 batch, as long as the matmuls. Inductor fuses them: 38.5-39.0 images/s against 29.2-30.4 eager, measured side
 by side (bench/index_throughput.py --compile on).
 
-What it costs, once per process: tracing and loading the compiled kernels, ~4 s from inductor's on-disk cache,
+What it costs, once per process: tracing and loading the compiled kernels, ~5 s from inductor's on-disk cache,
 ~30 s the first time on a machine (C++ compilation), which the cache then keeps. So the indexer compiles only
 when a run has many photos to embed (indexer/pipeline.py COMPILE_FROM).
 
