@@ -64,10 +64,17 @@ def captions(page) -> list[str]:
     return page.locator("#gallery .caption-label").all_inner_texts()
 
 
-def wait_for_status(page, pattern: str) -> str:
-    page.wait_for_function("p => new RegExp(p).test(document.querySelector('#status')?.innerText)", arg=pattern,
-                           timeout=WAIT_MS)
-    return page.inner_text("#status")
+# Gradio's progress overlay ("processing | 0.1s", "queue: 1/2 | 0.3s") sits inside the status box and can linger a
+# moment after the message has arrived.
+PROGRESS_OVERLAY = r"(processing|queue:[^|]*) \| [0-9.]+s"
+
+
+def wait_for_status(page, pattern: str, box: str = "#status") -> str:
+    """The status box's text once it matches `pattern` and gradio's progress overlay has left it."""
+    page.wait_for_function("([box, p, busy]) => { const t = document.querySelector(box)?.innerText;"
+                           " return new RegExp(p).test(t) && !new RegExp(busy).test(t); }",
+                           arg=[box, pattern, PROGRESS_OVERLAY], timeout=WAIT_MS)
+    return page.inner_text(box)
 
 
 def drop_file(page, selector: str, path: Path, mime: str) -> None:

@@ -7,7 +7,7 @@ import pytest
 from search.consistency import check_captions
 from store import Store
 from tests import app_server
-from tests.test_browser import WAIT_MS
+from tests.test_browser import WAIT_MS, wait_for_status
 from tests.test_check_captions import build
 
 
@@ -23,9 +23,7 @@ def test_the_index_tab_lists_the_captions_that_do_not_fit(tmp_path_factory):
     with app_server.page_on_index(tmp_path_factory, db) as page:
         page.get_by_role("tab", name="Index").click()
         page.click("#check-captions")
-        page.wait_for_function("document.querySelector('#check-status')?.innerText.includes('fit their photo')",
-                               timeout=WAIT_MS)
-        status = page.inner_text("#check-status")
+        status = wait_for_status(page, "fit their photo", "#check-status")
         last = expected.flagged[-1].text
         page.wait_for_function("t => document.querySelector('#check-table')?.innerText.includes(t)", arg=last,
                                timeout=WAIT_MS)
