@@ -24,6 +24,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from core.errors import one_line
+
 log = logging.getLogger("glance.models")
 
 Tower = Callable[[torch.Tensor], torch.Tensor]  # pixels [B, 3, H, W] -> embeddings [B, D]
@@ -56,20 +58,6 @@ class CompiledTower:
         return torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
-def compile_encoder(tower: Tower, batch_size: int, probe: torch.Tensor, reference: Callable[[], torch.Tensor],
-                    weights: Path, precision, device: torch.device) -> CompiledTower | None:
-    """A vision encoder's `tower` compiled in its `precision` (a models.encoders.Precision), on the CPU only; the
-    check against `reference()` (the probe through the fp32 tower) is kept per `weights` file, torch and CPU."""
-    from .encoders import MIN_COSINE_TO_FP32
-    from .precision_cache import machine_key, weights_key
-
-    if device.type != "cpu":
-        return None
-    check = {**weights_key(weights), **machine_key(), "compiled_batch": batch_size, "path": precision.path}
-    with torch.inference_mode(), precision.autocast():
-        return compile_tower(tower, batch_size, probe, reference, check, MIN_COSINE_TO_FP32)
-
-
 def compile_tower(tower: Tower, batch_size: int, probe: torch.Tensor, reference: Callable[[], torch.Tensor],
                   check_key: dict, min_cosine: float) -> CompiledTower | None:
     """`tower` compiled, or None where it cannot be here (no C++ compiler, an unsupported op) or strays from fp32.
@@ -83,18 +71,14 @@ def compile_tower(tower: Tower, batch_size: int, probe: torch.Tensor, reference:
         with _quiet_compiler(), torch.inference_mode():
             got = compiled(probe).float()
     except Exception as exc:  # noqa: BLE001 - any failure to compile leaves the eager tower, which works
-        log.warning("torch.compile is not available here (%s); the vision model runs uncompiled", one_line(exc))
+        reason = f"{type(exc).__name__}: {one_line(exc)}"[:200]  # inductor's errors quote whole compiler commands
+        log.warning("torch.compile is not available here (%s); the vision model runs uncompiled", reason)
         return None
     cosine = cached_value(check_key, lambda: F.cosine_similarity(reference().float(), got).min().item())
     if cosine < min_cosine:
         log.warning("the compiled vision model strays from fp32 (cosine %.5f); it runs uncompiled", cosine)
         return None
     return compiled
-
-
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:200]
 
 
 class _quiet_compiler:

@@ -365,12 +365,15 @@ class VisionEncoder:
         """Run the tower through torch.compile from now on, for batches of `batch_size` (models/compiled.py):
         seconds once, then faster batches. On the CPU only; False where it cannot compile here or the compiled
         tower strays from fp32 (the eager one then goes on)."""
-        if self._compiled is None:
-            from .compiled import compile_encoder
+        if self._compiled is None and self.device.type == "cpu":
+            from .compiled import compile_tower
+            from .precision_cache import machine_key, weights_key
 
             weights = self.folder / "model.safetensors"
-            self._compiled = compile_encoder(self.model.embed, batch_size, self._probe,
-                                             lambda: self._fp32_probe(weights), weights, self.precision, self.device)
+            check = {**weights_key(weights), **machine_key(), "compiled_batch": batch_size, "path": self.precision.path}
+            with torch.inference_mode(), self.precision.autocast():
+                self._compiled = compile_tower(self.model.embed, batch_size, self._probe,
+                                               lambda: self._fp32_probe(weights), check, MIN_COSINE_TO_FP32)
         return self._compiled is not None
 
     def _fp32_probe(self, weights: Path) -> torch.Tensor:
