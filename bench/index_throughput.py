@@ -48,7 +48,8 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from indexer.decode import decode, read_file  # noqa: E402
-from indexer.pipeline import COMPILE_FROM, IndexOptions, auto_batch_size, default_workers, index  # noqa: E402
+from indexer.pipeline import (COMPILE_FROM, IndexOptions, auto_batch_size, default_workers, index,  # noqa: E402
+                              wants_compile)
 from models import VisionEncoder  # noqa: E402
 from models.device import cpu_name  # noqa: E402
 from models.encoders import cpu_has_amx, set_threads  # noqa: E402
@@ -178,8 +179,7 @@ def main() -> None:
         import lancedb  # noqa: F401 - what the indexer's first table access would import inside the timed run
         import_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        compiled = (args.compile == "on" or (args.compile == "auto" and args.images >= COMPILE_FROM)) \
-            and vision.compile(batch)
+        compiled = wants_compile(args.compile, args.images) and vision.compile(batch)
         compile_seconds = time.perf_counter() - started
         forward_before = model_only(vision, folder, batch, args.images)
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

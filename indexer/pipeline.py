@@ -131,6 +131,11 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 2)
 
 
+def wants_compile(mode: str, photos: int) -> bool:
+    """Whether `--compile MODE` compiles the vision model for a run that embeds `photos` photos."""
+    return mode == "on" or (mode == "auto" and photos >= COMPILE_FROM)
+
+
 def auto_batch_size(preprocess: Preprocess, hidden: int, heads: int, patch: int = 16, device=None) -> int:
     """Images per forward pass so that activations stay within a quarter of the host's available memory, or
     half of a GPU's free memory (nothing else of ours lives there)."""
@@ -304,6 +309,7 @@ class Indexer:
                 self.commit_in_batches(results, bar, self.batch_size)
         finally:
             bar.close()
+            self._bar_for_files = None
 
     def _decoded(self, pool: ThreadPoolExecutor, items: Iterator[Todo]) -> Iterator[Prepared | Problem]:
         """The files prepared by the pool, in order. Decoding runs at most two batches ahead of the model, so
@@ -463,7 +469,7 @@ class Indexer:
                 self.batch_size = self._auto_batch(self.choice, self._vision.device)
         if not self._compile_decided:
             self._compile_decided = True
-            if self.o.compile == "on" or (self.o.compile == "auto" and self._to_embed >= COMPILE_FROM):
+            if wants_compile(self.o.compile, self._to_embed):
                 self._compile_vision()
         return self._vision
 
