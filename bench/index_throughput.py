@@ -137,7 +137,7 @@ def model_gflop_per_image(vision: VisionEncoder) -> float:
     from models.vision import NomicVisionModel
 
     with torch.device("meta"):
-        model = NomicVisionModel(vision.config).requires_grad_(False)
+        model = NomicVisionModel(vision.config).to("meta").requires_grad_(False)  # its RoPE tables are built on the CPU
         pixels = torch.empty(1, 3, *vision.preprocess.input_size)
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:

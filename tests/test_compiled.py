@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from models import VisionEncoder
-from models.compiled import compile_tower
+from models.compiled import BiasAfterMatmul, compile_tower
 
 BATCH = 4
 REPO = Path(__file__).resolve().parent.parent
@@ -27,6 +27,23 @@ def towers(tiny_model_dirs):
     eager, compiled = VisionEncoder(vision, "auto"), VisionEncoder(vision, "auto")
     assert compiled.compile(BATCH)
     return eager, compiled
+
+
+def test_the_bias_pass_turns_each_addmm_into_a_matmul_and_an_add():
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    torch.manual_seed(0)
+    rows, weight, bias = torch.randn(5, 8), torch.randn(8, 3), torch.randn(3)
+    scaled = make_fx(lambda x, w, b: (torch.addmm(b, x, w), torch.addmm(b, x, w, beta=0.5)))(rows, weight, bias)
+    BiasAfterMatmul()(scaled.graph)
+    scaled.recompile()
+    targets = [node.target for node in scaled.graph.nodes if node.op == "call_function"]
+    aten = torch.ops.aten
+    assert targets.count(aten.mm.default) == 1 and targets.count(aten.add.Tensor) == 1
+    assert targets.count(aten.addmm.default) == 1  # the one with beta 0.5 is not a plain bias: left as it is
+    plain, half = scaled(rows, weight, bias)
+    assert torch.allclose(plain, rows @ weight + bias, atol=1e-6)
+    assert torch.allclose(half, rows @ weight + 0.5 * bias, atol=1e-6)
 
 
 @pytest.mark.parametrize("count", [1, BATCH - 1, BATCH, 2 * BATCH + 1])
