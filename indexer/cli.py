@@ -103,7 +103,11 @@ def add_index_parser(verbs) -> None:
     p.add_argument("--errors", metavar="FILE", help="write skipped files with reasons as JSON lines to FILE")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no per-file messages")
-    p.add_argument("--batch-size", type=int, metavar="N", help="images per model call (default: sized to memory, <= 32)")
+    p.add_argument("--batch-size", type=int, metavar="N",
+                   help="images per model call (default: sized to memory and the model: 16 for Nomic on a CPU)")
+    p.add_argument("--commit-every", type=int, metavar="N",
+                   help="photos per commit to the index (default: 64, or the batch if larger). A kill loses at most "
+                        "these; each commit costs time")
     p.add_argument("--workers", type=int, metavar="N", help="decoding threads (default: one per CPU core)")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for the model (default: all cores)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
@@ -151,7 +155,8 @@ def run_index(args) -> int:
     from .pipeline import IndexOptions, index
     from .report import problem_line, write_errors
 
-    for value, flag in ((args.batch_size, "--batch-size"), (args.workers, "--workers"), (args.threads, "--threads"),
+    for value, flag in ((args.batch_size, "--batch-size"), (args.commit_every, "--commit-every"),
+                        (args.workers, "--workers"), (args.threads, "--threads"),
                         (args.ray_workers, "--ray-workers"),
                         (args.dim, "--dim")):
         if value is not None and value < 1:
@@ -169,7 +174,8 @@ def run_index(args) -> int:
         text_model=args.text_model, caption_model=args.caption_model, dim=args.dim, vector_index=args.vector_index,
         reindex=args.reindex, prune=args.prune,
         max_megapixels=args.max_megapixels,
-        batch_size=args.batch_size, workers=args.workers, threads=args.threads, precision=args.precision,
+        batch_size=args.batch_size, commit_every=args.commit_every, workers=args.workers, threads=args.threads,
+        precision=args.precision,
         device=args.device, compile=args.compile, ray=args.ray, ray_workers=args.ray_workers,
         progress=sys.stderr.isatty() and not args.quiet, on_problem=show))
     if args.errors:

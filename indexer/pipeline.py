@@ -47,7 +47,18 @@ from .plan import Roots, classify, inside, plan_roots, refuse_emptied, relative_
 from .report import Summary
 from .scan import Problem, scan
 
-MAX_BATCH = 32  # CPU throughput is flat beyond this; smaller batches lose less work to a kill
+# On the CPU a batch holds at most MAX_CPU_BATCH images and about CPU_TOKEN_ROWS token rows (images x tokens per
+# image), measured side by side on 2 cores (Intel Xeon with AMX, bf16). Nomic's 197 tokens, model alone, compiled:
+# 42.1-43.0 images/s in batches of 16 against 39.3-40.7 in batches of 32 (bench/index_throughput.py; eager, in
+# separate processes, 35.7-37.2 against 31.6-35.1). open_clip ViT-B-32-256's 65 tokens: 128 images/s at 32 against
+# 114 at 49 (bench/peer_rclip.py). Smaller batches also lose less work to a kill.
+CPU_TOKEN_ROWS = 3200
+MAX_CPU_BATCH = 32
+# Photos per commit at least, whatever the model's batch. Each commit costs ~70 ms of one core (a merge-insert and
+# a published version), taken from the decoding threads: committing 64 at a time indexed 25.9-26.1 images/s end
+# to end against 24.8-25.2 committing each batch of 16 (bench/index_throughput.py, 300 12-MP JPEGs, Intel Xeon
+# with AMX). A kill loses at most this many photos' work.
+COMMIT_PHOTOS = 64
 MAX_GPU_BATCH = 256  # a GPU keeps gaining up to a few hundred images per call
 # Photos to embed from which `--compile auto` compiles the vision model (models/compiled.py): ~5 s with inductor's
 # cache warm, saving ~7 ms a photo (full-size Nomic, bf16, Intel Xeon with AMX), so it gains from ~700 photos on;
@@ -73,7 +84,8 @@ class IndexOptions:
     vector_index: str | None = None  # auto | flat | sq | pq (default: the index's, else auto); store/vector_index.py
     reindex: bool = False
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
-    batch_size: int | None = None  # default: sized to available memory, at most MAX_BATCH
+    batch_size: int | None = None  # images per model call; default: auto_batch_size (memory and the model's tokens)
+    commit_every: int | None = None  # photos per commit; default: the batch, at least COMMIT_PHOTOS
     workers: int | None = None  # decoding threads; default: one per core (they take turns with the model)
     threads: int | None = None  # torch threads; default: all cores
     precision: str = "auto"
@@ -142,7 +154,7 @@ def auto_batch_size(preprocess: Preprocess, hidden: int, heads: int, patch: int 
     tokens = (preprocess.input_size[0] // patch) * (preprocess.input_size[1] // patch) + 1
     per_image = 4 * tokens * (8 * hidden + heads * tokens) * 2  # one block's fp32 activations, 2x headroom
     on_gpu = device is not None and device.type == "cuda"
-    share, most = (2, MAX_GPU_BATCH) if on_gpu else (4, MAX_BATCH)
+    share, most = (2, MAX_GPU_BATCH) if on_gpu else (4, max(1, min(MAX_CPU_BATCH, CPU_TOKEN_ROWS // tokens)))
     return int(max(1, min(most, available_memory(device) // share // per_image)))
 
 
@@ -306,18 +318,18 @@ class Indexer:
         try:
             with ThreadPoolExecutor(self.o.workers or default_workers(), thread_name_prefix="glance-decode") as pool, \
                     closing(self._decoded(pool, _iter_todo(todo))) as results:
-                self.commit_in_batches(results, bar, self.batch_size)
+                self.commit_in_batches(results, bar, COMMIT_PHOTOS)
         finally:
             bar.close()
             self._bar_for_files = None
 
     def _decoded(self, pool: ThreadPoolExecutor, items: Iterator[Todo]) -> Iterator[Prepared | Problem]:
-        """The files prepared by the pool, in order. Decoding runs at most two batches ahead of the model, so
+        """The files prepared by the pool, in order. Decoding runs at most two commits ahead of the model, so
         memory stays bounded on any library; closing the generator cancels what has not started."""
         window: deque = deque()
 
         def fill():
-            while len(window) < 2 * self.batch_size and (item := next(items, None)) is not None:
+            while len(window) < 2 * self.commit_size(COMMIT_PHOTOS) and (item := next(items, None)) is not None:
                 window.append(pool.submit(self._prepare, item))
         try:
             fill()
@@ -329,9 +341,14 @@ class Indexer:
             for future in window:
                 future.cancel()
 
-    def commit_in_batches(self, results: Iterable[Prepared | Problem], bar, size: int) -> None:
-        """Commit prepared files `size` at a time (problems are reported as they come); the local pipeline's
-        decoding threads and the Ray path (indexer/ray_index.py) both feed it."""
+    def commit_size(self, least: int) -> int:
+        """Photos per commit: as asked, else the model's batch and at least `least`."""
+        return self.o.commit_every or max(least, self.batch_size)
+
+    def commit_in_batches(self, results: Iterable[Prepared | Problem], bar, least: int) -> None:
+        """Commit prepared files `commit_size(least)` at a time (problems are reported as they come); the local
+        pipeline's decoding threads and the Ray path (indexer/ray_index.py) both feed it. The size is read again
+        after each commit: the model's batch grows once the model has landed on a GPU."""
         pending: list[Prepared] = []
         for result in results:
             if isinstance(result, Problem):
@@ -339,7 +356,7 @@ class Indexer:
                 bar.update(1)
                 continue
             pending.append(result)
-            if len(pending) >= size:
+            if len(pending) >= self.commit_size(least):
                 self._commit(pending)
                 bar.update(len(pending))
                 pending = []
@@ -494,7 +511,11 @@ class Indexer:
         if not pixels:
             return np.zeros((0, self.choice.dim), np.float32)
         with self._model_running():
-            return self.vision.embed_pixels(self.preprocess.to_tensor(pixels), self.choice.dim).float().numpy()
+            vision = self.vision  # loaded here the first time, and the batch then sized for where it landed
+            size = self.batch_size
+            return np.concatenate([
+                vision.embed_pixels(self.preprocess.to_tensor(pixels[start:start + size]), self.choice.dim)
+                .float().numpy() for start in range(0, len(pixels), size)])
 
     @contextmanager
     def _model_running(self):

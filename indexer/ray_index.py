@@ -44,6 +44,7 @@ FILES_PER_TASK = 8  # a decoding task is short, so a retried one repeats little
 # The driver commits the cluster's rows in batches this big, not the model's: each commit has a fixed cost
 # (three LanceDB versions), and at 256 photos one writer keeps up with ~1,400 photos/s on 2 cores against ~300
 # at 32 (bench/writer_rate.py). A killed driver loses at most one such batch of finished embeddings.
+# `--commit-every` sets it for both paths (Indexer.commit_size).
 COMMIT_BATCH = 256
 
 # What a decoding task returns per file: the todo row (so the driver needs no state per file), then the outcome.
@@ -241,7 +242,7 @@ def _commit_stream(indexer, dataset, total: int) -> None:
         results = (_result_of(row) for block in dataset.iter_batches(batch_size=None, batch_format="pyarrow",
                                                                       prefetch_batches=1)
                    for row in block.to_pylist())
-        indexer.commit_in_batches(results, bar, max(COMMIT_BATCH, indexer.batch_size))
+        indexer.commit_in_batches(results, bar, COMMIT_BATCH)
     finally:
         bar.close()
 

@@ -105,7 +105,7 @@ def test_readers_never_see_a_caption_without_its_photo(growing, tiny_model_dirs)
     engine = Engine(db)
     long_lived = Store(db)
     pairs, views, searches = set(), 0, 0
-    indexer = indexer_process(root, db, tiny_model_dirs, "--batch-size", "2")
+    indexer = indexer_process(root, db, tiny_model_dirs, "--batch-size", "2", "--commit-every", "2")
     try:
         while indexer.poll() is None or views < 5:
             for store in (Store(db), long_lived):

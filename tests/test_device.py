@@ -43,8 +43,8 @@ def test_batches_on_a_gpu_are_sized_to_its_memory_and_capped_higher(monkeypatch,
     pre = Preprocess.from_folder(tiny_model_dirs[0])
     monkeypatch.setattr(pipeline, "available_memory", lambda device=None: 80 << 30)
     gpu = torch.device("cuda", 0)  # only its type is read: sizing needs no card
-    assert pipeline.auto_batch_size(pre, 768, 12, device=gpu) == pipeline.MAX_GPU_BATCH > pipeline.MAX_BATCH
-    assert pipeline.auto_batch_size(pre, 768, 12) == pipeline.MAX_BATCH
+    assert pipeline.auto_batch_size(pre, 768, 12, device=gpu) == pipeline.MAX_GPU_BATCH > \
+        pipeline.auto_batch_size(pre, 768, 12)
     monkeypatch.setattr(pipeline, "available_memory", lambda device=None: 1 << 30)
     assert 1 <= pipeline.auto_batch_size(pre, 768, 12, device=gpu) < pipeline.MAX_GPU_BATCH
 

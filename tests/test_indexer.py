@@ -369,11 +369,29 @@ def test_decoding_runs_ahead_of_the_model_in_worker_threads_with_a_bounded_windo
 
     monkeypatch.setattr(pipeline.Indexer, "_prepare", spy_prepare)
     monkeypatch.setattr(pipeline.Indexer, "_commit", spy_commit)
-    summary = run([folder], tmp_path / "db", tiny_encoders, batch_size=3, workers=2)
+    summary = run([folder], tmp_path / "db", tiny_encoders, batch_size=3, commit_every=3, workers=2)
     assert summary.added == 24
     assert all(name.startswith("glance-decode") for name in state["threads"])
     assert state["during_commit"] > 0  # decoding overlapped inference
-    assert state["ahead"] <= 3 * 3  # at most two batches queued plus the one being filled
+    assert state["ahead"] <= 3 * 3  # at most two commits queued plus the one being filled
+
+
+def test_small_model_batches_are_committed_together(tmp_path, tiny_encoders, monkeypatch):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(pipeline.COMMIT_PHOTOS + 5):
+        pattern(200 + i).save(folder / f"{i:03d}.png")
+    vision = tiny_encoders[0]
+    calls, commits = [], []
+    embed_pixels, commit = type(vision).embed_pixels, pipeline.Indexer._commit
+    monkeypatch.setattr(type(vision), "embed_pixels",
+                        lambda self, pixels, dim=None: (calls.append(len(pixels)), embed_pixels(self, pixels, dim))[1])
+    monkeypatch.setattr(pipeline.Indexer, "_commit",
+                        lambda self, batch: (commits.append(len(batch)), commit(self, batch)))
+    summary = run([folder], tmp_path / "db", tiny_encoders, batch_size=4, workers=2)
+    assert summary.added == pipeline.COMMIT_PHOTOS + 5 and len(rows(tmp_path / "db")) == summary.added
+    assert commits == [pipeline.COMMIT_PHOTOS, 5]
+    assert max(calls) == 4 and sum(calls) == summary.added  # the model still sees batches of 4
 
 
 def test_db_inside_the_library_is_refused(fresh, tiny_encoders):
@@ -384,12 +402,48 @@ def test_db_inside_the_library_is_refused(fresh, tiny_encoders):
     assert not (fresh.lib.root / "index").exists()
 
 
+def test_commits_follow_the_batch_sized_for_where_the_model_landed(tmp_path, tiny_model_dirs, monkeypatch):
+    """The batch is sized once before the model loads and again for its device (a GPU's is larger): commits and
+    model calls after the first follow the second size."""
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(11):
+        pattern(300 + i).save(folder / f"{i:02d}.png")
+    monkeypatch.setattr(pipeline, "COMMIT_PHOTOS", 1)
+    monkeypatch.setattr(pipeline, "auto_batch_size", lambda *args, device=None: 2 if device is None else 4)
+    from models import VisionEncoder
+
+    calls, commits = [], []
+    commit, embed_pixels = pipeline.Indexer._commit, VisionEncoder.embed_pixels
+    monkeypatch.setattr(pipeline.Indexer, "_commit",
+                        lambda self, batch: (commits.append(len(batch)), commit(self, batch)))
+    monkeypatch.setattr(VisionEncoder, "embed_pixels",
+                        lambda self, pixels, dim=None: (calls.append(len(pixels)), embed_pixels(self, pixels, dim))[1])
+    vision, text = tiny_model_dirs
+    summary = index(IndexOptions([str(folder)], db=tmp_path / "db", vision_model=str(vision), text_model=str(text),
+                                 workers=1))
+    assert summary.added == 11 and commits == [2, 4, 4, 1]
+    assert calls == [2, 4, 4, 1]  # the model too sees the batch sized for its device, from the first call on
+
+
+def test_cpu_batches_hold_about_3200_token_rows_and_at_most_32_images(monkeypatch):
+    from models.preprocess import Preprocess
+
+    monkeypatch.setattr(pipeline, "available_memory", lambda device=None: 64 << 30)
+    nomic = Preprocess(size=(224, 224), shortest_edge=None, crop=None, resample=3, mean=(0, 0, 0), std=(1, 1, 1))
+    vit_b_32_256 = Preprocess(size=(256, 256), shortest_edge=None, crop=None, resample=3, mean=(0, 0, 0),
+                              std=(1, 1, 1))
+    assert pipeline.auto_batch_size(nomic, 768, 12, patch=16) == 16  # 197 tokens an image
+    assert pipeline.auto_batch_size(vit_b_32_256, 768, 12, patch=32) == pipeline.MAX_CPU_BATCH  # 65 tokens
+
+
 def test_batches_are_sized_to_available_memory(monkeypatch, tiny_model_dirs):
     from models.preprocess import Preprocess
 
     pre = Preprocess.from_folder(tiny_model_dirs[0])
     monkeypatch.setattr(pipeline, "available_memory", lambda device=None: 64 << 30)
-    assert pipeline.auto_batch_size(pre, 768, 12) == pipeline.MAX_BATCH
+    tokens = (pre.input_size[0] // 16) * (pre.input_size[1] // 16) + 1
+    assert pipeline.auto_batch_size(pre, 768, 12) == min(pipeline.MAX_CPU_BATCH, pipeline.CPU_TOKEN_ROWS // tokens)
     monkeypatch.setattr(pipeline, "available_memory", lambda device=None: 200 << 20)  # a starved machine: smaller batches
     assert 1 <= pipeline.auto_batch_size(pre, 768, 12) < 8
 
@@ -464,7 +518,7 @@ def test_a_crash_between_any_two_commits_converges_on_rerun(tmp_path, tiny_encod
     (lib.root / "captioned/dog.jpg.txt").write_text("a dog with a stick")
 
     def second_run(db):
-        return run([lib.root], db, tiny_encoders, captions=captions, batch_size=2, workers=1)
+        return run([lib.root], db, tiny_encoders, captions=captions, batch_size=2, commit_every=2, workers=1)
 
     clean = tmp_path / "clean"
     shutil.copytree(base, clean)

@@ -164,7 +164,8 @@ def test_sigkill_at_any_point_then_rerun_equals_a_clean_run(tmp_path, model_flag
     index(IndexOptions([str(lib.root)], db=clean, captions=[str(lib.captions_csv), str(lib.captions_jsonl)],
                        encoders=tiny_encoders))
     db = tmp_path / "killed"
-    args = command(lib.root, "--db", db, *captions, *model_flags, "--batch-size", "1", "--workers", "1", "--quiet")
+    args = command(lib.root, "--db", db, *captions, *model_flags, "--batch-size", "1", "--commit-every", "1",
+                   "--workers", "1", "--quiet")
     seen_at_kill = []
     for more_rows in (1, 5):  # kill right after the first commit, then again further into the resumed run
         start = check_snapshot(db)

@@ -186,7 +186,8 @@ def test_a_full_disk_is_one_line_that_says_free_some_space(base, tmp_path, model
     try:
         shutil.copytree(base.db, disk / "db")
         noisy_photos(tmp_path / "noise", 40)
-        result = cli(tmp_path / "noise", "--db", disk / "db", "--batch-size", "4", *model_flags)
+        result = cli(tmp_path / "noise", "--db", disk / "db", "--batch-size", "4", "--commit-every", "4",
+                     *model_flags)
     finally:
         subprocess.run(["umount", str(disk)], check=True)
     assert_one_line_error(result, "no space left on the disk of the index")
