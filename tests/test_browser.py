@@ -253,6 +253,11 @@ def first_page_of(page, text: str) -> list[str]:
     page.fill("#query textarea", text)
     page.click("#search-button")
     wait_for_status(page, "best first")
+    # The status can arrive before the gallery does, and the newest-first page it replaces also shows 24 photos:
+    # wait until all 24 captions carry a score.
+    page.wait_for_function("() => { const c = [...document.querySelectorAll('#gallery .caption-label')];"
+                           " return c.length == 24 && c.every(e => /^-?\\d\\.\\d{3} · /.test(e.innerText)); }",
+                           timeout=WAIT_MS)
     wait_for_thumbnails(page, 24)
     return [c.split(" · ")[1] for c in captions(page)]
 
