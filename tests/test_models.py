@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,8 @@ import torch
 from PIL import Image
 
 import models
-from models.encoders import MIN_COSINE_TO_FP32, Precision, choose_precision, cpu_has_bf16, cpu_has_int8
+from models.encoders import (MIN_COSINE_TO_FP32, Precision, choose_precision, cpu_has_bf16, cpu_has_int8,
+                             hold_linear_weights_int8)
 from models.synthetic import write_pair, write_text, write_vision
 from models.text import TextEncoder, with_prefix
 from models.vision import NomicVisionModel, official_keys
@@ -391,6 +393,34 @@ def test_int8_is_tried_first_and_dropped_when_it_drifts():
         state["bf16"] = False
 
 
+def test_int8_slower_than_fp32_is_put_back():
+    """A CPU whose oneDNN lacks int8 kernels runs them as a reference loop, ~1000x slower: auto moves on."""
+    state = {"int8": False}
+
+    def hold_int8():
+        state["int8"] = True
+        return lambda: state.update(int8=False)
+
+    def probe(precision):
+        assert precision.int8_weights == state["int8"]
+        if precision.int8_weights:
+            time.sleep(0.3)  # the fp32 probe returns at once
+        return torch.eye(4)
+
+    chosen = choose_precision("auto", probe, native_bf16=True, native_int8=True, hold_int8=hold_int8)
+    assert chosen.path == "bf16-autocast" and not state["int8"]
+    chosen = choose_precision("auto", lambda p: torch.eye(4), native_bf16=True, native_int8=True, hold_int8=hold_int8)
+    assert chosen.path == "int8-dynamic" and state["int8"]  # as fast: kept
+
+
+def int8_text(folder) -> models.TextEmbedder:
+    """The text model on the int8 path whatever this CPU's speed in it (auto keeps int8 only where it is fast)."""
+    text = models.TextEmbedder(str(folder), precision="fp32")
+    hold_linear_weights_int8(text.encoder.model)
+    text.precision = Precision(torch.float32, int8_weights=True)
+    return text
+
+
 def test_int8_that_cannot_be_held_falls_back():
     def no_kernels():
         raise RuntimeError("no oneDNN int8 kernels in this build")
@@ -400,9 +430,11 @@ def test_int8_that_cannot_be_held_falls_back():
 
 
 @pytest.mark.skipif(not cpu_has_int8(), reason="this CPU has no int8 dot-product units (VNNI/AMX): auto skips int8")
-def test_auto_text_holds_int8_weights_within_the_cosine_bound(tiny_model_dirs, tiny_encoders):
-    text = models.TextEmbedder(str(tiny_model_dirs[1]), precision="auto")
-    assert text.precision.path == "int8-dynamic" and text.precision.cosine_to_fp32 >= MIN_COSINE_TO_FP32
+def test_text_in_int8_holds_int8_weights_within_the_cosine_bound(tiny_model_dirs, tiny_encoders):
+    auto = models.TextEmbedder(str(tiny_model_dirs[1]), precision="auto")
+    assert auto.precision.cosine_to_fp32 >= MIN_COSINE_TO_FP32 and auto.precision.path in ("int8-dynamic",
+                                                                                          "bf16-weights")
+    text = int8_text(tiny_model_dirs[1])
     module = text.encoder.model
     linears = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
     assert linears and all(m.weight.dtype == torch.int8 for m in linears)
@@ -424,8 +456,7 @@ def test_lora_loads_into_held_int8_weights(tiny_model_dirs):
     for name, parameter in exact.encoder.model.named_parameters():
         if "lora_B" in name:
             parameter.data = torch.randn(parameter.shape, generator=gen) * 0.05
-    held = models.TextEmbedder(str(tiny_model_dirs[1]), precision="auto")
-    assert held.precision.path == "int8-dynamic"
+    held = int8_text(tiny_model_dirs[1])
     load_lora(held, lora_state(exact))
     assert (held.embed_queries(TEXTS) * exact.embed_queries(TEXTS)).sum(-1).min() >= MIN_COSINE_TO_FP32
 

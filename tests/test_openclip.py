@@ -178,7 +178,10 @@ def test_bf16_text_holds_bf16_weights_and_the_shared_vision_tower_keeps_fp32(cli
 @pytest.mark.skipif(not cpu_has_int8() or not cpu_has_bf16(), reason="this CPU lacks int8 or bf16 units")
 def test_auto_text_holds_int8_weights_and_the_shared_vision_tower_keeps_fp32(clip_folder):
     vision, text = load_open_clip_pair(clip_folder, precision="auto")
-    assert text.precision.path == "int8-dynamic" and vision.precision.path == "bf16-autocast"
+    assert vision.precision.path == "bf16-autocast"
+    if text.precision.path != "int8-dynamic":
+        assert text.precision.path in ("bf16-weights", "bf16-autocast")
+        pytest.skip("int8 runs over twice as slow as fp32 on this CPU (oneDNN's reference loop): auto kept bf16")
     assert {p.dtype for p in vision.model.visual.parameters()} == {torch.float32}
     blocks = text.model.transformer.resblocks
     assert blocks[0].mlp.c_fc.weight.dtype == blocks[0].attn.in_proj_weight.dtype == torch.int8
