@@ -51,7 +51,8 @@ from .scan import Problem, scan
 # image), measured side by side on 2 cores (Intel Xeon with AMX, bf16). Nomic's 197 tokens, model alone, compiled:
 # 42.1-43.0 images/s in batches of 16 against 39.3-40.7 in batches of 32 (bench/index_throughput.py; eager, in
 # separate processes, 35.7-37.2 against 31.6-35.1). open_clip ViT-B-32-256's 65 tokens: 128 images/s at 32 against
-# 114 at 49 (bench/peer_rclip.py). Smaller batches also lose less work to a kill.
+# 114 at 49 (bench/peer_rclip.py). On AMD EPYC (AVX512-BF16, no AMX), Nomic end to end: 8.07-8.14 images/s at 16,
+# 6.96-7.49 at 32, 6.81-8.18 at 8. Smaller batches also lose less work to a kill.
 CPU_TOKEN_ROWS = 3200
 MAX_CPU_BATCH = 32
 # Photos per commit at least, whatever the model's batch. Each commit costs ~70 ms of one core (a merge-insert and
@@ -139,7 +140,8 @@ def choose_vector_index(meta: dict, flag: str | None) -> str:
 def default_workers() -> int:
     """One decoding thread per core: decoding and inference take turns (Indexer._model_running), each with all
     cores. A 12-MP JPEG costs ~30 ms to read, hash and decode in draft mode; the vision model from ~25 ms
-    (ViT-B-32-256) to ~260 ms (Nomic v1.5) of CPU time per image."""
+    (ViT-B-32-256) to ~260 ms (Nomic v1.5) of CPU time per image. On AMD EPYC, 2 cores, Nomic end to end: two
+    threads 8.07-8.14 images/s, one 6.39-7.03 (bench/index_throughput.py --workers 1)."""
     return max(1, os.cpu_count() or 2)
 
 
