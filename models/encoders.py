@@ -289,13 +289,20 @@ class Int8Linear:
         scale = max(rows.abs().max().item(), torch.finfo(torch.float32).tiny) / 127
         quantized = torch.round(rows / scale).to(torch.int8)  # |values| <= 127: no clamp needed
         if self.kernel == "onednn":
-            out = torch.ops.onednn.qlinear_pointwise(quantized, scale, 0, self.packed, self.scales, self.zero_points,
-                                                      self.bias, 1.0, 0, torch.float32, "none", [], "")  # [M, out]
+            out = _onednn_int8_linear(quantized, scale, self.packed, self.scales, self.zero_points, self.bias)
         else:
             out = torch._int_mm(quantized, self.weight.t()).float() * (self.scales * scale)  # [M, out]
             if self.bias is not None:
                 out += self.bias
         return out.view(*x.shape[:-1], -1).to(x.dtype)
+
+
+def _onednn_int8_linear(quantized: torch.Tensor, scale: float, packed: torch.Tensor, scales: torch.Tensor,
+                        zero_points: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """oneDNN's int8 linear: int8 rows [M, in] (one `scale`, zero point 0) x a weight packed by qlinear_prepack
+    (per-channel `scales`), plus `bias`, dequantized inside it to fp32 [M, out]."""
+    return torch.ops.onednn.qlinear_pointwise(quantized, scale, 0, packed, scales, zero_points, bias, 1.0, 0,
+                                              torch.float32, "none", [], "")
 
 
 @functools.cache
@@ -308,8 +315,7 @@ def int8_kernel() -> str:
     candidates = {"int_mm": lambda: torch._int_mm(x, weight.t())}
     try:
         packed = torch.ops.onednn.qlinear_prepack(weight, None)
-        candidates["onednn"] = lambda: torch.ops.onednn.qlinear_pointwise(
-            x, 0.01, 0, packed, scales, zero_points, None, 1.0, 0, torch.float32, "none", [], "")
+        candidates["onednn"] = lambda: _onednn_int8_linear(x, 0.01, packed, scales, zero_points, None)
     except (RuntimeError, AttributeError):  # this torch build has no oneDNN int8 ops
         pass
 
